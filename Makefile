@@ -1,0 +1,41 @@
+# The single source of commands: README, CI and developers all use these targets.
+PY      := .venv/bin/python
+PIP     := $(PY) -m pip
+STAMP   := .venv/.installed
+# Default test run: everything except the `slow` learning tests, on both cores.
+PYTEST  := $(PY) -m pytest -n 2
+
+.PHONY: install run test test-all lint type bench clean
+
+install: $(STAMP)
+
+# The CPU build of torch that lies on this disk goes in first, so that no dependency
+# can pull a multi-GB CUDA build; then the project, editable, with dev + minigrid.
+$(STAMP): pyproject.toml
+	test -d .venv || python3 -m venv .venv
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[dev,minigrid]'
+	touch $(STAMP)
+
+run: install
+	$(PY) -m nb2_agents.quickstart
+
+test: install
+	$(PYTEST) -m "not slow"
+
+test-all: install
+	$(PYTEST)
+
+lint: install
+	$(PY) -m ruff check nb2_agents tests benchmarks
+	$(PY) -m ruff format --check nb2_agents tests benchmarks
+
+type: install
+	$(PY) -m mypy
+
+bench: install
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf .venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache

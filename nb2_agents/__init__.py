@@ -1,0 +1,38 @@
+"""nb2-agents: NB2 encoder-decoder transformer policies for Stable-Baselines3.
+
+>>> from stable_baselines3 import PPO
+>>> from nb2_agents import NB2Policy
+>>> model = PPO(NB2Policy, "CartPole-v1")  # or PPO("NB2Policy", "CartPole-v1")
+"""
+
+from nb2_agents.nn import NB2, PRESETS, NB2Config, get_config
+from nb2_agents.sb3 import (
+    MaskableNB2Policy,
+    NB2ActorCriticPolicy,
+    NB2DQNPolicy,
+    NB2Extractor,
+    NB2SACPolicy,
+    NB2TD3Policy,
+    register_policies,
+)
+
+NB2Policy = NB2ActorCriticPolicy
+"""The NB2 policy for PPO and A2C; ``"NB2Policy"`` names the right class for every algorithm."""
+
+register_policies()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NB2",
+    "PRESETS",
+    "MaskableNB2Policy",
+    "NB2ActorCriticPolicy",
+    "NB2Config",
+    "NB2DQNPolicy",
+    "NB2Extractor",
+    "NB2Policy",
+    "NB2SACPolicy",
+    "NB2TD3Policy",
+    "get_config",
+]

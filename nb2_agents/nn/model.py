@@ -1,0 +1,99 @@
+"""NB2: tokenizer → hierarchical encoder → decoder with dynamic attention and token sampling."""
+
+from __future__ import annotations
+
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from nb2_agents.nn.blocks import init_weights
+from nb2_agents.nn.config import NB2Config, ParamReport
+from nb2_agents.nn.decoder import Decoder
+from nb2_agents.nn.encoder import HierarchicalEncoder
+from nb2_agents.nn.tokenizer import Tokenizer
+
+
+class NB2(nn.Module):
+    """The NB2 network for one observation space.
+
+    ``forward(obs)`` takes SB3-preprocessed observations and returns (B, n_queries, C): one
+    feature vector per learned query (for example actor and critic).
+
+    >>> import gymnasium as gym, torch
+    >>> net = NB2(gym.spaces.Box(-1, 1, (4,)), NB2Config(), n_queries=2)
+    >>> net(torch.zeros(3, 4)).shape
+    torch.Size([3, 2, 32])
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        cfg: NB2Config,
+        n_queries: int = 2,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.check_finite = check_finite
+        self.tokenizer = Tokenizer(observation_space, cfg)
+        self.encoder = HierarchicalEncoder(cfg, self.tokenizer.n_groups, self.tokenizer.group_len)
+        self.decoder = Decoder(cfg, n_queries)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every weight (gates start near the identity / open)."""
+        self.apply(init_weights)
+        self.decoder.reset_gates()
+        # zero global token and pooling seeds: mean pooling at init, no constant offset
+        nn.init.zeros_(self.encoder.global_token)
+        nn.init.zeros_(self.encoder.task_embed.weight)
+        for level in self.encoder.level_list:
+            nn.init.zeros_(level.pool.seed)
+
+    def forward(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        # Checked where observations enter: rollouts and predictions run without autograd,
+        # while updates re-read observations that were already checked then.
+        if self.check_finite and not torch.is_grad_enabled():
+            check_finite(obs)
+        return self.decoder(self.encoder(self.tokenizer(obs)))
+
+    def param_report(self) -> ParamReport:
+        """Parameter counts in total and per block (tokenizer, encoder, decoder)."""
+
+        def count(m: nn.Module) -> int:
+            return sum(p.numel() for p in m.parameters())
+
+        blocks = {"tokenizer": self.tokenizer, "encoder": self.encoder, "decoder": self.decoder}
+        return ParamReport(count(self), {k: count(m) for k, m in blocks.items()})
+
+
+def check_finite(obs: torch.Tensor | dict[str, torch.Tensor]) -> None:
+    """Raise ``ValueError`` naming the key and feature index of the first NaN / Inf."""
+    items = obs.items() if isinstance(obs, dict) else [("", obs)]
+    for key, x in items:
+        if not x.is_floating_point() or bool(torch.isfinite(x).all()):
+            continue
+        row, *feature = (~torch.isfinite(x)).nonzero()[0].tolist()
+        value = x[(row, *feature)].item()
+        where = f"observation key {key!r}" if key else "observation"
+        raise ValueError(
+            f"{where} feature {tuple(feature) if len(feature) > 1 else feature[0]} is {value} "
+            f"(batch row {row}); fix the environment or wrap it (e.g. VecCheckNan), "
+            "or pass check_finite=False in policy_kwargs to skip this check"
+        )
+
+
+def preset_param_counts(
+    observation_space: spaces.Space, presets: dict[str, NB2Config] | None = None, n_queries: int = 2
+) -> dict[str, ParamReport]:
+    """Parameter counts of NB2 for ``observation_space`` under each preset.
+
+    >>> import gymnasium as gym
+    >>> counts = preset_param_counts(gym.spaces.Box(-1, 1, (4,)))
+    >>> sorted(counts) == ["base", "nano", "small"]
+    True
+    """
+    from nb2_agents.nn.config import PRESETS
+
+    chosen = PRESETS if presets is None else presets
+    return {name: NB2(observation_space, cfg, n_queries).param_report() for name, cfg in chosen.items()}

@@ -1,0 +1,115 @@
+"""NB2 actor-critic policies for PPO, A2C and sb3-contrib's MaskablePPO."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import create_mlp
+from stable_baselines3.common.type_aliases import Schedule
+from torch import nn
+
+from nb2_agents.nn.config import NB2Config
+from nb2_agents.sb3.extractor import NB2Extractor, NB2PolicyMixin
+
+
+class NB2Heads(nn.Module):
+    """SB3's ``mlp_extractor`` slot: splits NB2's (actor, critic) query outputs.
+
+    Optional hidden layers (``net_arch=dict(pi=[...], vf=[...])``) run on each half.
+    """
+
+    def __init__(
+        self, d_model: int, net_arch: list[int] | dict[str, list[int]], activation_fn: type[nn.Module]
+    ) -> None:
+        super().__init__()
+        arch = net_arch if isinstance(net_arch, dict) else {"pi": net_arch, "vf": net_arch}
+        self.d_model = d_model
+        self.pi = nn.Sequential(*create_mlp(d_model, -1, list(arch.get("pi", [])), activation_fn))
+        self.vf = nn.Sequential(*create_mlp(d_model, -1, list(arch.get("vf", [])), activation_fn))
+        self.latent_dim_pi = arch["pi"][-1] if arch.get("pi") else d_model
+        self.latent_dim_vf = arch["vf"][-1] if arch.get("vf") else d_model
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_actor(features), self.forward_critic(features)
+
+    def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
+        return self.pi(features[:, : self.d_model])  # the actor query's output
+
+    def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
+        return self.vf(features[:, self.d_model : 2 * self.d_model])  # the critic query's output
+
+
+class _ActorCriticMixin(NB2PolicyMixin):
+    """What PPO / A2C and MaskablePPO policies share: the heads and NB2's own init."""
+
+    net_arch: Any
+    activation_fn: type[nn.Module]
+    _share_encoder: bool
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        preset: str | NB2Config = "nano",
+        sampling: bool | None = None,
+        share_encoder: bool = True,
+        check_finite: bool = True,
+        nb2_kwargs: dict[str, Any] | None = None,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # SB3's actor-critic policies use Adam with eps=1e-5 (from OpenAI baselines)
+        extractor_kwargs = self._nb2_setup(
+            preset, sampling, check_finite, nb2_kwargs, 2, kwargs, adam_defaults={"eps": 1e-5}
+        )
+        self._share_encoder = share_encoder
+        super().__init__(  # type: ignore[call-arg]
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch=net_arch if net_arch is not None else [],
+            features_extractor_class=NB2Extractor,
+            features_extractor_kwargs=extractor_kwargs,
+            share_features_extractor=share_encoder,
+            **kwargs,
+        )
+
+    def _build_mlp_extractor(self) -> None:
+        self.mlp_extractor = NB2Heads(self.nb2_config.d_model, self.net_arch, self.activation_fn)  # type: ignore[assignment]
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        super()._build(lr_schedule)  # type: ignore[misc]
+        # SB3's orthogonal init (gain sqrt 2, zero biases) would reset NB2's gate biases, which
+        # must start near the identity; keep it for the action / value heads only.
+        for net in self.nb2_networks():
+            net.reset_parameters()
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data["share_encoder"] = self._share_encoder
+        return data
+
+
+class NB2ActorCriticPolicy(_ActorCriticMixin, ActorCriticPolicy):  # type: ignore[misc]
+    """NB2 actor-critic policy for PPO and A2C (``PPO(NB2Policy, env)`` or ``PPO("NB2Policy", env)``).
+
+    :param preset: ``"nano"``, ``"small"``, ``"base"`` or an :class:`NB2Config`
+    :param sampling: adaptive token sampling on / off (None: the preset's)
+    :param share_encoder: one NB2 encoder for actor and critic (True) or one each
+    :param check_finite: raise ``ValueError`` on NaN / Inf observations
+    :param nb2_kwargs: other :class:`NB2Config` fields to override
+    :param net_arch: optional hidden layers after NB2, ``dict(pi=[...], vf=[...])``; none by default
+    :param kwargs: the rest of SB3's ``ActorCriticPolicy`` arguments
+    """
+
+
+class MaskableNB2Policy(_ActorCriticMixin, MaskableActorCriticPolicy):  # type: ignore[misc]
+    """NB2 actor-critic policy for sb3-contrib's MaskablePPO; invalid actions get zero probability.
+
+    Takes the same options as :class:`NB2ActorCriticPolicy`.
+    """
