@@ -110,11 +110,6 @@ class Block(nn.Module):
         self.mlp = MLP(d_model, mlp_ratio)
         self.gate_mlp = GatedResidual(d_model, gate_bias)
 
-    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values (B, nh, T, hs) of a memory, for callers that select among them."""
-        norm = self.ln_kv if self.ln_kv is not None else self.ln_q
-        return self.attn.keys_values(norm(memory))
-
     def forward(
         self,
         x: torch.Tensor,
@@ -123,29 +118,11 @@ class Block(nn.Module):
         head_gates: torch.Tensor | None = None,
     ) -> torch.Tensor:
         h = self.ln_q(x)
-        k, v = self.attn.keys_values(h) if memory is None else self.memory_kv(memory)
-        return self._finish(x, h, k, v, mask, head_gates)
-
-    def forward_kv(
-        self,
-        x: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        head_gates: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Cross-attention over keys / values already computed by :meth:`memory_kv`."""
-        return self._finish(x, self.ln_q(x), k, v, mask, head_gates)
-
-    def _finish(
-        self,
-        x: torch.Tensor,
-        h: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        mask: torch.Tensor | None,
-        head_gates: torch.Tensor | None,
-    ) -> torch.Tensor:
+        if memory is None:
+            k, v = self.attn.keys_values(h)
+        else:
+            assert self.ln_kv is not None, "built with cross=False"
+            k, v = self.attn.keys_values(self.ln_kv(memory))
         x = self.gate_attn(x, self.attn.attend(h, k, v, mask, head_gates))
         return self.gate_mlp(x, self.mlp(self.ln_mlp(x)))
 

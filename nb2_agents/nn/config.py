@@ -41,7 +41,7 @@ class NB2Config:
     """Rows of the task-embedding table (task ids must be below this)."""
     sampling: bool = True
     """Adaptive token sampling on (True) or off (False, the ablation)."""
-    keep_mass: float = 0.9
+    keep_mass: float = 0.75
     """Sampling keeps the most significant tokens until this share of significance is covered."""
     min_keep: int = 8
     """Sampling never keeps fewer tokens than this (and does nothing below this many tokens)."""

@@ -5,6 +5,10 @@ into one summary (Set Transformer's PMA). While more summaries remain than fit i
 they are grouped again, attended and pooled (H-Transformer-1D / Swin). Finally the top
 summaries attend together with a global token and the task token. Cost is about
 O(N·G + (N/G)·G + ...) instead of O(N²) for flat attention.
+
+Adaptive token sampling (``sampling.py``) runs as tokens enter level 0: each group keeps the
+tokens its pooling query finds most significant, so the local attention, the pooling and the
+decoder all read fewer tokens.
 """
 
 from __future__ import annotations
@@ -26,19 +30,18 @@ from nb2_agents.nn.tokenizer import TokenSet
 class Memory:
     """What the encoder hands the decoder: the multi-scale memory.
 
-    ``tokens`` (B, T, C) holds fine tokens and summaries; ``tokens[:, fine]`` are the fine
-    tokens that adaptive sampling may drop, the rest (summaries, global and task tokens) are
-    always read. ``mask`` is a keep-mask broadcastable to (B, T), or None when nothing is
-    padded. ``global_token`` and ``task`` are (B, C); ``kept_fraction`` is the share of fine
-    tokens that the encoder's own sampling kept (1.0 when it did not sample).
+    ``tokens`` (B, T, C) holds the fine tokens that sampling kept, the summaries of every
+    level, and the final global and task tokens; ``mask`` is a keep-mask broadcastable to
+    (B, T), or None when nothing is padded. ``global_token`` and ``task`` are (B, C).
+    ``kept`` (B,) is the share of each observation's fine tokens that sampling kept, or None
+    when sampling did not run.
     """
 
     tokens: torch.Tensor
-    fine: slice
     mask: torch.Tensor | None
     global_token: torch.Tensor
     task: torch.Tensor
-    kept_fraction: float = 1.0
+    kept: torch.Tensor | None = None
 
 
 class Pool(nn.Module):
@@ -57,6 +60,20 @@ class Pool(nn.Module):
         k, v = self.attn.keys_values(self.ln(x))  # (B*, nh, G, hs)
         return self.attn.attend(self.query(x.shape[0]), k, v, key_mask)  # (B*, 1, C)
 
+    @torch.no_grad()
+    def significance(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """How much this pool's query attends to each token, times its value norm: (B*, G).
+
+        Written with functional calls on the pool's own weights: the score is a side
+        computation, and going through the submodules would fire their hooks (profilers,
+        FLOP counters) as if the pool had run.
+        """
+        a = self.attn
+        h = F.layer_norm(x, self.ln.normalized_shape, self.ln.weight, self.ln.bias, self.ln.eps)
+        k, v = F.linear(h, a.kv.weight, a.kv.bias).chunk(2, dim=-1)  # 2 x (B*, G, C)
+        q = F.linear(self.seed, a.q.weight, a.q.bias).expand(x.shape[0], 1, -1)  # (B*, 1, C)
+        return significance(a.split_heads(q), a.split_heads(k), a.split_heads(v), mask)
+
 
 def _key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     """(B*, G) keep-mask → (B*, 1, 1, G) for SDPA; None stays None."""
@@ -72,10 +89,11 @@ class Level(nn.Module):
         self.blocks = nn.ModuleList(Block(*args) for _ in range(n_layers))
         self.pool = Pool(cfg)
 
-    def group_attention(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Groups (B*, G, C) with keep-mask (B*, G) → attended tokens and summaries (B*, 1, C)."""
         for blk in self.blocks:
             x = blk(x, mask=_key_mask(mask))
-        return x
+        return x, self.pool(x, _key_mask(mask))
 
 
 class HierarchicalEncoder(nn.Module):
@@ -84,7 +102,6 @@ class HierarchicalEncoder(nn.Module):
     def __init__(self, cfg: NB2Config, n_groups: int, group_len: int) -> None:
         super().__init__()
         self.cfg = cfg
-        self.group_len = group_len
         args = (cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.gate_bias)
         self.global_token = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
         self.task_embed = nn.Embedding(cfg.max_tasks, cfg.d_model)
@@ -105,10 +122,7 @@ class HierarchicalEncoder(nn.Module):
             self.level_list.append(Level(cfg, 1))
             g = n
         self.levels = nn.ModuleList(self.level_list)  # registers the parameters
-        # sample inside groups between level-0 layers only when there is a later layer to save
-        self.sample_groups = (
-            cfg.sampling and not self.single_group and cfg.n_local_layers > 1 and group_len > cfg.min_keep
-        )
+        self.sample = cfg.sampling and not self.single_group and group_len > cfg.min_keep
 
     def _task(self, ts: TokenSet, b: int) -> torch.Tensor:
         if ts.task_ids is None:
@@ -121,16 +135,11 @@ class HierarchicalEncoder(nn.Module):
         b, g, G, c = ts.tokens.shape
         x = ts.tokens.reshape(b * g, G, c)  # (B*g, G, C)
         mask = None if ts.full else ts.mask.repeat(b, 1)  # (B*g, G)
-        level0 = self.level_list[0]
-        kept = 1.0
-        if self.sample_groups:  # first layer on every token, the rest on the kept ones
-            x = level0.blocks[0](x, mask=_key_mask(mask))
-            x, mask, kept = self._sample(x, mask, level0.pool)
-            for blk in level0.blocks[1:]:
-                x = blk(x, mask=_key_mask(mask))
-        else:
-            x = level0.group_attention(x, mask)
-        summaries = level0.pool(x, _key_mask(mask)).view(b, g, c)  # (B, g, C)
+        kept = None
+        if self.sample:
+            x, mask, kept = self._sample(x, mask, self.level_list[0].pool, b)  # (B*g, K, C)
+        x, pooled = self.level_list[0](x, mask)
+        summaries = pooled.view(b, g, c)  # (B, g, C)
         fine = x.reshape(b, -1, c)  # (B, g*K, C)
         fine_mask = None if mask is None else mask.reshape(b, -1)  # (B, g*K)
 
@@ -139,23 +148,20 @@ class HierarchicalEncoder(nn.Module):
             n_groups, size = level_mask.shape
             pad = n_groups * size - summaries.shape[1]
             s = F.pad(summaries, (0, 0, 0, pad)).view(b * n_groups, size, c)  # (B*n, size, C)
-            m = level_mask.to(s.device).repeat(b, 1)  # (B*n, size)
-            s = level.group_attention(s, m)  # (B*n, size, C)
-            summaries = level.pool(s, _key_mask(m)).view(b, n_groups, c)  # (B, n, C)
+            _, pooled = level(s, level_mask.to(s.device).repeat(b, 1))
+            summaries = pooled.view(b, n_groups, c)  # (B, n, C)
             levels.append(summaries)
 
         task = self._task(ts, b)
         top = torch.cat([self.global_token.expand(b, 1, c), task.unsqueeze(1), summaries], dim=1)
         for blk in self.global_blocks:
             top = blk(top)  # (B, 2 + n_top, C)
-        # fine tokens, lower-level summaries, final stage: (B, N + S, C)
-        memory = torch.cat([fine, *levels[:-1], top], dim=1)
-        n = fine.shape[1]
+        memory = torch.cat([fine, *levels[:-1], top], dim=1)  # (B, N + S, C)
         mask = None
         if fine_mask is not None:
-            rest = torch.ones(b, memory.shape[1] - n, dtype=torch.bool, device=memory.device)
+            rest = torch.ones(b, memory.shape[1] - fine.shape[1], dtype=torch.bool, device=memory.device)
             mask = torch.cat([fine_mask, rest], dim=1)  # (B, N + S)
-        return Memory(memory, slice(0, n), mask, top[:, 0], task, kept)
+        return Memory(memory, mask, top[:, 0], task, kept)
 
     def _forward_single(self, ts: TokenSet) -> Memory:
         b, c = ts.tokens.shape[0], ts.tokens.shape[-1]
@@ -167,15 +173,14 @@ class HierarchicalEncoder(nn.Module):
             mask = torch.cat([special, ts.mask[0]]).unsqueeze(0)  # (1, 2+G)
         for blk in [*self.local_blocks, *self.global_blocks]:
             x = blk(x, mask=_key_mask(mask))  # (B, 2+G, C)
-        return Memory(x, slice(2, x.shape[1]), mask, x[:, 0], task)
+        return Memory(x, mask, x[:, 0], task)
 
     def _sample(
-        self, x: torch.Tensor, mask: torch.Tensor | None, pool: Pool
-    ) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Keep the tokens of each group that its pooling query finds most significant."""
-        k, v = pool.attn.keys_values(pool.ln(x))  # (B*g, nh, G, hs)
-        q = pool.attn.split_heads(pool.attn.q(pool.query(x.shape[0])))  # (B*g, nh, 1, hs)
-        scores = significance(q, k, v, mask)  # (B*g, G)
+        self, x: torch.Tensor, mask: torch.Tensor | None, pool: Pool, b: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keep each group's most significant tokens: (B*g, K, C), keep-mask, kept share (B,)."""
+        scores = pool.significance(x, mask)  # (B*g, G)
         index, keep = select_tokens(scores, mask, self.cfg.keep_mass, self.cfg.min_keep)
-        valid = x.shape[1] * x.shape[0] if mask is None else int(mask.sum())
-        return gather_tokens(x, index), keep, float(keep.sum()) / max(valid, 1)
+        valid = x.shape[0] // b * x.shape[1] if mask is None else mask.reshape(b, -1).sum(dim=1)
+        kept = keep.reshape(b, -1).sum(dim=1) / valid  # (B,) share of real tokens kept
+        return gather_tokens(x, index), keep, kept

@@ -38,6 +38,8 @@ class NB2(nn.Module):
         self.tokenizer = Tokenizer(observation_space, cfg)
         self.encoder = HierarchicalEncoder(cfg, self.tokenizer.n_groups, self.tokenizer.group_len)
         self.decoder = Decoder(cfg, n_queries)
+        self.last_kept: torch.Tensor | None = None
+        """(B,) share of fine tokens kept by adaptive sampling in the last forward (None: no sampling)."""
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -55,7 +57,9 @@ class NB2(nn.Module):
         # while updates re-read observations that were already checked then.
         if self.check_finite and not torch.is_grad_enabled():
             check_finite(obs)
-        return self.decoder(self.encoder(self.tokenizer(obs)))
+        memory = self.encoder(self.tokenizer(obs))
+        self.last_kept = None if memory.kept is None else memory.kept.detach()
+        return self.decoder(memory)
 
     def param_report(self) -> ParamReport:
         """Parameter counts in total and per block (tokenizer, encoder, decoder)."""

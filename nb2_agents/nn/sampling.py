@@ -56,9 +56,3 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Rows of ``x`` (B, N, ...) picked by ``index`` (B, K) → (B, K, ...)."""
     shape = index.shape + (1,) * (x.dim() - 2)
     return x.gather(1, index.view(shape).expand(*index.shape, *x.shape[2:]))
-
-
-def gather_heads(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Tokens of per-head keys / values ``x`` (B, nh, N, hs) picked by ``index`` (B, K)."""
-    b, nh, _, hs = x.shape
-    return x.gather(2, index[:, None, :, None].expand(b, nh, index.shape[1], hs))  # (B, nh, K, hs)
