@@ -7,16 +7,25 @@ needs to scale each head's output before the output projection.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
 class Attention(nn.Module):
-    """Multi-head attention; ``forward(x, memory)`` is self-attention when ``memory is x``."""
+    """Multi-head attention; ``forward(x, memory)`` is self-attention when ``memory is x``.
+
+    Set ``record_entropy = True`` to have each call store the mean entropy (nats) of its
+    attention distributions in ``last_entropy``; it costs an explicit softmax, so it is off
+    during training and switched on for logging (see ``NB2.diagnostics``).
+    """
 
     def __init__(self, d_model: int, n_heads: int) -> None:
         super().__init__()
+        self.record_entropy = False
+        self.last_entropy: float | None = None
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
         self.q = nn.Linear(d_model, d_model)
@@ -46,6 +55,8 @@ class Attention(nn.Module):
         """
         b, t, c = x.shape
         q = self.split_heads(self.q(x))  # (B, nh, Tq, hs)
+        if self.record_entropy:
+            self.last_entropy = attention_entropy(q, k, mask)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, Tq, hs)
         if head_gates is not None:
             y = y * head_gates[:, :, None, None]  # (B, nh, 1, 1) broadcast over queries
@@ -57,6 +68,16 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         k, v = self.keys_values(memory)
         return self.attend(x, k, v, mask)
+
+
+@torch.no_grad()
+def attention_entropy(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> float:
+    """Mean entropy (nats) of softmax(q k^T / sqrt(hs)) over every head and query."""
+    logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, nh, Tq, Tk)
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    logp = logits.log_softmax(dim=-1)
+    return float(-(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(dim=-1).mean())
 
 
 class MLP(nn.Module):

@@ -6,7 +6,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from nb2_agents.nn.blocks import init_weights
+from nb2_agents.nn.blocks import Attention, init_weights
 from nb2_agents.nn.config import NB2Config, ParamReport
 from nb2_agents.nn.decoder import Decoder
 from nb2_agents.nn.encoder import HierarchicalEncoder
@@ -61,6 +61,32 @@ class NB2(nn.Module):
         self.last_kept = None if memory.kept is None else memory.kept.detach()
         return self.decoder(memory)
 
+    @torch.no_grad()
+    def diagnostics(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, float]:
+        """What TensorBoard's ``nb2/`` keys show, from one extra forward pass on ``obs``.
+
+        Attention entropy (nats) per level of the hierarchy (``level0``, ``level1``, ...,
+        ``global``, ``decoder``; pooling included in its level), the share of fine tokens kept
+        by sampling, and the mean decoder head gate.
+        """
+        attns = {name: m for name, m in self.named_modules() if isinstance(m, Attention)}
+        for m in attns.values():
+            m.record_entropy, m.last_entropy = True, None
+        try:
+            self(obs)
+        finally:
+            for m in attns.values():
+                m.record_entropy = False
+        by_level: dict[str, list[float]] = {}
+        for name, m in attns.items():
+            if m.last_entropy is not None:
+                by_level.setdefault(_level_of(name), []).append(m.last_entropy)
+        out = {f"attention_entropy/{lvl}": sum(v) / len(v) for lvl, v in sorted(by_level.items())}
+        out["kept_fraction"] = 1.0 if self.last_kept is None else float(self.last_kept.mean())
+        if self.decoder.last_gates is not None:
+            out["head_gate_mean"] = float(self.decoder.last_gates.mean())
+        return out
+
     def param_report(self) -> ParamReport:
         """Parameter counts in total and per block (tokenizer, encoder, decoder)."""
 
@@ -69,6 +95,16 @@ class NB2(nn.Module):
 
         blocks = {"tokenizer": self.tokenizer, "encoder": self.encoder, "decoder": self.decoder}
         return ParamReport(count(self), {k: count(m) for k, m in blocks.items()})
+
+
+def _level_of(module_name: str) -> str:
+    """``encoder.levels.1.blocks.0.attn`` → ``level1``; global / local-single → ``global``."""
+    parts = module_name.split(".")
+    if parts[0] == "decoder":
+        return "decoder"
+    if parts[1] == "levels":
+        return f"level{parts[2]}"
+    return "global"  # global blocks, and the single-group stage where local and global coincide
 
 
 def check_finite(obs: torch.Tensor | dict[str, torch.Tensor]) -> None:
