@@ -33,10 +33,12 @@ class Decoder(nn.Module):
         )
         self.head_gate = nn.Linear(2 * c, cfg.n_decoder_layers * cfg.n_heads)
         self.ln_out = nn.LayerNorm(c)
-        self.reset_gates()
         self.last_gates: torch.Tensor | None = None
+        self.reset_parameters()
 
-    def reset_gates(self) -> None:
+    def reset_parameters(self) -> None:
+        """Queries re-drawn, head gates back to exactly open (blocks reset themselves)."""
+        nn.init.normal_(self.queries, std=0.02)
         nn.init.zeros_(self.head_gate.weight)
         nn.init.zeros_(self.head_gate.bias)
 

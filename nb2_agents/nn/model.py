@@ -44,8 +44,9 @@ class NB2(nn.Module):
 
     def reset_parameters(self) -> None:
         """Re-initialise every weight (gates start near the identity / open)."""
-        self.apply(init_weights)
-        self.decoder.reset_gates()
+        self.apply(init_weights)  # Linear, Conv, Embedding, LayerNorm, gated residuals
+        self.tokenizer.reset_parameters()
+        self.decoder.reset_parameters()
         # zero global token and pooling seeds: mean pooling at init, no constant offset
         nn.init.zeros_(self.encoder.global_token)
         nn.init.zeros_(self.encoder.task_embed.weight)

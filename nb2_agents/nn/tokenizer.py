@@ -73,6 +73,11 @@ class Segment(nn.Module):
     group_len: int
     mask: torch.Tensor  # (n_groups, group_len) keep-mask, a buffer
 
+    def reset_parameters(self) -> None:
+        """Re-draw this segment's own embedding tables (submodules reset themselves)."""
+        for param in self.parameters(recurse=False):
+            nn.init.normal_(param, std=0.02)
+
 
 class VectorEmbed(Segment):
     """Box vector / MultiBinary: per-scalar tokens, or chunks for long vectors."""
@@ -110,10 +115,14 @@ class ImageEmbed(Segment):
         self.channels_first = is_image_space_channels_first(space)
         c, h, w = space.shape if self.channels_first else (space.shape[2], *space.shape[:2])
         patch = cfg.patch_size or self._auto_patch(h, w, cfg.max_image_tokens)
+        if patch > min(h, w):
+            raise ValueError(
+                f"NB2Config.patch_size={patch} is larger than the {h}x{w} image; use at most {min(h, w)}"
+            )
         self.proj = nn.Conv2d(c, cfg.d_model, kernel_size=patch, stride=patch)
-        self.hp, self.wp = h // patch, w // patch
-        if self.hp == 0 or self.wp == 0:
-            raise ValueError(f"image of {h}x{w} pixels is smaller than patch_size={patch}")
+        # partial patches at the right / bottom edge are zero-padded, so every pixel is seen
+        self.hp, self.wp = math.ceil(h / patch), math.ceil(w / patch)
+        self.pad = (0, self.wp * patch - w, 0, self.hp * patch - h)  # F.pad order: W then H
         self.row = nn.Parameter(torch.randn(self.hp, 1, cfg.d_model) * 0.02)
         self.col = nn.Parameter(torch.randn(1, self.wp, cfg.d_model) * 0.02)
         n = self.hp * self.wp
@@ -143,6 +152,8 @@ class ImageEmbed(Segment):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.channels_first:
             x = x.permute(0, 3, 1, 2)  # (B, H, W, ch) → (B, ch, H, W)
+        if any(self.pad):
+            x = F.pad(x, self.pad)  # (B, ch, hp*patch, wp*patch)
         p = self.proj(x).permute(0, 2, 3, 1) + self.row + self.col  # (B, hp, wp, C)
         b, c = p.shape[0], p.shape[-1]
         if self.win == 0:
@@ -262,6 +273,12 @@ class Tokenizer(nn.Module):
         self.register_buffer("mask", torch.cat(masks, dim=0), persistent=False)
         self.full = bool(self.mask.all())
 
+    def reset_parameters(self) -> None:
+        for seg in self.segment_list:
+            seg.reset_parameters()
+        if self.key_embed is not None:
+            nn.init.normal_(self.key_embed, std=0.02)
+
     def forward(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> TokenSet:
         if not isinstance(obs, dict):
             return TokenSet(self.segment_list[0](obs), self.mask, None, self.full)
@@ -273,5 +290,8 @@ class Tokenizer(nn.Module):
             if pad:
                 tok = F.pad(tok, (0, 0, 0, pad))  # (B, g_i, G, C)
             parts.append(tok + self.key_embed[i])
-        task_ids = obs[self.task_key].argmax(dim=-1) if self.task_key else None  # one-hot → (B,)
+        task_ids = None
+        if self.task_key:  # one-hot, (B, n) or (B, 1, n) as SB3's buffers store Discrete keys
+            onehot = obs[self.task_key]
+            task_ids = onehot.reshape(onehot.shape[0], -1).argmax(dim=-1)  # (B,)
         return TokenSet(torch.cat(parts, dim=1), self.mask, task_ids, self.full)  # (B, n_groups, G, C)
