@@ -1,0 +1,459 @@
+"""The NB2 network end to end: gradients, initialisation, deterministic token sampling, presets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from nb2_agents import NB2, PRESETS, NB2Config, get_config
+from nb2_agents.nn.blocks import GatedResidual
+from nb2_agents.nn.model import preset_param_counts
+from nb2_agents.nn.tokenizer import TASK_KEY
+
+
+def image(shape: tuple[int, ...]) -> spaces.Box:
+    return spaces.Box(0, 255, shape, dtype=np.uint8)
+
+
+def sample_obs(space: spaces.Space, batch: int, scale: torch.Tensor | None = None):
+    """Random SB3-preprocessed observations; ``scale`` (B, 1) varies Box vectors per row."""
+    if isinstance(space, spaces.Dict):
+        return {k: sample_obs(s, batch, scale) for k, s in space.spaces.items()}
+    if isinstance(space, spaces.Discrete):
+        return torch.eye(int(space.n))[torch.randint(0, int(space.n), (batch,))]
+    if isinstance(space, spaces.MultiDiscrete):
+        return torch.cat([torch.eye(int(n))[torch.randint(0, int(n), (batch,))] for n in space.nvec], dim=1)
+    if isinstance(space, spaces.MultiBinary):
+        return torch.randint(0, 2, (batch, *space.shape)).float()
+    if space.dtype == np.uint8:
+        return torch.rand(batch, *space.shape)  # images after SB3's division by 255
+    x = torch.randn(batch, *space.shape)
+    if scale is not None:
+        x = x * scale.view(batch, *([1] * len(space.shape)))
+    return x
+
+
+def rows(obs, idx):
+    if isinstance(obs, dict):
+        return {k: v[idx] for k, v in obs.items()}
+    return obs[idx]
+
+
+DICT_SPACE = spaces.Dict(
+    {
+        "vec": spaces.Box(-1, 1, (20,)),
+        "img": image((1, 12, 12)),
+        "cat": spaces.MultiDiscrete([3, 4]),
+        "bits": spaces.MultiBinary(5),
+        "d": spaces.Discrete(4),
+        TASK_KEY: spaces.Discrete(3),
+    }
+)
+
+# name -> (space, config)
+CASES = {
+    "vec4-nano-single-group": (spaces.Box(-1, 1, (4,)), get_config("nano")),
+    "vec10-small-single-group": (spaces.Box(-1, 1, (10,)), get_config("small")),
+    "vec40-nano": (spaces.Box(-1, 1, (40,)), get_config("nano")),
+    "vec200-small-group-sampling": (spaces.Box(-1, 1, (200,)), get_config("small")),
+    "vec1000-nano-multilevel": (spaces.Box(-1, 1, (1000,)), get_config("nano", group_size=4)),
+    "image-hwc-nano": (image((36, 36, 3)), get_config("nano")),
+    "image-chw-small": (image((1, 36, 36)), get_config("small")),
+    "multidiscrete-nano": (spaces.MultiDiscrete([3] * 20), get_config("nano")),
+    "multibinary-nano": (spaces.MultiBinary(24), get_config("nano")),
+    "discrete-nano": (spaces.Discrete(5), get_config("nano")),
+    "dict-task-nano": (DICT_SPACE, get_config("nano")),
+    "dict-task-base": (DICT_SPACE, get_config("base")),
+}
+
+
+def perturb_zero_inits(net: NB2) -> None:
+    """Move the parameters that start at exactly zero (global token, task table, pool seeds)."""
+    with torch.no_grad():
+        net.encoder.global_token.normal_(0, 0.1)
+        net.encoder.task_embed.weight.normal_(0, 0.1)
+        for level in net.encoder.levels:
+            level.pool.seed.normal_(0, 0.1)
+
+
+def grad_norms(net: NB2, obs) -> dict[str, float | None]:
+    net.zero_grad(set_to_none=True)
+    out = net(obs)
+    # Not out.sum(): the output goes through a LayerNorm, whose outputs sum to a constant, so
+    # out.sum() sends only rounding noise (~1e-11) back. A fixed random readout does not.
+    readout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    (out * readout).sum().backward()
+    return {n: None if p.grad is None else float(p.grad.abs().max()) for n, p in net.named_parameters()}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_gradients_reach_every_parameter(name: str) -> None:
+    space, cfg = CASES[name]
+    net = NB2(space, cfg)
+    obs = sample_obs(space, 4)
+    out = net(obs)
+    assert out.shape == (4, 2, cfg.d_model)
+
+    norms = grad_norms(net, obs)
+    missing = [n for n, g in norms.items() if g is None]
+    assert not missing, f"parameters outside the graph: {missing}"
+    # At initialisation the pooling seeds are zero (mean pooling), so the pooling query
+    # q = W·seed + b does not depend on W yet: only W's gradient is zero, and only then.
+    zero = {n for n, g in norms.items() if g is not None and g < 1e-8}
+    assert zero <= {n for n in norms if n.endswith("pool.attn.q.weight")}, zero
+
+    perturb_zero_inits(net)
+    norms = grad_norms(net, obs)
+    zero = [n for n, g in norms.items() if g is None or g < 1e-8]
+    assert not zero, f"parameters without gradient: {zero}"
+
+
+def test_sampling_selection_does_not_block_gradients() -> None:
+    space, cfg = CASES["vec200-small-group-sampling"]
+    net = NB2(space, cfg)
+    x = sample_obs(space, 3).requires_grad_(True)
+    with torch.no_grad():
+        net(x)
+    assert net.last_kept is not None and (net.last_kept < 1).all()
+    net(x).pow(3).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+# --- initialisation -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("gate_bias", [-2.0, -3.5])
+def test_gates_start_open(preset: str, gate_bias: float) -> None:
+    cfg = get_config(preset, gate_bias=gate_bias)
+    net = NB2(DICT_SPACE, cfg)
+    with torch.no_grad():
+        net(sample_obs(DICT_SPACE, 5))
+    gates = net.decoder.last_gates
+    assert gates is not None
+    assert gates.shape == (5, cfg.n_decoder_layers, cfg.n_heads)
+    assert torch.equal(gates, torch.ones_like(gates))
+    residuals = [m for m in net.modules() if isinstance(m, GatedResidual)]
+    assert residuals
+    for m in residuals:
+        assert torch.equal(m.logit, torch.full_like(m.logit, gate_bias))
+
+
+def test_zero_initialised_parts() -> None:
+    net = NB2(DICT_SPACE, get_config("nano"))
+    assert not net.encoder.global_token.any()
+    assert not net.encoder.task_embed.weight.any()
+    assert all(not level.pool.seed.any() for level in net.encoder.levels)
+    assert not net.decoder.head_gate.weight.any() and not net.decoder.head_gate.bias.any()
+    # hence every task starts with the same output
+    obs = sample_obs(DICT_SPACE, 1)
+    obs = {k: v.expand(3, *v.shape[1:]) for k, v in obs.items()}
+    obs[TASK_KEY] = torch.eye(3)
+    with torch.no_grad():
+        out = net(obs)
+    torch.testing.assert_close(out[0], out[1])
+    torch.testing.assert_close(out[0], out[2])
+    # ... and a trained task table tells them apart
+    perturb_zero_inits(net)
+    with torch.no_grad():
+        out = net(obs)
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_reset_parameters_restores_gates_and_zero_inits() -> None:
+    cfg = get_config("small")
+    net = NB2(DICT_SPACE, cfg)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    net.reset_parameters()
+    for m in net.modules():
+        if isinstance(m, GatedResidual):
+            assert torch.equal(m.logit, torch.full_like(m.logit, cfg.gate_bias))
+    assert not net.decoder.head_gate.weight.any()
+    assert not net.encoder.global_token.any()
+    with torch.no_grad():
+        net(sample_obs(DICT_SPACE, 2))
+    assert torch.equal(net.decoder.last_gates, torch.ones_like(net.decoder.last_gates))
+
+
+def test_reset_parameters_reinitialises_every_weight() -> None:
+    net = NB2(DICT_SPACE, get_config("nano"))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(100.0)
+    net.reset_parameters()
+    stale = [n for n, p in net.named_parameters() if (p == 100.0).any()]
+    assert not stale, f"not re-initialised: {stale}"
+
+
+# --- token sampling: deterministic, per observation ------------------------------------------------
+
+SAMPLING_CASES = [
+    "vec40-nano",
+    "vec200-small-group-sampling",
+    "image-chw-small",
+    "dict-task-nano",
+    "dict-task-base",
+]
+
+
+@pytest.mark.parametrize("name", SAMPLING_CASES)
+def test_sampling_is_deterministic(name: str) -> None:
+    space, cfg = CASES[name]
+    net = NB2(space, cfg)
+    obs = sample_obs(space, 6, scale=torch.rand(6, 1) * 3)
+    with torch.no_grad():
+        first = net(obs)
+        kept = net.last_kept.clone()
+        second = net(obs)
+    assert torch.equal(first, second)
+    assert torch.equal(kept, net.last_kept)
+    net.train()
+    with torch.no_grad():
+        assert torch.equal(first, net(obs))  # no dropout, no noise: modes agree
+
+
+@pytest.mark.parametrize("name", SAMPLING_CASES)
+def test_sampling_does_not_depend_on_the_batch(name: str) -> None:
+    space, cfg = CASES[name]
+    net = NB2(space, cfg)
+    batch = 12
+    obs = sample_obs(space, batch, scale=torch.rand(batch, 1) * 3)
+    with torch.no_grad():
+        together = net(obs)
+        kept = net.last_kept
+        assert kept is not None
+        assert (kept < 1).any(), "sampling should drop tokens here, or the test proves nothing"
+        for i in range(batch):
+            alone = net(rows(obs, slice(i, i + 1)))
+            torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=1e-5)
+        # and inside a different batch, at a different position
+        order = torch.randperm(batch)
+        shuffled = net(rows(obs, order))
+        torch.testing.assert_close(shuffled, together[order], atol=1e-5, rtol=1e-5)
+        pair = net(rows(obs, torch.tensor([3, 3])))
+        torch.testing.assert_close(pair, together[[3, 3]], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["vec40-nano", "image-chw-small", "dict-task-base"])
+def test_sampling_off_keeps_everything(name: str) -> None:
+    space, cfg = CASES[name]
+    net = NB2(space, cfg.replace(sampling=False))
+    assert not net.encoder.sample
+    with torch.no_grad():
+        net(sample_obs(space, 3))
+    assert net.last_kept is None
+
+
+@pytest.mark.parametrize(
+    ("space", "cfg"),
+    [
+        (spaces.Box(-1, 1, (12,)), get_config("small")),  # one group: nothing to save
+        (spaces.Box(-1, 1, (40,)), get_config("nano", min_keep=16)),  # groups no larger than min_keep
+    ],
+    ids=["single-group", "groups-within-min-keep"],
+)
+def test_no_sampling_when_nothing_to_drop(space: spaces.Space, cfg: NB2Config) -> None:
+    net = NB2(space, cfg)
+    assert not net.encoder.sample
+    with torch.no_grad():
+        net(sample_obs(space, 2))
+    assert net.last_kept is None
+    net = NB2(space, cfg.replace(min_keep=2))
+    with torch.no_grad():
+        net(sample_obs(space, 2))
+    assert (net.last_kept is None) == (net.tokenizer.n_groups == 1)
+
+
+def test_sampling_on_and_off_share_parameters() -> None:
+    """The ablation changes only which tokens are read: same weights, same shapes."""
+    space, cfg = CASES["dict-task-nano"]
+    on, off = NB2(space, cfg), NB2(space, cfg.replace(sampling=False))
+    off.load_state_dict(on.state_dict())
+    obs = sample_obs(space, 2)
+    with torch.no_grad():
+        assert on(obs).shape == off(obs).shape
+
+
+def test_last_kept_counts_real_tokens() -> None:
+    # 20 tokens in 2 groups of 16 (12 padded slots); keep_mass=1 keeps every real token
+    net = NB2(spaces.Box(-1, 1, (20,)), get_config("nano", keep_mass=1.0))
+    assert net.encoder.sample
+    with torch.no_grad():
+        net(torch.randn(4, 20))
+    assert net.last_kept is not None
+    torch.testing.assert_close(net.last_kept, torch.ones(4))
+
+
+def test_last_kept_does_not_depend_on_the_batch() -> None:
+    space = spaces.Box(-1, 1, (200,))
+    net = NB2(space, get_config("small", min_keep=2, keep_mass=0.5))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+        obs = torch.randn(32, 200) * torch.rand(32, 1) * 3
+        net(obs)
+        together = net.last_kept.clone()
+        alone = torch.cat([(net(obs[i : i + 1]), net.last_kept)[1] for i in range(32)])
+    assert together.unique().numel() > 1, "observations should keep different shares"
+    torch.testing.assert_close(alone, together)
+
+
+# --- diagnostics ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "levels"),
+    [
+        ("vec4-nano-single-group", ["global", "decoder"]),
+        ("vec200-small-group-sampling", ["level0", "global", "decoder"]),
+        ("vec1000-nano-multilevel", ["level0", "level1", "level2", "global", "decoder"]),
+        ("dict-task-nano", ["level0", "global", "decoder"]),
+    ],
+)
+def test_diagnostics(name: str, levels: list[str]) -> None:
+    space, cfg = CASES[name]
+    net = NB2(space, cfg)
+    obs = sample_obs(space, 5)
+    with torch.no_grad():
+        before = net(obs)
+    diag = net.diagnostics(obs)
+    assert set(diag) == {f"attention_entropy/{lvl}" for lvl in levels} | {"kept_fraction", "head_gate_mean"}
+    for lvl in levels:
+        assert 0.0 <= diag[f"attention_entropy/{lvl}"] <= np.log(net.tokenizer.n_tokens + 64)
+    assert diag["head_gate_mean"] == pytest.approx(1.0)  # gates start open
+    if net.encoder.sample:
+        assert 0.0 < diag["kept_fraction"] <= 1.0
+        assert diag["kept_fraction"] == pytest.approx(float(net.last_kept.mean()))
+    else:
+        assert diag["kept_fraction"] == 1.0
+    # one extra forward: same outputs, recording switched off again
+    with torch.no_grad():
+        torch.testing.assert_close(net(obs), before)
+    assert not any(getattr(m, "record_entropy", False) for m in net.modules())
+
+
+def test_diagnostics_entropy_of_uniform_pooling() -> None:
+    """Zero pooling seeds attend uniformly: the pool's entropy is log(tokens per group)."""
+    cfg = get_config("nano", sampling=False)
+    net = NB2(spaces.Box(-1, 1, (64,)), cfg)  # 4 full groups of 16
+    net.diagnostics(torch.randn(3, 64))
+    pool = net.encoder.levels[0].pool.attn
+    assert pool.last_entropy == pytest.approx(np.log(16), rel=1e-5)
+
+
+# --- output, state, presets, config ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_queries", [1, 2, 3])
+def test_one_output_per_query(n_queries: int) -> None:
+    net = NB2(spaces.Box(-1, 1, (6,)), get_config("nano"), n_queries=n_queries)
+    assert net(torch.randn(5, 6)).shape == (5, n_queries, 32)
+
+
+def test_state_dict_round_trip() -> None:
+    space, cfg = CASES["dict-task-nano"]
+    a, b = NB2(space, cfg), NB2(space, cfg)
+    perturb_zero_inits(a)
+    b.load_state_dict(a.state_dict())
+    obs = sample_obs(space, 3)
+    with torch.no_grad():
+        assert torch.equal(a(obs), b(obs))
+    # static masks are not saved: the state dict holds parameters only
+    assert set(a.state_dict()) == {n for n, _ in a.named_parameters()}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_param_report(preset: str) -> None:
+    net = NB2(DICT_SPACE, get_config(preset))
+    report = net.param_report()
+    total = sum(p.numel() for p in net.parameters())
+    assert report.total == total
+    assert sum(report.by_block.values()) == total
+    assert set(report.by_block) == {"tokenizer", "encoder", "decoder"}
+    assert report.fp32_bytes == 4 * total
+
+
+def test_preset_sizes() -> None:
+    space = spaces.Box(-1, 1, (8,))
+    sizes = {name: NB2(space, get_config(name)).param_report() for name in ("nano", "small", "base")}
+    assert sizes["nano"].fp32_bytes < 1_000_000
+    assert sizes["nano"].total < sizes["small"].total < sizes["base"].total
+    # a CartPole-class observation in nano: well under 1 MB even with a large image
+    assert NB2(DICT_SPACE, get_config("nano")).param_report().fp32_bytes < 1_000_000
+    assert NB2(image((84, 84, 3)), get_config("nano")).param_report().fp32_bytes < 1_000_000
+
+
+# the table in README.md ("Presets")
+README_COUNTS = {
+    "cartpole": (spaces.Box(-1, 1, (4,)), {"nano": 18_850, "small": 153_860, "base": 804_496}),
+    "image-64x64x3": (image((64, 64, 3)), {"nano": 34_114, "small": 225_476, "base": 1_277_328}),
+}
+
+
+@pytest.mark.parametrize("name", list(README_COUNTS))
+def test_preset_param_counts_match_readme(name: str) -> None:
+    space, expected = README_COUNTS[name]
+    counts = preset_param_counts(space)
+    assert {k: r.total for k, r in counts.items()} == expected
+    only_nano = preset_param_counts(space, {"nano": PRESETS["nano"]}, n_queries=1)
+    assert set(only_nano) == {"nano"} and only_nano["nano"].total < expected["nano"]
+
+
+def test_get_config() -> None:
+    assert get_config() is PRESETS["nano"]
+    assert get_config("small") is PRESETS["small"]
+    assert get_config("nano", sampling=False).sampling is False
+    assert get_config("nano", sampling=False).d_model == PRESETS["nano"].d_model
+    custom = NB2Config(d_model=16)
+    assert get_config(custom) is custom
+    assert get_config(custom, n_heads=4).n_heads == 4
+    # presets are frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PRESETS["nano"].d_model = 8  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("preset", ["huge", "Nano", "", None, 3])
+def test_unknown_preset_lists_valid_ones(preset) -> None:
+    with pytest.raises(ValueError) as info:
+        get_config(preset)
+    msg = str(info.value)
+    for name in PRESETS:
+        assert repr(name) in msg
+
+
+def test_replace_rejects_unknown_keys() -> None:
+    with pytest.raises(ValueError, match="d_modle") as info:
+        NB2Config().replace(d_modle=64)
+    assert "d_model" in str(info.value)  # lists the valid keys
+    with pytest.raises(ValueError, match="d_modle"):
+        get_config("nano", d_modle=64)
+    assert NB2Config().replace(d_model=64).d_model == 64
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"d_model": 0}, "d_model"),
+        ({"d_model": 33}, "divisible"),
+        ({"n_heads": 3}, "divisible"),
+        ({"n_local_layers": 0}, "n_local_layers"),
+        ({"group_size": 1}, "group_size"),
+        ({"group_size": 2.5}, "group_size"),
+        ({"min_keep": True}, "min_keep"),
+        ({"patch_size": -1}, "patch_size"),
+        ({"keep_mass": 0.0}, "keep_mass"),
+        ({"keep_mass": 1.5}, "keep_mass"),
+        ({"max_tasks": 0}, "max_tasks"),
+    ],
+)
+def test_config_validation(changes: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        NB2Config(**changes)
+    with pytest.raises(ValueError, match=field):
+        NB2Config().replace(**changes)
