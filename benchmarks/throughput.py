@@ -1,0 +1,104 @@
+"""PPO training throughput on CartPole-v1: SB3's MlpPolicy vs NB2-nano vs a flat transformer.
+
+Steps per second of ``model.learn`` (rollouts and updates together) with RL Zoo's CartPole
+hyperparameters, every model in this one process, in interleaved rounds.
+
+NB2 on CartPole sees 4 tokens, a single group, so its encoder runs max(n_local_layers,
+n_global_layers) blocks; the flat baseline by default runs n_local + n_global. Both depths of
+the flat transformer are measured, so the attention pattern can be told apart from depth.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any
+
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+
+import nb2_agents  # noqa: F401  (registers "NB2Policy")
+from benchmarks.common import Row, check, interleave, median, median_ratio
+from benchmarks.flat import FlatTransformerPolicy
+from nb2_agents.nn.config import get_config
+
+ENV_ID = "CartPole-v1"
+N_ENVS = 8
+# rl-baselines3-zoo hyperparams/ppo.yml, CartPole-v1 (the linear schedules taken as constants)
+ZOO_PPO: dict[str, Any] = dict(
+    n_steps=32,
+    batch_size=256,
+    gae_lambda=0.8,
+    gamma=0.98,
+    n_epochs=20,
+    ent_coef=0.0,
+    learning_rate=1e-3,
+    clip_range=0.2,
+)
+GOAL_VS_MLP = 0.5
+
+
+def policies(preset: str) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Name → (policy, policy_kwargs) for every contender."""
+    cfg = get_config(preset)
+    nb2_depth = max(cfg.n_local_layers, cfg.n_global_layers)  # NB2 on a single group
+    flat_depth = cfg.n_local_layers + cfg.n_global_layers
+    contenders: dict[str, tuple[Any, dict[str, Any]]] = {
+        "Mlp": ("MlpPolicy", {}),
+        f"NB2-{preset}": ("NB2Policy", {"preset": preset}),
+        f"flat-{preset} ({flat_depth} blocks)": (FlatTransformerPolicy, {"preset": preset}),
+    }
+    if nb2_depth != flat_depth:
+        contenders[f"flat-{preset} ({nb2_depth} block{'s' * (nb2_depth > 1)})"] = (
+            FlatTransformerPolicy,
+            {"preset": preset, "n_layers": nb2_depth},
+        )
+    return contenders
+
+
+def make_model(policy: Any, policy_kwargs: dict[str, Any], seed: int = 0) -> PPO:
+    env = make_vec_env(ENV_ID, n_envs=N_ENVS, seed=seed)
+    return PPO(policy, env, seed=seed, device="cpu", verbose=0, policy_kwargs=policy_kwargs, **ZOO_PPO)
+
+
+def steps_per_second(model: PPO, steps: int) -> float:
+    """Continue training for ``steps`` env steps; return the rate achieved."""
+    before = model.num_timesteps
+    start = time.perf_counter()
+    model.learn(steps, reset_num_timesteps=False)
+    return (model.num_timesteps - before) / (time.perf_counter() - start)
+
+
+def run(quick: bool = False, preset: str = "nano") -> list[Row]:
+    rounds, steps, warmup = (3, 2048, 512) if quick else (5, 4096, 1024)
+    contenders = policies(preset)
+    models = {name: make_model(policy, kwargs) for name, (policy, kwargs) in contenders.items()}
+    print(f"\n## Throughput: PPO on {ENV_ID}, {N_ENVS} envs, RL Zoo hyperparameters")
+    print(f"   warm-up {warmup} steps each, then {rounds} interleaved rounds x {steps} steps each")
+    print("   Mlp: SB3's defaults (pi/vf [64, 64] tanh, Adam); transformers: NB2 heads, fused Adam")
+    for name, model in models.items():
+        n_params = sum(p.numel() for p in model.policy.parameters())
+        print(f"   {name:<22} {n_params:>7,d} parameters")
+    for model in models.values():
+        steps_per_second(model, warmup)
+    rates = interleave(
+        {name: partial(steps_per_second, model, steps) for name, model in models.items()}, rounds
+    )
+
+    rows: list[Row] = []
+    for name, values in rates.items():
+        per_round = ", ".join(f"{v:.0f}" for v in values)
+        print(f"   {name:<22} {median(values):8.0f} steps/s   (rounds: {per_round})")
+        rows.append(Row("throughput", f"{name} steps/s", f"{median(values):.0f}"))
+    nb2 = f"NB2-{preset}"
+    vs_mlp = median_ratio(rates[nb2], rates["Mlp"])
+    print(f"   {nb2} / Mlp = {vs_mlp:.2f}  (goal >= {GOAL_VS_MLP})")
+    rows.append(
+        Row("throughput", f"{nb2} / Mlp", f"{vs_mlp:.2f}", f">= {GOAL_VS_MLP}", check(vs_mlp, GOAL_VS_MLP))
+    )
+    for name in rates:
+        if name.startswith("flat"):
+            ratio = median_ratio(rates[nb2], rates[name])
+            print(f"   {nb2} / {name} = {ratio:.2f}")
+            rows.append(Row("throughput", f"{nb2} / {name}", f"{ratio:.2f}"))
+    return rows
