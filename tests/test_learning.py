@@ -39,7 +39,7 @@ def test_ppo_cartpole_rl_zoo_budget() -> None:
 @pytest.mark.parametrize(("algo", "steps"), [(A2C, 3000), (PPO, 3000), (DQN, 4000)])
 def test_identity_env(algo: type[BaseAlgorithm], steps: int) -> None:
     """SB3's IdentityEnv(4) at SB3's MlpPolicy budgets: reward threshold 90 over 20 episodes."""
-    env = DummyVecEnv([lambda: IdentityEnv(4)])
+    env = DummyVecEnv([lambda: Monitor(IdentityEnv(4))])
     kwargs = {"learning_starts": 0} if algo is DQN else {}
     model = algo("NB2Policy", env, gamma=0.4, seed=1, **kwargs).learn(steps)
     mean, _ = evaluate_policy(model, env, n_eval_episodes=20, deterministic=True)

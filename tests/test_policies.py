@@ -304,7 +304,7 @@ def test_critic_grad_scale(policy_class) -> None:
     assert set(g_full) == set(g_scaled)
     for name, grad in g_full.items():
         expected = grad * 0.3 if name.startswith("features_extractor.") else grad  # value head unscaled
-        torch.testing.assert_close(g_scaled[name], expected, atol=1e-7, rtol=1e-5)
+        torch.testing.assert_close(g_scaled[name], expected, atol=1e-6, rtol=1e-4)
     # the actor's gradient into the shared encoder is untouched
     full.zero_grad(set_to_none=True)
     scaled.zero_grad(set_to_none=True)
