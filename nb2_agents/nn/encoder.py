@@ -177,10 +177,14 @@ class HierarchicalEncoder(nn.Module):
 
     def _sample(
         self, x: torch.Tensor, mask: torch.Tensor | None, pool: Pool, b: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Keep each group's most significant tokens: (B*g, K, C), keep-mask, kept share (B,)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Keep each group's most significant tokens: (B*g, K, C), keep-mask, kept share (B,).
+
+        The keep-mask is None when every group kept all K slots: masked SDPA runs about twice
+        as slow on a CPU, and with no padding there is nothing to mask.
+        """
         scores = pool.significance(x, mask)  # (B*g, G)
         index, keep = select_tokens(scores, mask, self.cfg.keep_mass, self.cfg.min_keep)
         valid = x.shape[0] // b * x.shape[1] if mask is None else mask.reshape(b, -1).sum(dim=1)
         kept = keep.reshape(b, -1).sum(dim=1) / valid  # (B,) share of real tokens kept
-        return gather_tokens(x, index), keep, kept
+        return gather_tokens(x, index), None if bool(keep.all()) else keep, kept
