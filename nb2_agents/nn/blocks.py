@@ -15,7 +15,8 @@ from torch import nn
 
 
 class Attention(nn.Module):
-    """Multi-head attention; ``forward(x, memory)`` is self-attention when ``memory is x``.
+    """Multi-head attention, split in two steps so callers can reuse or inspect keys/values:
+    ``keys_values(memory)`` then ``attend(x, k, v)`` (self-attention when memory is x).
 
     Set ``record_entropy = True`` to have each call store the mean entropy (nats) of its
     attention distributions in ``last_entropy``; it costs an explicit softmax, so it is off
@@ -62,12 +63,6 @@ class Attention(nn.Module):
             y = y * head_gates[:, :, None, None]  # (B, nh, 1, 1) broadcast over queries
         y = y.transpose(1, 2).reshape(b, t, c)  # (B, Tq, C)
         return self.out(y)
-
-    def forward(
-        self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        k, v = self.keys_values(memory)
-        return self.attend(x, k, v, mask)
 
 
 @torch.no_grad()
