@@ -1,24 +1,61 @@
 """Hyperparameters from ``policies/<algo>.yaml``, keyed by Gymnasium id (RL Zoo's format).
 
 An entry is merged over the file's ``default`` entry. Values written ``lin_X`` become a
-schedule decaying linearly from X to 0 over training, as in RL Zoo.
+schedule decaying linearly from X to 0 over training, as in RL Zoo. Besides the algorithm's
+constructor arguments an entry may hold ``n_envs``, ``n_timesteps``, ``policy`` and, for
+SAC / TD3, RL Zoo's ``noise_type`` (``normal`` or ``ornstein-uhlenbeck``) and ``noise_std``.
+
+Every error is a :class:`~nb2_agents.errors.UsageError` (a ``ValueError``) that names the
+file, the entry and the key, and lists what would be accepted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from sb3_contrib import MaskablePPO
+from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
+
+from nb2_agents.errors import UsageError
+from nb2_agents.nn.config import PRESETS, NB2Config
+from nb2_agents.sb3.registry import POLICY_FOR_ALGO, SHORT_NAME
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 """``envs/`` and ``policies/`` as shipped with the package (links to the top-level folders)."""
 
+ALGOS: dict[str, type[BaseAlgorithm]] = {
+    "ppo": PPO,
+    "a2c": A2C,
+    "dqn": DQN,
+    "sac": SAC,
+    "td3": TD3,
+    "maskable_ppo": MaskablePPO,
+}
+"""The ``--algo`` names, each with its hyperparameter file ``policies/<name>.yaml``."""
+
 # keys that configure the run rather than the algorithm's constructor
 RUN_KEYS = ("n_envs", "n_timesteps", "policy")
+NOISE_KEYS = ("noise_type", "noise_std")
+NOISE_TYPES = ("normal", "ornstein-uhlenbeck")
+# constructor arguments that nb2 sets itself (from the run's options) or that are internal
+_SET_BY_NB2 = {"self", "env", "policy", "seed", "device", "verbose", "tensorboard_log", "_init_setup_model"}
+# policy kwargs that NB2 sets itself, or that YAML cannot express (classes)
+_HIDDEN_POLICY_KWARGS = {
+    "features_extractor",
+    "features_extractor_class",
+    "features_extractor_kwargs",
+    "share_features_extractor",
+    "squash_output",
+    "activation_fn",
+    "optimizer_class",
+}
 
 
 class LinearSchedule:
@@ -33,6 +70,12 @@ class LinearSchedule:
     def __repr__(self) -> str:
         return f"lin_{self.initial:g}"
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LinearSchedule) and other.initial == self.initial
+
+    def __hash__(self) -> int:
+        return hash(("lin", self.initial))
+
 
 @dataclass
 class Hyperparams:
@@ -42,44 +85,205 @@ class Hyperparams:
     n_timesteps: int = 1_000_000
     policy: str = "NB2Policy"
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
+    noise_type: str | None = None
+    noise_std: float = 0.1
+    entry: dict[str, Any] = field(default_factory=dict)
+    """The merged entry as plain YAML values (``lin_X`` strings kept), as saved in config.yaml."""
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a syntax error becomes one line naming ``file:line:column``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror or err}") from err
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = " ".join(p for p in (err.context, err.problem) if p)
+        raise UsageError(f"cannot read {where}: malformed YAML: {what}") from err
+    except yaml.YAMLError as err:
+        raise UsageError(f"cannot read {path}: malformed YAML: {err}") from err
+
+
+def parse_steps(value: Any, what: str = "steps") -> int:
+    """``100000``, ``1e5``, ``100k``, ``1.5M``, ``100_000`` → an int > 0."""
+    text = str(value).strip().lower().replace("_", "").replace(",", "")
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1) if text else 1
+    if scale > 1:
+        text = text[:-1]
+    try:
+        number = float(text) * scale
+    except ValueError:
+        number = float("nan")
+    if not number >= 1 or number != int(number) or isinstance(value, bool):
+        raise UsageError(f"{what} must be a positive whole number such as 100000, 1e5 or 100k; got {value!r}")
+    return int(number)
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as text; read it as the number it is."""
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        return float(value)
+    return value
 
 
 def _parse_value(value: Any, where: str) -> Any:
+    value = _number(value)
+    if isinstance(value, dict):
+        return {k: _parse_value(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, str) and value.startswith("lin_"):
         try:
             return LinearSchedule(float(value[4:]))
         except ValueError:
-            raise ValueError(
+            raise UsageError(
                 f"{where}: {value!r} is not a schedule; write lin_<number>, e.g. lin_1e-3"
             ) from None
     return value
 
 
+def valid_keys(algo_class: type[BaseAlgorithm]) -> list[str]:
+    """Keys an entry for ``algo_class`` may hold."""
+    ctor = set(inspect.signature(algo_class.__init__).parameters) - _SET_BY_NB2
+    noise = set(NOISE_KEYS) if "action_noise" in ctor else set()
+    return sorted(ctor | set(RUN_KEYS) | noise)
+
+
+def policy_kwarg_keys(algo_class: type[BaseAlgorithm]) -> list[str]:
+    """``policy_kwargs`` keys of the NB2 policy class behind ``"NB2Policy"`` for ``algo_class``."""
+    names: set[str] = set()
+    for cls in POLICY_FOR_ALGO[algo_class].__mro__:
+        if "__init__" in cls.__dict__:
+            names |= set(inspect.signature(cls.__dict__["__init__"]).parameters)
+    return sorted(
+        names
+        - {"self", "args", "kwargs", "observation_space", "action_space", "lr_schedule"}
+        - _HIDDEN_POLICY_KWARGS
+    )
+
+
+def _check_policy_kwargs(algo_class: type[BaseAlgorithm], value: Any, where: str) -> None:
+    if not isinstance(value, dict):
+        raise UsageError(f"{where}: expected a mapping of policy options, got {value!r}")
+    valid = policy_kwarg_keys(algo_class)
+    for key in value:
+        if key not in valid:
+            raise UsageError(f"{where}.{key}: unknown policy option; valid keys: {valid}")
+    preset = value.get("preset", "nano")
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise UsageError(f"{where}.preset: unknown NB2 preset {preset!r}; valid presets: {sorted(PRESETS)}")
+    nb2_kwargs = value.get("nb2_kwargs") or {}
+    fields = sorted(f.name for f in dataclasses.fields(NB2Config))
+    if not isinstance(nb2_kwargs, dict):
+        raise UsageError(f"{where}.nb2_kwargs: expected a mapping of NB2Config fields; valid keys: {fields}")
+    for key in nb2_kwargs:
+        if key not in fields:
+            raise UsageError(f"{where}.nb2_kwargs.{key}: unknown NB2Config field; valid keys: {fields}")
+
+
+def parse_entry(
+    algo_class: type[BaseAlgorithm], entry: dict[str, Any], label: dict[str, str] | str
+) -> Hyperparams:
+    """Validate one merged entry; ``label`` names where each key came from (``file [entry]``).
+
+    A label that ends with a space (``"--set "``) is followed by the key without a dot.
+    """
+    valid = valid_keys(algo_class)
+    hp = Hyperparams(entry=dict(entry))
+    for key, value in entry.items():
+        lab = label if isinstance(label, str) else label[key]
+        where = f"{lab}{key}" if lab.endswith(" ") else f"{lab}.{key}"
+        if key not in valid:
+            raise UsageError(f"{where}: unknown key for {algo_class.__name__}; valid keys: {valid}")
+        if key == "policy":
+            hp.policy = str(value)
+        elif key in ("n_envs", "n_timesteps"):
+            setattr(hp, key, parse_steps(value, where))
+        elif key == "noise_type":
+            if value not in NOISE_TYPES:
+                raise UsageError(f"{where}: {value!r} is not a noise type; valid: {list(NOISE_TYPES)}")
+            hp.noise_type = value
+        elif key == "noise_std":
+            hp.noise_std = float(value)
+        else:
+            if key == "policy_kwargs" and hp.policy == SHORT_NAME:
+                _check_policy_kwargs(algo_class, value, where)
+            hp.algo_kwargs[key] = _parse_value(value, where)
+    if hp.policy != SHORT_NAME and entry.get("policy") is not None:
+        raise UsageError(
+            f"{label if isinstance(label, str) else label['policy']}.policy: "
+            f"{hp.policy!r} is not an NB2 policy; valid: [{SHORT_NAME!r}]"
+        )
+    return hp
+
+
+def load_entry(path: str | Path, env_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The entry for ``env_id`` merged over ``default``, and for each key the entry it came from."""
+    path = Path(path)
+    data = read_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping of env id -> hyperparameters")
+    if env_id not in data and "default" not in data:
+        raise UsageError(f"{path}: no entry for {env_id!r} and no 'default' entry; entries: {sorted(data)}")
+    entry: dict[str, Any] = {}
+    label: dict[str, str] = {}
+    for name in ("default", env_id):
+        part = data.get(name) or {}
+        if not isinstance(part, dict):
+            raise UsageError(f"{path} [{name}]: expected a mapping of hyperparameters, got {part!r}")
+        entry.update(part)
+        label.update({key: f"{path} [{name}]" for key in part})
+    return entry, label
+
+
 def load_hyperparams(algo_class: type[BaseAlgorithm], env_id: str, path: str | Path) -> Hyperparams:
     """Read the entry for ``env_id`` (merged over ``default``) from ``path``.
 
-    Raises ``ValueError`` naming the file and key for an unknown key or a bad value.
+    Raises ``ValueError`` (:class:`UsageError`) naming the file, entry and key for an unknown
+    key or a bad value.
     """
-    path = Path(path)
+    entry, label = load_entry(path, env_id)
+    return parse_entry(algo_class, entry, label)
+
+
+def parse_assignment(assignment: str) -> tuple[str, Any]:
+    """``--set`` text ``key=value`` → (dotted key, value read as YAML: ``32``, ``1e-3``, ``[64, 64]``)."""
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", key):
+        raise UsageError(
+            f"--set {assignment!r}: expected key=value, e.g. --set n_steps=64 "
+            "or --set policy_kwargs.nb2_kwargs.d_model=48"
+        )
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"cannot read hyperparameters from {path}: {err}") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of env id -> hyperparameters")
-    if env_id not in data and "default" not in data:
-        raise ValueError(f"{path}: no entry for {env_id!r} and no 'default' entry; entries: {sorted(data)}")
-    entry = {**(data.get("default") or {}), **(data.get(env_id) or {})}
-    valid = set(inspect.signature(algo_class.__init__).parameters) - {"self", "env", "policy"}
-    hp = Hyperparams()
-    for key, value in entry.items():
-        where = f"{path} [{env_id if env_id in data else 'default'}].{key}"
-        if key in RUN_KEYS:
-            setattr(hp, key, int(float(value)) if key != "policy" else str(value))
-        elif key in valid:
-            hp.algo_kwargs[key] = _parse_value(value, where)
-        else:
-            raise ValueError(
-                f"{where}: unknown key for {algo_class.__name__}; valid keys: {sorted(valid | set(RUN_KEYS))}"
-            )
-    return hp
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, _number(value)
+
+
+def set_dotted(entry: dict[str, Any], key: str, value: Any) -> None:
+    """``entry[a][b][c] = value`` for ``key`` ``a.b.c``, copying the dicts on the way."""
+    *parents, last = key.split(".")
+    node = entry
+    for part in parents:
+        child = node.get(part)
+        node[part] = dict(child) if isinstance(child, dict) else {}
+        node = node[part]
+    node[last] = value
+
+
+def plain(value: Any) -> Any:
+    """A YAML-safe copy: schedules back to ``lin_X``, tuples to lists, numpy scalars to Python."""
+    if isinstance(value, LinearSchedule):
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
