@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(PY) -m nb2_agents.quickstart
+	$(PY) -m nb2_agents.cli train --env CartPole-v1 --algo ppo --seed 0
 
 test: install
 	$(PYTEST) -m "not slow"

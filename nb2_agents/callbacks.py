@@ -1,0 +1,215 @@
+"""SB3 callbacks for ``nb2 train``: progress bar, ``nb2/`` TensorBoard keys, atomic checkpoints.
+
+``nb2/`` keys (written with SB3's logger, so they land next to ``rollout/``, ``train/`` and
+``eval/``):
+
+* ``nb2/attention_entropy/<level>``, ``nb2/kept_fraction``, ``nb2/head_gate_mean``: from
+  :meth:`NB2.diagnostics` on the policy's first NB2 network (the shared encoder for PPO / A2C,
+  the Q-network for DQN, the actor for SAC / TD3), run without gradients on up to 64 of the
+  most recent observations, at most once every ``every`` steps (at a rollout's end).
+* ``nb2/grad_norm``: total L2 norm of the gradients of the parameters that the policy's
+  optimizer updates (the actor's for SAC / TD3), *before* SB3 clips them to
+  ``max_grad_norm``, averaged over the updates since the last dump. SB3 does not expose it:
+  each parameter gets a post-accumulate-grad hook that adds its squared norm, and an
+  optimizer step pre-hook closes the sum at every step. No SB3 code is copied or replaced.
+* ``nb2/fps``: environment steps per second since training started.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.logger import HParam
+from stable_baselines3.common.preprocessing import preprocess_obs
+from tqdm.auto import tqdm
+
+from nb2_agents.runs import save_model
+
+
+class ProgressCallback(BaseCallback):
+    """A progress bar: steps, FPS and the latest evaluation return (on stderr, TTY only)."""
+
+    def __init__(self, eval_callback: EvalCallback | None = None, disable: bool | None = None) -> None:
+        super().__init__()
+        self.eval_callback = eval_callback
+        self.disable = disable
+        self.pbar: Any = None
+        self._start = 0.0
+        self._start_steps = 0
+
+    def _on_training_start(self) -> None:
+        total = self.locals["total_timesteps"]
+        self._start, self._start_steps = time.perf_counter(), self.model.num_timesteps
+        self.pbar = tqdm(
+            total=total,
+            initial=self.model.num_timesteps,
+            unit="step",
+            unit_scale=True,
+            dynamic_ncols=True,
+            disable=self.disable,
+            desc="train",
+        )
+
+    def _on_step(self) -> bool:
+        if self.pbar is None:
+            return True
+        self.pbar.update(self.model.num_timesteps - self.pbar.n)
+        if self.n_calls % 16 == 0:
+            self.pbar.set_postfix_str(self.postfix(), refresh=False)
+        return True
+
+    def postfix(self) -> str:
+        seconds = max(time.perf_counter() - self._start, 1e-9)
+        text = f"{(self.model.num_timesteps - self._start_steps) / seconds:,.0f} fps"
+        if self.eval_callback is not None and math.isfinite(self.eval_callback.last_mean_reward):
+            text += f", eval {self.eval_callback.last_mean_reward:.3g}"
+        return text
+
+    def close(self) -> None:
+        if self.pbar is not None:
+            self.pbar.set_postfix_str(self.postfix(), refresh=False)
+            self.pbar.close()
+            self.pbar = None
+
+    def _on_training_end(self) -> None:
+        self.close()
+
+
+class CheckpointCallback(BaseCallback):
+    """``checkpoints/ckpt_<steps>_steps.zip`` every ``save_freq`` steps, written atomically."""
+
+    def __init__(self, folder: Path, save_freq: int, meta: dict[str, Any]) -> None:
+        super().__init__()
+        self.folder, self.save_freq, self.meta = folder, save_freq, meta
+        self._next = save_freq
+
+    def _on_training_start(self) -> None:
+        if self.save_freq > 0:
+            self._next = (self.model.num_timesteps // self.save_freq + 1) * self.save_freq
+
+    def _on_step(self) -> bool:
+        if self.save_freq > 0 and self.model.num_timesteps >= self._next:
+            self.save()
+            while self._next <= self.model.num_timesteps:
+                self._next += self.save_freq
+        return True
+
+    def save(self, prefix: str = "ckpt") -> Path:
+        return save_model(
+            self.model, self.folder / f"{prefix}_{self.model.num_timesteps}_steps.zip", self.meta
+        )
+
+
+class SaveBestCallback(BaseCallback):
+    """EvalCallback's ``callback_on_new_best``: ``checkpoints/best_model.zip``, written atomically."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        super().__init__()
+        self.path, self.meta = path, meta
+
+    def _on_step(self) -> bool:
+        save_model(self.model, self.path, self.meta)
+        return True
+
+
+def _gradient_optimizer(policy: Any) -> torch.optim.Optimizer:
+    optimizer = getattr(policy, "optimizer", None)
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    return policy.actor.optimizer  # SAC / TD3: the actor's
+
+
+class NB2LoggerCallback(BaseCallback):
+    """Writes the ``nb2/`` keys (see the module docstring) and the run's hyperparameters."""
+
+    def __init__(self, hparams: dict[str, Any], every: int = 1000, batch: int = 64) -> None:
+        super().__init__()
+        self.hparams, self.every, self.batch = hparams, every, batch
+        self._recent: deque[Any] = deque(maxlen=batch)
+        self._last_log = -every
+        self._start, self._start_steps = 0.0, 0
+        self._sq: list[torch.Tensor] = []
+        self._handles: list[Any] = []
+
+    # --- training start / end: hyperparameters and gradient hooks
+    def _on_training_start(self) -> None:
+        self._start, self._start_steps = time.perf_counter(), self.model.num_timesteps
+        metrics = {"eval/mean_reward": 0.0, "rollout/ep_rew_mean": 0.0}
+        self.logger.record("hparams", HParam(self.hparams, metrics), exclude=("stdout", "log", "json", "csv"))
+        optimizer = _gradient_optimizer(self.model.policy)
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if param.requires_grad:
+                    self._handles.append(param.register_post_accumulate_grad_hook(self._accumulate))
+        self._handles.append(optimizer.register_step_pre_hook(self._close_norm))
+
+    def _accumulate(self, param: torch.Tensor) -> None:
+        if param.grad is not None:
+            self._sq.append(param.grad.detach().float().pow(2).sum())
+
+    def _close_norm(self, *_: Any) -> None:
+        if self._sq:
+            self.logger.record_mean("nb2/grad_norm", float(torch.stack(self._sq).sum().sqrt()))
+            self._sq.clear()
+
+    def _on_training_end(self) -> None:
+        self.remove_hooks()
+
+    def remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    # --- steps: keep recent observations; rollout end: diagnostics and fps
+    def _on_step(self) -> bool:
+        obs = self.locals.get("new_obs")
+        if obs is not None:
+            self._recent.append(obs)
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.model.num_timesteps - self._last_log < self.every or not self._recent:
+            return
+        self._last_log = self.model.num_timesteps
+        seconds = max(time.perf_counter() - self._start, 1e-9)
+        self.logger.record("nb2/fps", (self.model.num_timesteps - self._start_steps) / seconds)
+        for key, value in self.diagnostics().items():
+            self.logger.record(f"nb2/{key}", value)
+
+    def diagnostics(self) -> dict[str, float]:
+        policy = self.model.policy
+        find = getattr(policy, "nb2_networks", None)
+        networks = find() if callable(find) else []
+        if not networks:
+            return {}
+        recent = list(self._recent)
+        if isinstance(recent[0], dict):
+            batch: Any = {k: np.concatenate([o[k] for o in recent])[-self.batch :] for k in recent[0]}
+        else:
+            batch = np.concatenate(recent)[-self.batch :]
+        obs, _ = policy.obs_to_tensor(batch)
+        obs = preprocess_obs(obs, policy.observation_space, normalize_images=policy.normalize_images)
+        return networks[0].diagnostics(obs)
+
+
+def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, bool | str | float | None]:
+    """A config as TensorBoard hparams: nested keys joined with ``/``, lists as text."""
+    out: dict[str, bool | str | float | None] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_hparams(value, f"{name}/"))
+        elif value is None or isinstance(value, (bool, str, float)):
+            out[name] = value
+        elif isinstance(value, int):
+            out[name] = float(value)
+        else:
+            out[name] = str(value)
+    return out

@@ -1,0 +1,237 @@
+"""The ``nb2`` command: ``train``, ``evaluate``, ``plot`` and ``info``, a thin layer over the API.
+
+Bad input (unknown env, algorithm, preset or key, malformed YAML, unreadable model file)
+prints one line, ``nb2 <command>: error: ...``, and exits with 2; ``--debug`` shows the
+traceback instead. Ctrl-C during training saves the model and a checkpoint and exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from nb2_agents.errors import UsageError
+from nb2_agents.hyperparams import ALGOS, parse_steps
+from nb2_agents.nn.config import PRESETS
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _steps(text: str) -> int:
+    try:
+        return parse_steps(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _count(text: str) -> int:
+    if text.strip() == "0":
+        return 0
+    return _steps(text)
+
+
+def _add_train(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train an NB2 policy in a fresh run folder",
+        description="Train an NB2 policy; hyperparameters come from policies/<algo>.yaml.",
+    )
+    p.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1 or MiniGrid-DoorKey-5x5-v0")
+    p.add_argument("--algo", help=f"one of {', '.join(ALGOS)} (default ppo)")
+    p.add_argument("--preset", help=f"NB2 size: {', '.join(PRESETS)} (default: the file's, else nano)")
+    p.add_argument(
+        "--steps", type=_steps, help="env steps: 100000, 1e5 or 100k (default: the file's n_timesteps)"
+    )
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--n-envs", type=_steps, help="parallel envs (default: the file's n_envs)")
+    p.add_argument("--hyperparams", metavar="FILE", help="RL Zoo-style YAML (default policies/<algo>.yaml)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyperparameter, e.g. n_steps=64 or policy_kwargs.nb2_kwargs.d_model=48",
+    )
+    p.add_argument("--env-kwargs", metavar="JSON", help="gym.make keyword arguments as a JSON object")
+    p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")
+    p.add_argument("--eval-freq", type=_count, help="evaluate every N steps (default steps/10; 0: never)")
+    p.add_argument("--eval-episodes", type=_steps, help="episodes per evaluation during training (default 5)")
+    p.add_argument(
+        "--final-episodes", type=_steps, help="episodes of the final evaluation, eval.json (default 20)"
+    )
+    p.add_argument("--save-freq", type=_count, help="checkpoint every N steps (default steps/5; 0: never)")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--threads", type=int, help="torch threads (default 1: fastest for small networks on CPU)")
+    p.add_argument("--config", metavar="FILE", help="re-run a run's config.yaml; other options override it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("evaluate", parents=[common], help="evaluate a run folder or model file")
+    p.add_argument("path", metavar="PATH", help="a run folder or a model .zip")
+    p.add_argument("--env", help="env id (default: the one it was trained on)")
+    p.add_argument("--env-kwargs", metavar="JSON", help="gym.make keyword arguments as a JSON object")
+    p.add_argument("--episodes", type=_steps, default=20, help="default 20")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--deterministic",
+        dest="deterministic",
+        action="store_true",
+        default=None,
+        help="greedy actions (default, except MiniGrid: as the run evaluated)",
+    )
+    mode.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions")
+    p.add_argument("--seed", type=int, help="default: the run's evaluation seed (training seed + 10000)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--video", metavar="DIR", help="record every episode to DIR (Gymnasium RecordVideo)")
+    p.add_argument("--device", default="auto")
+
+
+def _add_plot(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("plot", parents=[common], help="plot learning curves of runs")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or folders that hold runs")
+    p.add_argument("--out", default="learning_curves.png", metavar="FILE.png")
+    p.add_argument(
+        "--window", type=_steps, help="smoothing window in episodes (default: 1/10 of them, <= 100)"
+    )
+
+
+def _add_info(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("info", parents=[common], help="what a model file holds")
+    p.add_argument("path", metavar="PATH", help="a run folder or a model .zip")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    parser = _Parser(prog="nb2", description="NB2 transformer policies for Stable-Baselines3.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    for add in (_add_train, _add_evaluate, _add_plot, _add_info):
+        add(sub, common)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nb2_agents.train import train
+
+    result = train(
+        env=args.env,
+        algo=args.algo,
+        preset=args.preset,
+        steps=args.steps,
+        seed=args.seed,
+        n_envs=args.n_envs,
+        hyperparams=args.hyperparams,
+        overrides=args.overrides,
+        env_kwargs=args.env_kwargs,
+        runs_dir=args.runs_dir,
+        eval_freq=args.eval_freq,
+        eval_episodes=args.eval_episodes,
+        final_episodes=args.final_episodes,
+        save_freq=args.save_freq,
+        device=args.device,
+        threads=args.threads,
+        config=args.config,
+        progress=False if args.no_progress else None,
+    )
+    if result.interrupted:
+        print(
+            f"\ninterrupted at {result.steps:,} steps; model saved to {result.model_path}, "
+            f"checkpoint {result.checkpoint}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(result.summary())
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from nb2_agents.evaluate import evaluate
+
+    torch.set_num_threads(1)  # as nb2 train evaluates, so results match its eval.json
+
+    env_kwargs = None
+    if args.env_kwargs is not None:
+        try:
+            env_kwargs = json.loads(args.env_kwargs)
+        except json.JSONDecodeError as err:
+            raise UsageError(
+                f"--env-kwargs is not JSON ({err}); expected an object, e.g. '{{\"size\": 8}}'"
+            ) from None
+    result = evaluate(
+        args.path,
+        env=args.env,
+        episodes=args.episodes,
+        deterministic=args.deterministic,
+        seed=args.seed,
+        video=args.video,
+        env_kwargs=env_kwargs,
+        device=args.device,
+    )
+    print(json.dumps(result.to_dict()) if args.json else result.summary())
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from nb2_agents.plot import plot
+
+    print(f"wrote {plot(args.runs, args.out, args.window)}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from nb2_agents.info import info
+
+    result = info(args.path)
+    print(json.dumps(result.to_dict()) if args.json else result.text())
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "plot": _plot, "info": _info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nb2`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    prog = f"nb2 {args.command}"
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if args.debug:
+            raise
+        print(
+            f"{prog}: error: {type(err).__name__}: {' '.join(str(err).split())} (run with --debug for the "
+            "traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Creating environments for NB2: id checks with suggestions, MiniGrid wrappers, vec envs.
+
+MiniGrid: the observation is reduced to the agent's 7x7 egocentric grid of cells
+(``minigrid.wrappers.ImgObsWrapper``; each cell holds object, colour and state ids), which
+NB2 tokenizes as one token per cell. The mission string and the direction are dropped: for
+the single-task MiniGrid envs used here the mission is constant. Episodes that end by
+reaching the goal (terminated with a positive reward) report ``info["is_success"]``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+from stable_baselines3.common.vec_env import VecEnv, VecTransposeImage
+
+from nb2_agents.errors import UsageError
+
+EXTRAS: dict[str, tuple[str, str]] = {
+    "MiniGrid-": ("minigrid", "pip install 'nb2-agents[minigrid]'"),
+    "BabyAI-": ("minigrid", "pip install 'nb2-agents[minigrid]'"),
+    "ALE/": ("ale_py", "pip install 'gymnasium[atari]'"),
+}
+"""Env-id prefixes registered by another package: (module to import, how to install it)."""
+
+ACTION_SPACES: dict[str, tuple[type[spaces.Space], ...]] = {
+    "ppo": (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+    "a2c": (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+    "maskable_ppo": (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+    "dqn": (spaces.Discrete,),
+    "sac": (spaces.Box,),
+    "td3": (spaces.Box,),
+}
+"""Which action spaces each algorithm accepts (SB3's own support table)."""
+
+
+def _extra_for(env_id: str) -> tuple[str, str] | None:
+    for prefix, extra in EXTRAS.items():
+        if env_id.lower().startswith(prefix.lower()):
+            return extra
+    return None
+
+
+def check_env_id(env_id: str) -> None:
+    """Import the package that registers ``env_id`` if needed; unknown ids get suggestions."""
+    extra = _extra_for(env_id)
+    if extra is not None and env_id not in gym.registry:
+        module, install = extra
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise UsageError(
+                f"unknown env id {env_id!r}: it needs the {module} package, not installed; {install}"
+            ) from None
+    if env_id in gym.registry:
+        return
+    ids = list(gym.registry)
+    close = difflib.get_close_matches(env_id, ids, n=4, cutoff=0.6)
+    if not close:  # compare case-insensitively and without the version too
+        lowered = {i.lower(): i for i in ids}
+        close = [
+            lowered[c] for c in difflib.get_close_matches(env_id.lower(), list(lowered), n=4, cutoff=0.5)
+        ]
+    hint = f"did you mean {', '.join(close)}?" if close else "no close match among the registered ids;"
+    extras = sorted({f"{p}* ({how})" for p, (_, how) in EXTRAS.items()})
+    raise UsageError(
+        f"unknown env id {env_id!r}; {hint} list them with "
+        f"`python -c 'import gymnasium; gymnasium.pprint_registry()'`; other families: {', '.join(extras)}"
+    )
+
+
+def is_minigrid(env: gym.Env) -> bool:
+    try:
+        from minigrid.minigrid_env import MiniGridEnv
+    except ImportError:
+        return False
+    return isinstance(env.unwrapped, MiniGridEnv)
+
+
+class SuccessInfo(gym.Wrapper):
+    """Adds ``info["is_success"]`` at the end of a MiniGrid episode: the goal was reached."""
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            info = {**info, "is_success": bool(terminated and float(reward) > 0)}
+        return obs, reward, terminated, truncated, info
+
+
+def _all_actions_valid(env: gym.Env) -> np.ndarray:
+    space = env.action_space
+    if isinstance(space, spaces.Discrete):
+        return np.ones(int(space.n), dtype=bool)
+    if isinstance(space, spaces.MultiDiscrete):
+        return np.ones(int(np.sum(space.nvec)), dtype=bool)
+    return np.ones(2 * int(np.prod(space.shape or ())), dtype=bool)  # MultiBinary
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """How to build one environment: its id, gym.make kwargs and what the algorithm needs."""
+
+    env_id: str
+    env_kwargs: dict[str, Any]
+    algo: str = "ppo"
+
+    def wrap(self, env: gym.Env) -> gym.Env:
+        """NB2's wrappers, applied outside SB3's Monitor (so Monitor logs the env's own rewards)."""
+        if is_minigrid(env):
+            from minigrid.wrappers import ImgObsWrapper
+
+            env = SuccessInfo(ImgObsWrapper(env))
+        if self.algo == "maskable_ppo" and not hasattr(env.unwrapped, "action_masks"):
+            from sb3_contrib.common.wrappers import ActionMasker
+
+            env = ActionMasker(env, _all_actions_valid)
+        return env
+
+    def make(self, render_mode: str | None = None) -> gym.Env:
+        """One wrapped env (no Monitor): for checks and recording."""
+        kwargs = dict(self.env_kwargs)
+        if render_mode is not None:
+            kwargs["render_mode"] = render_mode
+        return self.wrap(gym.make(self.env_id, **kwargs))
+
+    def make_vec(
+        self,
+        n_envs: int,
+        seed: int,
+        monitor_dir: str | None = None,
+        make: Callable[..., gym.Env] | None = None,
+    ) -> VecEnv:
+        """``make_vec_env`` with Monitor, NB2's wrappers and, for HWC images, VecTransposeImage.
+
+        The transpose is what SB3 adds to a training env by itself; doing it here keeps the
+        evaluation env wrapped the same way.
+        """
+        env_id: str | Callable[..., gym.Env] = make if make is not None else self.env_id
+        vec = make_vec_env(
+            env_id,
+            n_envs=n_envs,
+            seed=seed,
+            monitor_dir=monitor_dir,
+            env_kwargs=None if make is not None else dict(self.env_kwargs),
+            wrapper_class=self.wrap,
+        )
+        space = vec.observation_space
+        if is_image_space(space) and not is_image_space_channels_first(space):  # type: ignore[arg-type]
+            vec = VecTransposeImage(vec)
+        return vec
+
+
+def probe(spec: EnvSpec) -> tuple[spaces.Space, spaces.Space, bool]:
+    """Build one env to read its spaces: (observation space, action space, is MiniGrid)."""
+    try:
+        env = spec.make()
+    except gym.error.DependencyNotInstalled as err:
+        raise UsageError(f"{spec.env_id} needs a package that is not installed: {err}") from err
+    except TypeError as err:
+        raise UsageError(f"{spec.env_id} rejected --env-kwargs {spec.env_kwargs}: {err}") from err
+    try:
+        return env.observation_space, env.action_space, is_minigrid(env)
+    finally:
+        env.close()
+
+
+def check_algo(algo: str, env_id: str, action_space: spaces.Space) -> None:
+    """Raise :class:`UsageError` when ``algo`` cannot act in ``action_space``."""
+    if isinstance(action_space, ACTION_SPACES[algo]):
+        return
+    fits = [name for name, ok in ACTION_SPACES.items() if isinstance(action_space, ok)]
+    pairs = "; ".join(f"{name}: {'/'.join(s.__name__ for s in ok)}" for name, ok in ACTION_SPACES.items())
+    raise UsageError(
+        f"--algo {algo} cannot act in {env_id}'s {type(action_space).__name__} action space; "
+        f"algorithms for it: {', '.join(fits) or 'none'} (valid pairs: {pairs})"
+    )

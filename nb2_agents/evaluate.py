@@ -1,0 +1,231 @@
+"""``nb2 evaluate`` as a function: load a model (run folder or zip) and measure it.
+
+>>> result = evaluate("runs/CartPole-v1__ppo__nano__s0__20250101-120000")  # doctest: +SKIP
+>>> result.mean_return, result.success_rate  # doctest: +SKIP
+(500.0, None)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from sb3_contrib import MaskablePPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.utils import set_random_seed
+
+from nb2_agents.envs_util import EnvSpec, check_env_id
+from nb2_agents.errors import UsageError
+from nb2_agents.hyperparams import ALGOS
+from nb2_agents.runs import read_meta, resolve_model
+
+DEFAULT_EPISODES = 20
+EVAL_SEED_OFFSET = 10_000
+"""A run's evaluations use seed + 10000, so they never replay its training episodes."""
+
+
+@dataclass
+class EvalResult:
+    """What ``nb2 evaluate --json`` prints (and a run's ``eval.json`` holds)."""
+
+    mean_return: float
+    std_return: float
+    episodes: int
+    success_rate: float | None
+    """Share of episodes with ``info["is_success"]``; None where the env reports no success."""
+    mean_length: float
+    std_length: float
+    env: str
+    seed: int
+    deterministic: bool
+    model: str
+    algo: str
+    steps_trained: int
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        text = (
+            f"{self.env}: return {self.mean_return:.2f} ± {self.std_return:.2f}, "
+            f"length {self.mean_length:.1f} over {self.episodes} episodes "
+            f"({'deterministic' if self.deterministic else 'stochastic'}, seed {self.seed})"
+        )
+        if self.success_rate is not None:
+            text += f", success {100 * self.success_rate:.0f}%"
+        return text
+
+
+def guess_algo(path: Path) -> str:
+    """The ``--algo`` name of a model zip: nb2's metadata, else from SB3's saved data."""
+    meta = read_meta(path)
+    if meta.get("algo") in ALGOS:
+        return str(meta["algo"])
+    data, _, _ = load_from_zip_file(path, load_data=True, device="cpu")
+    data = data or {}
+    policy = getattr(data.get("policy_class"), "__name__", "")
+    if "Maskable" in policy:
+        return "maskable_ppo"
+    if "DQN" in policy:
+        return "dqn"
+    if "SAC" in policy:
+        return "sac"
+    if "TD3" in policy:
+        return "td3"
+    if "ActorCritic" in policy:
+        return "ppo" if "clip_range" in data else "a2c"
+    raise UsageError(
+        f"{path}: cannot tell which algorithm saved it (policy {policy or 'unknown'}); "
+        f"valid algorithms: {sorted(ALGOS)}"
+    )
+
+
+@dataclass
+class LoadedModel:
+    """A model with what nb2 knows about it."""
+
+    model: BaseAlgorithm
+    algo: str
+    path: Path
+    """The model zip."""
+    meta: dict[str, Any]
+    """nb2's metadata from the zip (env, env_kwargs, preset, seed, eval_seed); {} for plain SB3 zips."""
+    run_dir: Path | None
+
+
+def load_model(path: str | Path, device: str = "auto") -> LoadedModel:
+    """Load a run folder's model.zip or a model zip, checking the file first."""
+    model_path, run_dir = resolve_model(path)
+    algo = guess_algo(model_path)
+    try:
+        model = ALGOS[algo].load(model_path, device=device)
+    except (KeyError, ValueError, RuntimeError, EOFError) as err:
+        raise UsageError(f"cannot load model file {model_path} as {algo}: {err}") from err
+    return LoadedModel(model, algo, model_path, read_meta(model_path), run_dir)
+
+
+def _success_collector(store: list[bool]) -> Any:
+    def callback(locals_: dict[str, Any], _globals: dict[str, Any]) -> None:
+        if locals_["done"]:
+            success = locals_["info"].get("is_success")
+            if success is not None:
+                store.append(bool(success))
+
+    return callback
+
+
+def evaluate(
+    path: str | Path,
+    env: str | None = None,
+    episodes: int = DEFAULT_EPISODES,
+    deterministic: bool | None = None,
+    seed: int | None = None,
+    video: str | Path | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    device: str = "auto",
+) -> EvalResult:
+    """Evaluate a run folder's ``model.zip`` (or any model zip) for ``episodes`` episodes.
+
+    :param env: env id; default: the one the model was trained on
+    :param seed: seeds the env and the action sampling; default: the run's evaluation seed
+        (training seed + 10000), so ``evaluate(run)`` reproduces the run's ``eval.json``
+    :param deterministic: greedy (True) or sampled (False) actions; default: as the run's own
+        evaluations (greedy, except MiniGrid: sampled, as RL Zoo)
+    :param video: folder for Gymnasium's RecordVideo (one mp4 per episode; needs moviepy)
+    """
+    if episodes < 1:
+        raise UsageError(f"--episodes must be a positive integer, got {episodes}")
+    loaded = load_model(path, device=device)
+    model, meta, algo = loaded.model, loaded.meta, loaded.algo
+    env_id = env or meta.get("env")
+    if not env_id:
+        raise UsageError(f"{path} does not record its env (not saved by nb2 train); pass --env ENV_ID")
+    check_env_id(env_id)
+    if env_kwargs is not None:
+        kwargs = dict(env_kwargs)
+    else:  # the run's env kwargs apply to the run's env only
+        kwargs = dict(meta.get("env_kwargs") or {}) if env_id == meta.get("env") else {}
+    if seed is None:
+        seed = int(meta.get("eval_seed", 0))
+    if deterministic is None:  # the run's choice, else RL Zoo's: sampled actions for MiniGrid
+        deterministic = bool(meta.get("deterministic_eval", not env_id.startswith(("MiniGrid-", "BabyAI-"))))
+    spec = EnvSpec(env_id, kwargs, algo)
+    make = None
+    if video is not None:
+        if importlib.util.find_spec("moviepy") is None:
+            raise UsageError("--video needs moviepy to write mp4 files: pip install moviepy")
+        folder = Path(video)
+
+        def make(**_: Any) -> gym.Env:
+            inner = gym.make(env_id, render_mode="rgb_array", **kwargs)
+            return gym.wrappers.RecordVideo(
+                inner,
+                str(folder),
+                episode_trigger=lambda _: True,
+                name_prefix=env_id.replace("/", "-"),
+                disable_logger=True,
+            )
+
+    vec = spec.make_vec(1, seed, make=make)
+    if vec.observation_space != model.observation_space:
+        raise UsageError(
+            f"{env_id}'s observations {vec.observation_space} do not match the model's "
+            f"{model.observation_space}; pass the env it was trained on"
+        )
+    set_random_seed(seed)
+    successes: list[bool] = []
+    try:
+        if algo == "maskable_ppo":
+            from sb3_contrib.common.maskable.evaluation import evaluate_policy as masked_evaluate
+
+            assert isinstance(model, MaskablePPO)
+            returns, lengths = masked_evaluate(
+                model,
+                vec,
+                n_eval_episodes=episodes,
+                deterministic=deterministic,
+                return_episode_rewards=True,
+                callback=_success_collector(successes),
+            )
+        else:
+            returns, lengths = evaluate_policy(
+                model,
+                vec,
+                n_eval_episodes=episodes,
+                deterministic=deterministic,
+                return_episode_rewards=True,
+                callback=_success_collector(successes),
+            )
+    finally:
+        vec.close()
+    assert isinstance(returns, list) and isinstance(lengths, list)
+    return EvalResult(
+        mean_return=float(np.mean(returns)),
+        std_return=float(np.std(returns)),
+        episodes=len(returns),
+        success_rate=float(np.mean(successes)) if successes else None,
+        mean_length=float(np.mean(lengths)),
+        std_length=float(np.std(lengths)),
+        env=env_id,
+        seed=seed,
+        deterministic=deterministic,
+        model=str(loaded.path),
+        algo=algo,
+        steps_trained=int(model.num_timesteps),
+        returns=[float(r) for r in returns],
+        lengths=[int(n) for n in lengths],
+    )
+
+
+def read_eval(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "eval.json"
+    return json.loads(path.read_text()) if path.is_file() else None

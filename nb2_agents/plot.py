@@ -1,0 +1,114 @@
+"""``nb2 plot``: learning curves (episode return against steps) from runs' Monitor CSVs.
+
+Each run's curve is a moving average over episodes. Runs whose config.yaml agree on
+everything but the seed form one group, drawn as the mean across seeds with a ± std band
+(curves resampled onto a common step grid up to the shortest run of the group).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from nb2_agents.errors import UsageError
+from nb2_agents.runs import CONFIG_NAME, find_runs
+
+# keys that differ between runs of one configuration
+_PER_RUN = {"seed", "source", "nb2_agents", "threads", "device"}
+
+
+@dataclass
+class Group:
+    label: str
+    runs: list[Path] = field(default_factory=list)
+    curves: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def monitor_episodes(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(env steps at each episode's end, episode return) over all of a run's training Monitor CSVs.
+
+    Episodes from the parallel envs are put in order of wall-clock time, as SB3's
+    ``results_plotter`` does (read here without pandas).
+    """
+    rows: list[tuple[float, float, int]] = []
+    for path in sorted(run_dir.glob("*monitor.csv")):
+        with path.open() as f:
+            first = f.readline()
+            start = float(json.loads(first[1:]).get("t_start", 0.0)) if first.startswith("#") else 0.0
+            for row in csv.DictReader(f):
+                try:
+                    rows.append((start + float(row["t"]), float(row["r"]), int(row["l"])))
+                except (KeyError, ValueError):
+                    continue  # a line cut short by a crash
+    rows.sort()
+    steps = np.cumsum([n for _, _, n in rows])
+    return steps, np.array([r for _, r, _ in rows])
+
+
+def learning_curve(run_dir: Path, window: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, smoothed episode return): a moving average over ``window`` episodes."""
+    x, y = monitor_episodes(run_dir)
+    if len(y) == 0:
+        raise UsageError(f"{run_dir} has no finished episodes in its monitor CSVs; train it longer")
+    w = min(window or max(1, min(100, len(y) // 10)), len(y))
+    smooth = np.convolve(y, np.ones(w) / w, mode="valid")
+    return x[w - 1 :], smooth
+
+
+def group_runs(runs: list[Path]) -> list[Group]:
+    """Group runs by configuration, ignoring the seed."""
+    groups: dict[str, Group] = {}
+    for run in runs:
+        config = yaml.safe_load((run / CONFIG_NAME).read_text()) or {}
+        key = yaml.safe_dump({k: v for k, v in config.items() if k not in _PER_RUN}, sort_keys=True)
+        if key not in groups:
+            preset = (config.get("hyperparams", {}).get("policy_kwargs") or {}).get("preset", "nano")
+            label = f"{config.get('env')} {config.get('algo')} {preset}"
+            same = sum(g.label.split(" #")[0] == label for g in groups.values())
+            groups[key] = Group(label if not same else f"{label} #{same + 1}")
+        groups[key].runs.append(run)
+    return list(groups.values())
+
+
+def plot(runs: list[str | Path], out: str | Path = "learning_curves.png", window: int | None = None) -> Path:
+    """Draw the runs (run folders, or folders of runs) into ``out`` (PNG); return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out {out}: expected a .png file name")
+    groups = group_runs(find_runs(list(runs)))
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    for group in groups:
+        curves = [learning_curve(run, window) for run in group.runs]
+        if len(curves) == 1:
+            x, y = curves[0]
+            ax.plot(x, y, label=group.label)
+            continue
+        end = min(float(c[0][-1]) for c in curves)
+        start = max(float(c[0][0]) for c in curves)
+        grid = np.linspace(start, end, 200) if end > start else np.array([end])
+        ys = np.stack([np.interp(grid, x, y) for x, y in curves])
+        mean, std = ys.mean(0), ys.std(0)
+        (line,) = ax.plot(grid, mean, label=f"{group.label} ({len(curves)} seeds)")
+        ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.25)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episode return (smoothed)")
+    ax.set_title("learning curves")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,173 @@
+"""Run folders and the files in them, every one written atomically (temp file, then rename).
+
+A run folder ``{runs_dir}/{env}__{algo}__{preset}__s{seed}__{time}`` holds::
+
+    config.yaml            the fully resolved configuration (``nb2 train --config`` re-runs it)
+    events.out.tfevents.*  TensorBoard (SB3's rollout/, train/, eval/ keys and nb2/ keys)
+    N.monitor.csv          one Monitor CSV per training env; eval/ holds the evaluation env's
+    checkpoints/           ckpt_<steps>_steps.zip every save_freq steps, best_model.zip
+    model.zip              the final (or interrupted) model
+    eval.json              the final evaluation of model.zip
+
+Model zips are SB3's, with one extra member ``nb2.json`` (algorithm, env, preset, seed) so
+that ``nb2 evaluate`` and ``nb2 info`` work on a bare model file; SB3's ``load`` ignores it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from nb2_agents.errors import UsageError
+
+META_NAME = "nb2.json"
+"""The member of a model zip that holds nb2's metadata."""
+CONFIG_NAME = "config.yaml"
+EVAL_NAME = "eval.json"
+MODEL_NAME = "model.zip"
+CHECKPOINTS = "checkpoints"
+BEST_NAME = "best_model.zip"
+
+
+def _safe(part: str) -> str:
+    """A folder-name-safe version of an env id (``ALE/Pong-v5`` → ``ALE-Pong-v5``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", part)
+
+
+def new_run_dir(root: str | Path, env_id: str, algo: str, preset: str, seed: int) -> Path:
+    """Create a fresh ``{env}__{algo}__{preset}__s{seed}__{time}`` folder; never reuses one."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{_safe(env_id)}__{algo}__{preset}__s{seed}__{stamp}"
+    for n in range(1000):
+        path = root / (base if n == 0 else f"{base}-{n}")
+        try:
+            path.mkdir()  # atomic: fails if another run took the name
+        except FileExistsError:
+            continue
+        return path
+    raise RuntimeError(f"could not create a fresh run folder under {root}")
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a temp file in ``path``'s folder, then rename it onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write JSON atomically: a half-written eval.json never replaces a good one."""
+    return write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    header = "# nb2 train configuration, fully resolved. Re-run it: nb2 train --config <this file>\n"
+    return write_text(path, header + dump_yaml(config))
+
+
+def save_model(model: BaseAlgorithm, path: Path, meta: dict[str, Any]) -> Path:
+    """``model.save`` to a temp file, add ``nb2.json`` (``meta`` + steps), rename onto ``path``."""
+
+    def write(tmp: Path) -> None:
+        model.save(tmp)  # the .tmp suffix stops SB3 from appending .zip
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr(META_NAME, json.dumps({**meta, "num_timesteps": model.num_timesteps}))
+
+    return atomic_write(path, write)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The ``nb2.json`` of a model zip ({} for a zip saved by plain SB3)."""
+    with zipfile.ZipFile(path) as archive:
+        if META_NAME not in archive.namelist():
+            return {}
+        data = json.loads(archive.read(META_NAME))
+    return data if isinstance(data, dict) else {}
+
+
+def check_model_file(path: Path) -> None:
+    """Raise :class:`UsageError` unless ``path`` is a readable SB3 model zip."""
+    expected = "expected a model .zip saved by `nb2 train` or SB3's model.save"
+    if not path.is_file():
+        raise UsageError(f"model file {path} does not exist; {expected}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise UsageError(f"cannot read model file {path} (truncated or corrupt: {err}); {expected}") from err
+    if bad is not None:
+        raise UsageError(f"model file {path} is corrupt (bad CRC in {bad}); {expected}")
+    if "data" not in names or "policy.pth" not in names:
+        raise UsageError(
+            f"{path} is not an SB3 model (no data / policy.pth member: truncated, corrupt or another zip); "
+            f"{expected}"
+        )
+
+
+def resolve_model(path: str | Path) -> tuple[Path, Path | None]:
+    """A run folder or a model file → (model zip, run folder or None)."""
+    path = Path(path)
+    if path.is_dir():
+        model = path / MODEL_NAME
+        if not model.exists() and (path / CHECKPOINTS / BEST_NAME).exists():
+            model = path / CHECKPOINTS / BEST_NAME
+        if not model.exists():
+            raise UsageError(
+                f"{path} is a folder without {MODEL_NAME}; expected a run folder made by `nb2 train` "
+                "or a model .zip file"
+            )
+        check_model_file(model)
+        return model, path
+    check_model_file(path)
+    for parent in (path.parent, path.parent.parent):
+        if (parent / CONFIG_NAME).is_file():
+            return path, parent
+    return path, None
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run folders among ``paths``; a folder that is not a run is searched one level down."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if (path / CONFIG_NAME).is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if (p / CONFIG_NAME).is_file()))
+        else:
+            raise UsageError(
+                f"{path} is not a run folder (no {CONFIG_NAME}); expected folders made by nb2 train"
+            )
+    if not found:
+        raise UsageError(f"no run folders (with {CONFIG_NAME}) in {', '.join(map(str, paths))}")
+    return found

@@ -1,0 +1,256 @@
+"""``nb2 train`` as a function: resolve a configuration, train in a fresh run folder, evaluate.
+
+>>> result = train(env="CartPole-v1", steps="100k", seed=0)  # doctest: +SKIP
+>>> result.run_dir, result.eval.mean_return  # doctest: +SKIP
+
+Everything the user gives is checked by :func:`resolve_config` before any folder is created;
+bad input raises :class:`~nb2_agents.errors.UsageError`. See :mod:`nb2_agents.runs` for the
+run folder's layout and :mod:`nb2_agents.callbacks` for what goes to TensorBoard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+
+from nb2_agents.callbacks import (
+    CheckpointCallback,
+    NB2LoggerCallback,
+    ProgressCallback,
+    SaveBestCallback,
+    flat_hparams,
+)
+from nb2_agents.config import TrainConfig, resolve_config
+from nb2_agents.envs_util import EnvSpec
+from nb2_agents.evaluate import EVAL_SEED_OFFSET, EvalResult, evaluate
+from nb2_agents.hyperparams import ALGOS, LinearSchedule, parse_entry
+from nb2_agents.runs import (
+    BEST_NAME,
+    CHECKPOINTS,
+    CONFIG_NAME,
+    EVAL_NAME,
+    MODEL_NAME,
+    dump_yaml,
+    new_run_dir,
+    save_model,
+    write_config,
+    write_json,
+)
+
+__all__ = ["TrainConfig", "TrainResult", "resolve_config", "run", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What one ``nb2 train`` produced."""
+
+    run_dir: Path
+    model_path: Path
+    config: TrainConfig
+    steps: int
+    """Environment steps trained."""
+    seconds: float
+    interrupted: bool = False
+    """True when Ctrl-C stopped training: model.zip and a checkpoint hold the model so far."""
+    checkpoint: Path | None = None
+    """The checkpoint written on Ctrl-C."""
+    eval: EvalResult | None = None
+    """The final evaluation (also in eval.json); None when interrupted."""
+
+    def summary(self) -> str:
+        fps = self.steps / max(self.seconds, 1e-9)
+        lines = [f"trained {self.steps:,} steps in {self.seconds:.0f} s ({fps:,.0f} fps)"]
+        if self.eval is not None:
+            lines.append(f"evaluation: {self.eval.summary()}")
+        lines += [f"run folder: {self.run_dir}", f"tensorboard --logdir {self.run_dir.parent}"]
+        return "\n".join(lines)
+
+
+def _action_noise(cfg: TrainConfig, n_actions: int) -> Any:
+    hp = parse_entry(ALGOS[cfg.algo], cfg.hyperparams, "config")
+    if hp.noise_type is None:
+        return None
+    mean, sigma = np.zeros(n_actions), hp.noise_std * np.ones(n_actions)
+    if hp.noise_type == "normal":
+        return NormalActionNoise(mean, sigma)
+    return OrnsteinUhlenbeckActionNoise(mean, sigma)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While training, SIGTERM (a job scheduler's stop, ``kill``) saves the run as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _EvalReport(BaseCallback):
+    """After each evaluation: a line on stdout when there is no progress bar to show it."""
+
+    def _on_step(self) -> bool:
+        parent = self.parent
+        assert isinstance(parent, EvalCallback)
+        print(
+            f"[eval] {self.model.num_timesteps:,} steps: mean return {parent.last_mean_reward:.3g}",
+            flush=True,
+        )
+        return True
+
+
+def run(
+    cfg: TrainConfig, runs_dir: str | Path = "runs", progress: bool | None = None, verbose: bool = True
+) -> TrainResult:
+    """Train ``cfg`` (already resolved) in a fresh folder under ``runs_dir``.
+
+    Ctrl-C (or SIGTERM) during training saves ``model.zip`` and ``checkpoints/interrupted_*.zip``
+    and returns with ``interrupted=True``.
+
+    :param progress: progress bar on stderr; None shows it on a terminal only
+    """
+    run_dir = new_run_dir(runs_dir, cfg.env, cfg.algo, cfg.preset, cfg.seed)
+    write_config(run_dir / CONFIG_NAME, cfg.to_dict())
+    if verbose:
+        print(f"nb2 train: resolved configuration (saved as {run_dir / CONFIG_NAME}):")
+        print("  " + dump_yaml(cfg.to_dict()).rstrip().replace("\n", "\n  "), flush=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    hp = parse_entry(ALGOS[cfg.algo], cfg.hyperparams, f"{run_dir / CONFIG_NAME} [hyperparams]")
+    spec = EnvSpec(cfg.env, cfg.env_kwargs, cfg.algo)
+    env = spec.make_vec(hp.n_envs, cfg.seed, monitor_dir=str(run_dir))
+    eval_env = spec.make_vec(1, cfg.seed + EVAL_SEED_OFFSET, monitor_dir=str(run_dir / "eval"))
+    kwargs = dict(hp.algo_kwargs)
+    noise = _action_noise(cfg, int(np.prod(env.action_space.shape or (1,))))
+    if noise is not None:
+        kwargs["action_noise"] = noise
+    model = ALGOS[cfg.algo](hp.policy, env, seed=cfg.seed, device=cfg.device, verbose=0, **kwargs)
+    model.set_logger(configure(str(run_dir), ["tensorboard"]))
+    meta = {
+        "algo": cfg.algo,
+        "env": cfg.env,
+        "env_kwargs": cfg.env_kwargs,
+        "preset": cfg.preset,
+        "seed": cfg.seed,
+        "eval_seed": cfg.seed + EVAL_SEED_OFFSET,
+        "deterministic_eval": cfg.deterministic_eval,
+    }
+
+    show = sys.stderr.isatty() if progress is None else progress
+    eval_class = MaskableEvalCallback if cfg.algo == "maskable_ppo" else EvalCallback
+    eval_cb = eval_class(
+        eval_env,
+        callback_on_new_best=SaveBestCallback(run_dir / CHECKPOINTS / BEST_NAME, meta),
+        callback_after_eval=None if show or not verbose else _EvalReport(),
+        n_eval_episodes=cfg.eval_episodes,
+        eval_freq=max(cfg.eval_freq // hp.n_envs, 1) if cfg.eval_freq else 0,
+        log_path=str(run_dir / "eval"),
+        deterministic=cfg.deterministic_eval,
+        verbose=0,
+        warn=False,
+    )
+    checkpoints = CheckpointCallback(run_dir / CHECKPOINTS, cfg.save_freq, meta)
+    nb2_logger = NB2LoggerCallback(flat_hparams({**cfg.to_dict(), "architecture": None}))
+    bar = ProgressCallback(eval_cb, disable=not show)
+    start, interrupted = time.perf_counter(), False
+    try:
+        with _sigterm_as_interrupt():
+            model.learn(cfg.steps, callback=CallbackList([eval_cb, checkpoints, nb2_logger, bar]))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        nb2_logger.remove_hooks()
+        env.close()
+        eval_env.close()
+    seconds = time.perf_counter() - start
+    model.logger.dump(model.num_timesteps)  # the last update's train/ and nb2/ values
+    model_path = save_model(model, run_dir / MODEL_NAME, meta)
+    result = TrainResult(run_dir, model_path, cfg, int(model.num_timesteps), seconds, interrupted)
+    if interrupted:
+        result.checkpoint = checkpoints.save(prefix="interrupted")
+        return result
+    result.eval = evaluate(
+        model_path,
+        episodes=cfg.final_episodes,
+        seed=cfg.seed + EVAL_SEED_OFFSET,
+        deterministic=cfg.deterministic_eval,
+        device=cfg.device,
+    )
+    write_json(run_dir / EVAL_NAME, {**result.eval.to_dict(), "train_seconds": round(seconds, 1)})
+    return result
+
+
+def train(
+    env: str | None = None,
+    algo: str | None = None,
+    preset: str | None = None,
+    steps: int | str | None = None,
+    seed: int | None = None,
+    n_envs: int | None = None,
+    hyperparams: str | Path | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+    env_kwargs: Mapping[str, Any] | None = None,
+    runs_dir: str | Path = "runs",
+    eval_freq: int | str | None = None,
+    eval_episodes: int | None = None,
+    final_episodes: int | None = None,
+    save_freq: int | str | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    config: str | Path | None = None,
+    progress: bool | None = None,
+    verbose: bool = True,
+) -> TrainResult:
+    """Train an NB2 policy as ``nb2 train`` does, and return where everything went.
+
+    Arguments mirror the CLI options (``overrides`` are ``--set`` items: ``"n_steps=64"``
+    strings or a ``{"n_steps": 64}`` mapping; ``config`` is ``--config``); ``None`` means the
+    config file's value, else the hyperparameter file's, else the default. Ctrl-C stops
+    training, saves ``model.zip`` and a checkpoint and returns with ``interrupted=True``.
+    """
+    if isinstance(overrides, Mapping):
+        overrides = [
+            f"{k}={dump_yaml(v).strip() if not isinstance(v, LinearSchedule) else repr(v)}"
+            for k, v in overrides.items()
+        ]
+    cfg = resolve_config(
+        env=env,
+        algo=algo,
+        preset=preset,
+        steps=steps,
+        seed=seed,
+        n_envs=n_envs,
+        hyperparams=hyperparams,
+        overrides=list(overrides),
+        env_kwargs=env_kwargs,
+        eval_freq=eval_freq,
+        eval_episodes=eval_episodes,
+        final_episodes=final_episodes,
+        save_freq=save_freq,
+        device=device,
+        threads=threads,
+        config=config,
+    )
+    return run(cfg, runs_dir=runs_dir, progress=progress, verbose=verbose)
