@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,13 +165,14 @@ def evaluate(
         if importlib.util.find_spec("moviepy") is None:
             raise UsageError("--video needs moviepy to write mp4 files: pip install moviepy")
         folder = Path(video)
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen
 
         def make(**_: Any) -> gym.Env:
             inner = gym.make(env_id, render_mode="rgb_array", **kwargs)
             return gym.wrappers.RecordVideo(
                 inner,
                 str(folder),
-                episode_trigger=lambda _: True,
+                episode_trigger=lambda episode: episode < episodes,  # not the reset after the last
                 name_prefix=env_id.replace("/", "-"),
                 disable_logger=True,
             )

@@ -11,6 +11,7 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -60,18 +61,37 @@ def learning_curve(run_dir: Path, window: int | None = None) -> tuple[np.ndarray
     return x[w - 1 :], smooth
 
 
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def group_runs(runs: list[Path]) -> list[Group]:
-    """Group runs by configuration, ignoring the seed."""
+    """Group runs by configuration, ignoring the seed; label each by env, algo, preset and
+    the settings that tell it apart from other groups of the same env, algo and preset."""
     groups: dict[str, Group] = {}
+    flats: dict[str, dict[str, Any]] = {}
     for run in runs:
         config = yaml.safe_load((run / CONFIG_NAME).read_text()) or {}
-        key = yaml.safe_dump({k: v for k, v in config.items() if k not in _PER_RUN}, sort_keys=True)
+        shared = {k: v for k, v in config.items() if k not in _PER_RUN}
+        key = yaml.safe_dump(shared, sort_keys=True)
         if key not in groups:
             preset = (config.get("hyperparams", {}).get("policy_kwargs") or {}).get("preset", "nano")
-            label = f"{config.get('env')} {config.get('algo')} {preset}"
-            same = sum(g.label.split(" #")[0] == label for g in groups.values())
-            groups[key] = Group(label if not same else f"{label} #{same + 1}")
+            groups[key] = Group(f"{config.get('env')} {config.get('algo')} {preset}")
+            flats[key] = _flat(shared)
         groups[key].runs.append(run)
+    base = {key: group.label for key, group in groups.items()}
+    for key, group in groups.items():
+        others = [flats[k] for k in groups if k != key and base[k] == base[key]]
+        if others:
+            mine = flats[key]
+            differs = [k for k in sorted(mine) if any(o.get(k) != mine[k] for o in others)]
+            group.label += " " + ", ".join(f"{k.rsplit('.', 1)[-1]}={mine[k]}" for k in differs[:3])
     return list(groups.values())
 
 

@@ -211,3 +211,23 @@ def test_python_api_mirrors_the_cli(tmp_path: Path) -> None:
     again = evaluate(result.run_dir, episodes=3)
     assert isinstance(again, EvalResult) and result.eval is not None
     assert again.returns == result.eval.returns
+
+
+def test_plot_groups_seeds_into_a_band(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from nb2_agents.plot import group_runs, plot
+
+    copies = []
+    for name, changes in (("a", {"seed": 4}), ("b", {"seed": 5}), ("c", {"eval_episodes": 9})):
+        copy = tmp_path / name
+        shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("*.zip", "events.*"))
+        config = yaml.safe_load((copy / "config.yaml").read_text())
+        (copy / "config.yaml").write_text(yaml.safe_dump({**config, **changes}))
+        copies.append(copy)
+    groups = group_runs([run_dir, *copies])
+    assert [len(g.runs) for g in groups] == [3, 1]  # seeds 3, 4, 5 share a configuration
+    assert groups[0].label == "CartPole-v1 ppo nano eval_episodes=5"
+    assert groups[1].label == "CartPole-v1 ppo nano eval_episodes=9"
+    out = plot([run_dir, *copies], tmp_path / "band.png")
+    assert out.read_bytes().startswith(PNG_MAGIC)
