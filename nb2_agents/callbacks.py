@@ -60,6 +60,8 @@ class ProgressCallback(BaseCallback):
     def _on_step(self) -> bool:
         if self.pbar is None:
             return True
+        if self.model.num_timesteps > self.pbar.total:  # the last rollout overshoots the budget
+            self.pbar.total = self.model.num_timesteps
         self.pbar.update(self.model.num_timesteps - self.pbar.n)
         if self.n_calls % 16 == 0:
             self.pbar.set_postfix_str(self.postfix(), refresh=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,7 @@ def resolve_config(
     seed: int | None = None,
     n_envs: int | None = None,
     hyperparams: str | Path | None = None,
-    overrides: list[str] | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] | None = None,
     env_kwargs: Any = None,
     eval_freq: int | str | None = None,
     eval_episodes: int | None = None,
@@ -198,11 +199,11 @@ def resolve_config(
     if preset is not None:
         set_dotted(entry, "policy_kwargs.preset", preset)
         labels["policy_kwargs"] = labels.get("policy_kwargs", "--preset")
-    for item in overrides or []:
-        key, value = parse_assignment(item)
+    items = overrides.items() if isinstance(overrides, Mapping) else map(parse_assignment, overrides or [])
+    for key, value in items:
         set_dotted(entry, key, value)
         labels[key.split(".")[0]] = "--set "
-        source += f" --set {item}"
+        source += f" --set {key}={value}"
     hp = parse_entry(ALGOS[algo], entry, labels)
     entry.pop("n_timesteps", None)
     entry.setdefault("n_envs", hp.n_envs)
@@ -218,7 +219,7 @@ def resolve_config(
         policy_kwargs.setdefault("normalize_images", False)  # cells hold small ids, not pixels
     entry["policy_kwargs"] = policy_kwargs
     arch = _architecture(policy_kwargs)
-    touched = preset is not None or any(o.startswith("policy_kwargs") for o in overrides or [])
+    touched = preset is not None or any(str(o).startswith("policy_kwargs") for o in overrides or [])
     recorded = base.get("architecture") if config is not None and not touched else None
     if recorded and recorded != dataclasses.asdict(arch):
         try:  # the run's own architecture wins over a preset that changed since

@@ -37,7 +37,7 @@ from nb2_agents.callbacks import (
 from nb2_agents.config import TrainConfig, resolve_config
 from nb2_agents.envs_util import EnvSpec
 from nb2_agents.evaluate import EVAL_SEED_OFFSET, EvalResult, evaluate
-from nb2_agents.hyperparams import ALGOS, LinearSchedule, parse_entry
+from nb2_agents.hyperparams import ALGOS, parse_entry
 from nb2_agents.runs import (
     BEST_NAME,
     CHECKPOINTS,
@@ -230,11 +230,6 @@ def train(
     config file's value, else the hyperparameter file's, else the default. Ctrl-C stops
     training, saves ``model.zip`` and a checkpoint and returns with ``interrupted=True``.
     """
-    if isinstance(overrides, Mapping):
-        overrides = [
-            f"{k}={dump_yaml(v).strip() if not isinstance(v, LinearSchedule) else repr(v)}"
-            for k, v in overrides.items()
-        ]
     cfg = resolve_config(
         env=env,
         algo=algo,
@@ -243,7 +238,7 @@ def train(
         seed=seed,
         n_envs=n_envs,
         hyperparams=hyperparams,
-        overrides=list(overrides),
+        overrides=overrides,
         env_kwargs=env_kwargs,
         eval_freq=eval_freq,
         eval_episodes=eval_episodes,
