@@ -5,6 +5,7 @@
 >>> model = PPO(NB2Policy, "CartPole-v1")  # or PPO("NB2Policy", "CartPole-v1")
 """
 
+from nb2_agents.evaluate import EvalResult, evaluate
 from nb2_agents.nn import NB2, PRESETS, NB2Config, get_config
 from nb2_agents.sb3 import (
     MaskableNB2Policy,
@@ -15,6 +16,7 @@ from nb2_agents.sb3 import (
     NB2TD3Policy,
     register_policies,
 )
+from nb2_agents.train import TrainResult, train
 
 NB2Policy = NB2ActorCriticPolicy
 """The NB2 policy for PPO and A2C; ``"NB2Policy"`` names the right class for every algorithm."""
@@ -26,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "NB2",
     "PRESETS",
+    "EvalResult",
     "MaskableNB2Policy",
     "NB2ActorCriticPolicy",
     "NB2Config",
@@ -34,5 +37,8 @@ __all__ = [
     "NB2Policy",
     "NB2SACPolicy",
     "NB2TD3Policy",
+    "TrainResult",
+    "evaluate",
     "get_config",
+    "train",
 ]
