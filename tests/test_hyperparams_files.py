@@ -19,7 +19,7 @@ from nb2_agents.hyperparams import (
     read_yaml,
     set_dotted,
 )
-from nb2_agents.nn.config import PRESETS, NB2Config
+from nb2_agents.nn.config import PRESETS, NB2Config, load_presets
 from nb2_agents.runs import atomic_write
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
@@ -42,12 +42,19 @@ def test_each_required_env_has_a_tuned_entry() -> None:
         assert algos, f"no entry for {env}"
 
 
-def test_presets_yaml_mirrors_the_code() -> None:
+def test_presets_come_from_presets_yaml() -> None:
     data = read_yaml(POLICIES / "presets.yaml")
     assert sorted(data) == sorted(PRESETS)
     for name, cfg in PRESETS.items():
         assert data[name] == dataclasses.asdict(cfg), name
         assert NB2Config(**data[name]) == cfg
+
+
+def test_bad_preset_file_names_file_and_preset(tmp_path: Path) -> None:
+    path = tmp_path / "presets.yaml"
+    path.write_text("tiny:\n  d_model: 30\n  n_heads: 4\n")
+    with pytest.raises(ValueError, match=r"presets.yaml \[tiny\].*divisible"):
+        load_presets(path)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 
 @dataclass(frozen=True)
@@ -89,14 +92,28 @@ class NB2Config:
         return dataclasses.replace(self, **changes)
 
 
-PRESETS: dict[str, NB2Config] = {
-    # nano: the CartPole-class default, sized for CPU throughput (see benchmarks/throughput.py).
-    "nano": NB2Config(),
-    "small": NB2Config(d_model=64, n_heads=4, n_local_layers=2, mlp_ratio=4),
-    "base": NB2Config(
-        d_model=128, n_heads=8, n_local_layers=2, n_global_layers=2, n_decoder_layers=2, mlp_ratio=4
-    ),
-}
+PRESETS_FILE = Path(__file__).resolve().parents[1] / "data" / "policies" / "presets.yaml"
+"""``policies/presets.yaml``, as shipped with the package: the one place presets are defined."""
+
+
+def load_presets(path: Path = PRESETS_FILE) -> dict[str, NB2Config]:
+    """Read named presets from YAML; an unknown field or bad value names the file and preset."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"cannot read NB2 presets from {path}: {err}") from err
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path}: expected a mapping of preset name -> NB2Config fields")
+    presets = {}
+    for name, fields in data.items():
+        try:
+            presets[str(name)] = NB2Config().replace(**(fields or {}))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path} [{name}]: {err}") from err
+    return presets
+
+
+PRESETS: dict[str, NB2Config] = load_presets()
 
 
 def get_config(preset: str | NB2Config = "nano", **overrides: Any) -> NB2Config:
