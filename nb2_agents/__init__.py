@@ -5,7 +5,7 @@
 >>> model = PPO(NB2Policy, "CartPole-v1")  # or PPO("NB2Policy", "CartPole-v1")
 """
 
-from nb2_agents.evaluate import EvalResult, evaluate
+from nb2_agents.evaluation import EvalResult, evaluate
 from nb2_agents.nn import NB2, PRESETS, NB2Config, get_config
 from nb2_agents.sb3 import (
     MaskableNB2Policy,
@@ -16,7 +16,7 @@ from nb2_agents.sb3 import (
     NB2TD3Policy,
     register_policies,
 )
-from nb2_agents.train import TrainResult, train
+from nb2_agents.training import TrainResult, train
 
 NB2Policy = NB2ActorCriticPolicy
 """The NB2 policy for PPO and A2C; ``"NB2Policy"`` names the right class for every algorithm."""

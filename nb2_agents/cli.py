@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from nb2_agents.train import train
+    from nb2_agents.training import train
 
     result = train(
         env=args.env,
@@ -164,7 +164,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from nb2_agents.evaluate import evaluate
+    from nb2_agents.evaluation import evaluate
 
     torch.set_num_threads(1)  # as nb2 train evaluates, so results match its eval.json
 

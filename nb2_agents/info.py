@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from nb2_agents.evaluate import load_model
+from nb2_agents.evaluation import load_model
 from nb2_agents.hyperparams import ALGOS
 
 

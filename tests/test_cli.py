@@ -199,8 +199,8 @@ def _has_episodes(runs: Path) -> bool:
 
 
 def test_python_api_mirrors_the_cli(tmp_path: Path) -> None:
-    from nb2_agents.evaluate import EvalResult, evaluate
-    from nb2_agents.train import TrainResult, train
+    from nb2_agents.evaluation import EvalResult, evaluate
+    from nb2_agents.training import TrainResult, train
 
     overrides = {"n_steps": 32, "learning_rate": 1e-4}
     result = train(env="CartPole-v1", steps="256", seed=1, overrides=overrides, eval_freq=0, final_episodes=3,

@@ -163,7 +163,9 @@ def evaluate(
     make = None
     if video is not None:
         if importlib.util.find_spec("moviepy") is None:
-            raise UsageError("--video needs moviepy to write mp4 files: pip install moviepy")
+            raise UsageError(
+                "--video needs moviepy to write mp4 files: pip install 'nb2-agents[video]' (or moviepy)"
+            )
         folder = Path(video)
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen
 

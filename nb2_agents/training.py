@@ -36,7 +36,7 @@ from nb2_agents.callbacks import (
 )
 from nb2_agents.config import TrainConfig, resolve_config
 from nb2_agents.envs_util import EnvSpec
-from nb2_agents.evaluate import EVAL_SEED_OFFSET, EvalResult, evaluate
+from nb2_agents.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
 from nb2_agents.hyperparams import ALGOS, parse_entry
 from nb2_agents.runs import (
     BEST_NAME,
