@@ -188,27 +188,19 @@ def evaluate(
     set_random_seed(seed)
     successes: list[bool] = []
     try:
-        if algo == "maskable_ppo":
-            from sb3_contrib.common.maskable.evaluation import evaluate_policy as masked_evaluate
+        run_episodes: Any = evaluate_policy
+        if algo == "maskable_ppo":  # the masked variant passes each step's action masks
+            from sb3_contrib.common.maskable.evaluation import evaluate_policy as run_episodes
 
             assert isinstance(model, MaskablePPO)
-            returns, lengths = masked_evaluate(
-                model,
-                vec,
-                n_eval_episodes=episodes,
-                deterministic=deterministic,
-                return_episode_rewards=True,
-                callback=_success_collector(successes),
-            )
-        else:
-            returns, lengths = evaluate_policy(
-                model,
-                vec,
-                n_eval_episodes=episodes,
-                deterministic=deterministic,
-                return_episode_rewards=True,
-                callback=_success_collector(successes),
-            )
+        returns, lengths = run_episodes(
+            model,
+            vec,
+            n_eval_episodes=episodes,
+            deterministic=deterministic,
+            return_episode_rewards=True,
+            callback=_success_collector(successes),
+        )
     finally:
         vec.close()
     assert isinstance(returns, list) and isinstance(lengths, list)
