@@ -83,6 +83,8 @@ def _key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
 class Level(nn.Module):
     """One level: attention inside groups, then pooling of each group."""
 
+    group_mask: torch.Tensor  # levels >= 1 only: which slots of their summary groups are real
+
     def __init__(self, cfg: NB2Config, n_layers: int) -> None:
         super().__init__()
         args = (cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.gate_bias)
@@ -114,15 +116,23 @@ class HierarchicalEncoder(nn.Module):
         extra = cfg.n_local_layers - cfg.n_global_layers if self.single_group else 0
         self.local_blocks = nn.ModuleList(Block(*args) for _ in range(max(extra, 0)))
         self.level_list: list[Level] = [] if self.single_group else [Level(cfg, cfg.n_local_layers)]
-        self.level_masks: list[torch.Tensor] = []  # (groups, group_size) keep-mask per level >= 1
         g = n_groups
         while g > cfg.group_size:
             n = math.ceil(g / cfg.group_size)
-            self.level_masks.append((torch.arange(n * cfg.group_size) < g).view(n, cfg.group_size))
-            self.level_list.append(Level(cfg, 1))
+            level = Level(cfg, 1)
+            # (groups, group_size) keep-mask of this level's groups of summaries; a buffer, so it
+            # moves with the model instead of being copied to the device on every forward
+            mask = (torch.arange(n * cfg.group_size) < g).view(n, cfg.group_size)
+            level.register_buffer("group_mask", mask, persistent=False)
+            self.level_list.append(level)
             g = n
         self.levels = nn.ModuleList(self.level_list)  # registers the parameters
         self.sample = cfg.sampling and not self.single_group and group_len > cfg.min_keep
+
+    @property
+    def level_masks(self) -> list[torch.Tensor]:
+        """(groups, group_size) keep-mask of each level above 0."""
+        return [level.group_mask for level in self.level_list[1:]]
 
     def _task(self, ts: TokenSet, b: int) -> torch.Tensor:
         if ts.task_ids is None:
@@ -144,11 +154,11 @@ class HierarchicalEncoder(nn.Module):
         fine_mask = None if mask is None else mask.reshape(b, -1)  # (B, g*K)
 
         levels = [summaries]
-        for level, level_mask in zip(self.level_list[1:], self.level_masks, strict=True):
-            n_groups, size = level_mask.shape
+        for level in self.level_list[1:]:
+            n_groups, size = level.group_mask.shape
             pad = n_groups * size - summaries.shape[1]
             s = F.pad(summaries, (0, 0, 0, pad)).view(b * n_groups, size, c)  # (B*n, size, C)
-            _, pooled = level(s, level_mask.to(s.device).repeat(b, 1))
+            _, pooled = level(s, level.group_mask.repeat(b, 1))
             summaries = pooled.view(b, n_groups, c)  # (B, n, C)
             levels.append(summaries)
 
