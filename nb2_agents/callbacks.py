@@ -84,6 +84,29 @@ class ProgressCallback(BaseCallback):
         self.close()
 
 
+class EntCoefScheduleCallback(BaseCallback):
+    """Anneal an on-policy algorithm's ``ent_coef`` (``ent_coef: lin_0.01`` in a hyperparameter entry).
+
+    SB3's PPO / A2C take a float ``ent_coef`` only; this sets it from ``schedule(progress_remaining)``
+    before each update, the way SB3 updates the learning rate and clip range, and logs
+    ``train/ent_coef``.
+    """
+
+    def __init__(self, schedule: Any) -> None:
+        super().__init__()
+        self.schedule = schedule
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        # SB3 updates _current_progress_remaining after the rollout, before train(); compute it
+        # the same way here so the value used by this update matches the other schedules.
+        progress = max(0.0, 1.0 - self.model.num_timesteps / self.model._total_timesteps)
+        self.model.ent_coef = float(self.schedule(progress))  # type: ignore[attr-defined]
+        self.logger.record("train/ent_coef", self.model.ent_coef)  # type: ignore[attr-defined]
+
+
 class CheckpointCallback(BaseCallback):
     """``checkpoints/ckpt_<steps>_steps.zip`` every ``save_freq`` steps, written atomically."""
 

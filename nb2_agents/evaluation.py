@@ -21,6 +21,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import VecEnv
 
 from nb2_agents.envs_util import EnvSpec, check_env_id
 from nb2_agents.errors import UsageError
@@ -114,14 +115,39 @@ def load_model(path: str | Path, device: str = "auto") -> LoadedModel:
     return LoadedModel(model, algo, model_path, read_meta(model_path), run_dir)
 
 
-def _success_collector(store: list[bool]) -> Any:
+def _success_collector(store: list[bool], key: str) -> Any:
     def callback(locals_: dict[str, Any], _globals: dict[str, Any]) -> None:
         if locals_["done"]:
-            success = locals_["info"].get("is_success")
+            success = locals_["info"].get(key)
             if success is not None:
                 store.append(bool(success))
 
     return callback
+
+
+def run_episodes(
+    model: BaseAlgorithm,
+    vec: VecEnv,
+    episodes: int,
+    deterministic: bool,
+    success_key: str = "is_success",
+) -> tuple[list[float], list[int], list[bool]]:
+    """SB3's ``evaluate_policy`` (the masked one for MaskablePPO): returns, lengths and the
+    ``info[success_key]`` of each finished episode that reports one."""
+    successes: list[bool] = []
+    evaluate_fn: Any = evaluate_policy
+    if isinstance(model, MaskablePPO):  # the masked variant passes each step's action masks
+        from sb3_contrib.common.maskable.evaluation import evaluate_policy as evaluate_fn
+    returns, lengths = evaluate_fn(
+        model,
+        vec,
+        n_eval_episodes=episodes,
+        deterministic=deterministic,
+        return_episode_rewards=True,
+        callback=_success_collector(successes, success_key),
+    )
+    assert isinstance(returns, list) and isinstance(lengths, list)
+    return [float(r) for r in returns], [int(n) for n in lengths], successes
 
 
 def evaluate(
@@ -186,24 +212,10 @@ def evaluate(
             f"{model.observation_space}; pass the env it was trained on"
         )
     set_random_seed(seed)
-    successes: list[bool] = []
     try:
-        run_episodes: Any = evaluate_policy
-        if algo == "maskable_ppo":  # the masked variant passes each step's action masks
-            from sb3_contrib.common.maskable.evaluation import evaluate_policy as run_episodes
-
-            assert isinstance(model, MaskablePPO)
-        returns, lengths = run_episodes(
-            model,
-            vec,
-            n_eval_episodes=episodes,
-            deterministic=deterministic,
-            return_episode_rewards=True,
-            callback=_success_collector(successes),
-        )
+        returns, lengths, successes = run_episodes(model, vec, episodes, deterministic)
     finally:
         vec.close()
-    assert isinstance(returns, list) and isinstance(lengths, list)
     return EvalResult(
         mean_return=float(np.mean(returns)),
         std_return=float(np.std(returns)),
@@ -217,8 +229,8 @@ def evaluate(
         model=str(loaded.path),
         algo=algo,
         steps_trained=int(model.num_timesteps),
-        returns=[float(r) for r in returns],
-        lengths=[int(n) for n in lengths],
+        returns=returns,
+        lengths=lengths,
     )
 
 

@@ -22,6 +22,7 @@ import yaml
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from nb2_agents.errors import UsageError
 from nb2_agents.nn.config import PRESETS, NB2Config
@@ -145,6 +146,17 @@ def _parse_value(value: Any, where: str) -> Any:
     return value
 
 
+def schedule_keys(algo_class: type[BaseAlgorithm]) -> set[str]:
+    """Keys that accept ``lin_X``: SB3's schedules, plus ``ent_coef`` for on-policy algorithms
+    (annealed by :class:`nb2_agents.callbacks.EntCoefScheduleCallback`)."""
+    keys = {"learning_rate"}
+    if issubclass(algo_class, OnPolicyAlgorithm):
+        keys |= {"ent_coef"}
+    if "clip_range" in inspect.signature(algo_class.__init__).parameters:
+        keys |= {"clip_range", "clip_range_vf"}
+    return keys
+
+
 def valid_keys(algo_class: type[BaseAlgorithm]) -> list[str]:
     """Keys an entry for ``algo_class`` may hold."""
     ctor = set(inspect.signature(algo_class.__init__).parameters) - _SET_BY_NB2
@@ -211,7 +223,13 @@ def parse_entry(
         else:
             if key == "policy_kwargs" and hp.policy == SHORT_NAME:
                 _check_policy_kwargs(algo_class, value, where)
-            hp.algo_kwargs[key] = _parse_value(value, where)
+            parsed = _parse_value(value, where)
+            if isinstance(parsed, LinearSchedule) and key not in schedule_keys(algo_class):
+                raise UsageError(
+                    f"{where}: {algo_class.__name__} takes no schedule for {key!r}; "
+                    f"lin_X is accepted for {sorted(schedule_keys(algo_class))}"
+                )
+            hp.algo_kwargs[key] = parsed
     if hp.policy != SHORT_NAME and entry.get("policy") is not None:
         raise UsageError(
             f"{label if isinstance(label, str) else label['policy']}.policy: "

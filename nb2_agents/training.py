@@ -23,12 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+from stable_baselines3.common.vec_env import VecEnv
 
 from nb2_agents.callbacks import (
     CheckpointCallback,
+    EntCoefScheduleCallback,
     NB2LoggerCallback,
     ProgressCallback,
     SaveBestCallback,
@@ -37,7 +40,7 @@ from nb2_agents.callbacks import (
 from nb2_agents.config import TrainConfig, resolve_config
 from nb2_agents.envs_util import EnvSpec
 from nb2_agents.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
-from nb2_agents.hyperparams import ALGOS, parse_entry
+from nb2_agents.hyperparams import ALGOS, Hyperparams, LinearSchedule, parse_entry
 from nb2_agents.runs import (
     BEST_NAME,
     CHECKPOINTS,
@@ -80,14 +83,31 @@ class TrainResult:
         return "\n".join(lines)
 
 
-def _action_noise(cfg: TrainConfig, n_actions: int) -> Any:
-    hp = parse_entry(ALGOS[cfg.algo], cfg.hyperparams, "config")
+def _action_noise(hp: Hyperparams, n_actions: int) -> Any:
     if hp.noise_type is None:
         return None
     mean, sigma = np.zeros(n_actions), hp.noise_std * np.ones(n_actions)
     if hp.noise_type == "normal":
         return NormalActionNoise(mean, sigma)
     return OrnsteinUhlenbeckActionNoise(mean, sigma)
+
+
+def make_algorithm(
+    algo: str, hp: Hyperparams, env: VecEnv, seed: int, device: str
+) -> tuple[BaseAlgorithm, list[BaseCallback]]:
+    """The SB3 algorithm for a resolved entry, and the callbacks its settings need
+    (``ent_coef: lin_X`` is annealed by a callback; SB3 takes a float)."""
+    kwargs = dict(hp.algo_kwargs)
+    noise = _action_noise(hp, int(np.prod(env.action_space.shape or (1,))))
+    if noise is not None:
+        kwargs["action_noise"] = noise
+    callbacks: list[BaseCallback] = []
+    ent_schedule = kwargs.get("ent_coef")
+    if isinstance(ent_schedule, LinearSchedule):
+        kwargs["ent_coef"] = ent_schedule(1.0)
+        callbacks.append(EntCoefScheduleCallback(ent_schedule))
+    model = ALGOS[algo](hp.policy, env, seed=seed, device=device, verbose=0, **kwargs)
+    return model, callbacks
 
 
 @contextlib.contextmanager
@@ -141,11 +161,7 @@ def run(
     spec = EnvSpec(cfg.env, cfg.env_kwargs, cfg.algo)
     env = spec.make_vec(hp.n_envs, cfg.seed, monitor_dir=str(run_dir))
     eval_env = spec.make_vec(1, cfg.seed + EVAL_SEED_OFFSET, monitor_dir=str(run_dir / "eval"))
-    kwargs = dict(hp.algo_kwargs)
-    noise = _action_noise(cfg, int(np.prod(env.action_space.shape or (1,))))
-    if noise is not None:
-        kwargs["action_noise"] = noise
-    model = ALGOS[cfg.algo](hp.policy, env, seed=cfg.seed, device=cfg.device, verbose=0, **kwargs)
+    model, extra_callbacks = make_algorithm(cfg.algo, hp, env, cfg.seed, cfg.device)
     model.set_logger(configure(str(run_dir), ["tensorboard"]))
     meta = {
         "algo": cfg.algo,
@@ -173,10 +189,11 @@ def run(
     checkpoints = CheckpointCallback(run_dir / CHECKPOINTS, cfg.save_freq, meta)
     nb2_logger = NB2LoggerCallback(flat_hparams({**cfg.to_dict(), "architecture": None}))
     bar = ProgressCallback(eval_cb, disable=not show)
+    callbacks: list[BaseCallback] = [eval_cb, checkpoints, nb2_logger, bar, *extra_callbacks]
     start, interrupted = time.perf_counter(), False
     try:
         with _sigterm_as_interrupt():
-            model.learn(cfg.steps, callback=CallbackList([eval_cb, checkpoints, nb2_logger, bar]))
+            model.learn(cfg.steps, callback=CallbackList(callbacks))
     except KeyboardInterrupt:
         interrupted = True
     finally:

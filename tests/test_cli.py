@@ -231,3 +231,20 @@ def test_plot_groups_seeds_into_a_band(run_dir: Path, tmp_path: Path) -> None:
     assert groups[1].label == "CartPole-v1 ppo nano eval_episodes=9"
     out = plot([run_dir, *copies], tmp_path / "band.png")
     assert out.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_ent_coef_schedule_anneals(tmp_path: Path) -> None:
+    from stable_baselines3 import PPO
+
+    from nb2_agents.training import train
+
+    overrides = {"n_envs": 1, "n_steps": 32, "batch_size": 32, "ent_coef": "lin_0.02"}
+    result = train(env="CartPole-v1", steps="256", seed=1, overrides=overrides, eval_freq=0, final_episodes=1,
+                   runs_dir=tmp_path, progress=False, verbose=False)  # fmt: skip
+    assert result.config.hyperparams["ent_coef"] == "lin_0.02"  # saved as written, so config.yaml re-runs
+    events = EventAccumulator(str(result.run_dir))
+    events.Reload()
+    values = [e.value for e in events.Scalars("train/ent_coef")]
+    assert values[0] == pytest.approx(0.02 * (1 - 32 / 256)) and values[-1] == pytest.approx(0.0, abs=1e-9)
+    assert all(a > b for a, b in zip(values, values[1:], strict=False))
+    assert PPO.load(result.model_path).ent_coef == pytest.approx(0.0, abs=1e-9)

@@ -41,7 +41,9 @@ def test_cartpole_100k_is_solved(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="NB2 reached 0.86 / 0.86 / 0.93 / 0.77 on seeds 0-3 with policies/ppo.yaml (issue: >= 0.9)"
+    reason="policies/ppo.yaml's DoorKey entry reached 0.94 / 0.93 / 0.95 / 0.94 on seeds 0-3 on a 16-core "
+    "machine but 0.61 on seed 0 here (issue: >= 0.9)",
+    strict=False,
 )
 def test_doorkey_150k(tmp_path: Path) -> None:
     _, result = train_and_evaluate(

@@ -162,3 +162,12 @@ def test_empty_file(tmp_path: Path) -> None:
     path = write(tmp_path, "")
     with pytest.raises(ValueError, match="no entry"):
         load_hyperparams(PPO, "Foo-v0", path)
+
+
+def test_schedule_keys_per_algorithm(tmp_path: Path) -> None:
+    path = write(tmp_path, "Foo-v0:\n  ent_coef: lin_0.01\n")
+    assert load_hyperparams(PPO, "Foo-v0", path).algo_kwargs["ent_coef"] == LinearSchedule(0.01)
+    with pytest.raises(ValueError) as info:  # SAC's ent_coef is a float or "auto", no schedule
+        load_hyperparams(SAC, "Foo-v0", path)
+    msg = str(info.value)
+    assert str(path) in msg and "ent_coef" in msg and "learning_rate" in msg
