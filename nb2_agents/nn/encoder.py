@@ -144,7 +144,7 @@ class HierarchicalEncoder(nn.Module):
             return self._forward_single(ts)
         b, g, G, c = ts.tokens.shape
         x = ts.tokens.reshape(b * g, G, c)  # (B*g, G, C)
-        mask = None if ts.full else ts.mask.repeat(b, 1)  # (B*g, G)
+        mask = ts.keep_mask(b)  # (B*g, G) or None
         kept = None
         if self.sample:
             x, mask, kept = self._sample(x, mask, self.level_list[0].pool, b)  # (B*g, K, C)
@@ -178,7 +178,10 @@ class HierarchicalEncoder(nn.Module):
         task = self._task(ts, b)
         x = torch.cat([self.global_token.expand(b, 1, c), task.unsqueeze(1), ts.tokens[:, 0]], dim=1)
         mask = None
-        if not ts.full:
+        if ts.sample_mask is not None:  # global and task tokens always kept: no empty rows
+            special = torch.ones(b, 2, dtype=torch.bool, device=x.device)
+            mask = torch.cat([special, ts.sample_mask[:, 0]], dim=1)  # (B, 2+G)
+        elif not ts.full:
             special = torch.ones(2, dtype=torch.bool, device=x.device)
             mask = torch.cat([special, ts.mask[0]]).unsqueeze(0)  # (1, 2+G)
         for blk in [*self.local_blocks, *self.global_blocks]:

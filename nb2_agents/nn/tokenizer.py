@@ -12,7 +12,11 @@ key of a Dict) becomes tokens arranged in local groups:
 * Discrete: one token. MultiDiscrete: one token per dimension. MultiBinary: one per bit.
 * Dict: per-key tokens plus a key embedding; each key forms its own group(s).
 
-The layout is fixed by the observation space, so the padding mask is static.
+The layout is fixed by the observation space, so the padding mask is static, with one
+exception: a Dict key ``<k>_mask`` (same size as vector key ``k``) marks, per sample, which
+of ``k``'s scalars are real. Tokens made only of unmarked scalars are masked out of attention;
+curricula use it to pad smaller observations to the largest (see
+:mod:`nb2_agents.curriculum.adapter`). A key ``action_mask`` is read by the policy, not here.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ SUPPORTED_SPACES = (
 )
 TASK_KEY = "task_id"
 """A Dict key with this name and a Discrete space is read as the task id, not tokenized."""
+ACTION_MASK_KEY = "action_mask"
+"""A Dict key with this name holds the valid actions; the policy applies it, the tokenizer skips it."""
+MASK_SUFFIX = "_mask"
+"""``<k>_mask``: per-sample validity of vector key ``k``'s scalars (1 real, 0 padding)."""
 
 
 @dataclass
@@ -49,6 +57,20 @@ class TokenSet:
     task_ids: torch.Tensor | None
     full: bool = False
     """True when ``mask`` has no padding, so attention can skip masking."""
+    sample_mask: torch.Tensor | None = None
+    """(B, n_groups, G) per-sample keep-mask (already combined with ``mask``), or None."""
+
+    def keep_mask(self, b: int) -> torch.Tensor | None:
+        """(B*n_groups, G) keep-mask for the grouped tokens, None when nothing is masked.
+
+        A group whose tokens are all padding for some sample keeps its first slot, so its
+        attention and pooling stay finite; that slot holds a zero-valued token.
+        """
+        if self.sample_mask is None:
+            return None if self.full else self.mask.repeat(b, 1)  # (B*g, G)
+        m = self.sample_mask.reshape(-1, self.sample_mask.shape[-1]).clone()  # (B*g, G)
+        m[:, 0] |= ~m.any(dim=-1)
+        return m
 
 
 def _grouped(tokens: torch.Tensor, n_groups: int, group_len: int) -> torch.Tensor:
@@ -105,6 +127,15 @@ class VectorEmbed(Segment):
             x = x.view(x.shape[0], self.n_tokens, self.chunk)  # (B, N, chunk)
             tokens = torch.einsum("bnk,nkc->bnc", x, self.weight) + self.feature  # (B, N, C)
         return _grouped(tokens, self.n_groups, self.group_len)
+
+    def token_mask(self, valid: torch.Tensor) -> torch.Tensor:
+        """Per-scalar validity (B, size) → per-token keep-mask (B, n_groups, group_len)."""
+        v = valid.reshape(valid.shape[0], -1) > 0.5  # (B, size)
+        if self.chunk > 1:
+            v = F.pad(v, (0, self.n_tokens * self.chunk - self.size))
+            v = v.view(v.shape[0], self.n_tokens, self.chunk).any(dim=-1)  # (B, N)
+        pad = self.n_groups * self.group_len - self.n_tokens
+        return F.pad(v, (0, pad)).view(v.shape[0], self.n_groups, self.group_len)  # (B, g, G)
 
 
 class ImageEmbed(Segment):
@@ -230,6 +261,30 @@ def _check_leaf(space: spaces.Space, where: str) -> None:
         )
 
 
+def _mask_keys(items: dict[str, spaces.Space]) -> dict[str, str]:
+    """``{k: k + "_mask"}`` for each vector key ``k`` that has a same-sized ``<k>_mask`` key."""
+    found = {}
+    for key, space in items.items():
+        if not key.endswith(MASK_SUFFIX) or key == ACTION_MASK_KEY:
+            continue
+        base = items.get(key[: -len(MASK_SUFFIX)])
+        vector = isinstance(base, spaces.MultiBinary) or (
+            isinstance(base, spaces.Box) and not is_image_space(base, check_channels=False)
+        )
+        if base is None or not vector:
+            raise TypeError(
+                f"observation key {key!r} is read as a padding mask, so {key[: -len(MASK_SUFFIX)]!r} "
+                "must be a vector Box / MultiBinary key beside it"
+            )
+        if int(np.prod(space.shape or ())) != int(np.prod(base.shape or ())):
+            raise TypeError(
+                f"observation key {key!r} has shape {space.shape}; it must match "
+                f"{key[: -len(MASK_SUFFIX)]!r}'s {base.shape}"
+            )
+        found[key[: -len(MASK_SUFFIX)]] = key
+    return found
+
+
 class Tokenizer(nn.Module):
     """Observation (tensor or dict of tensors, SB3-preprocessed) → :class:`TokenSet`."""
 
@@ -252,15 +307,17 @@ class Tokenizer(nn.Module):
         else:
             items = [("", observation_space)]
             self.task_key = None
-        self.keys = [k for k, _ in items if k != self.task_key]
+        self.mask_keys = _mask_keys(dict(items))  # base key -> its per-sample mask key
+        skip = {self.task_key, ACTION_MASK_KEY, *self.mask_keys.values()}
+        self.keys = [k for k, _ in items if k not in skip]
         self.segment_list: list[Segment] = [
             _segment_for(s, cfg, f"at observation key {k!r}" if k else "as the observation space")
             for k, s in items
-            if k != self.task_key
+            if k not in skip
         ]
         self.segments = nn.ModuleList(self.segment_list)  # registers the parameters
         if not self.keys:
-            raise TypeError(f"observation Dict has no key to tokenize besides {TASK_KEY!r}")
+            raise TypeError(f"observation Dict has no key to tokenize besides {sorted(map(str, skip))}")
         self.group_len = max(seg.group_len for seg in self.segment_list)
         self.n_groups = sum(seg.n_groups for seg in self.segment_list)
         self.n_tokens = sum(seg.n_tokens for seg in self.segment_list)
@@ -283,15 +340,26 @@ class Tokenizer(nn.Module):
         if not isinstance(obs, dict):
             return TokenSet(self.segment_list[0](obs), self.mask, None, self.full)
         assert self.key_embed is not None
-        parts = []
+        parts, masks = [], []
         for i, (key, seg) in enumerate(zip(self.keys, self.segment_list, strict=True)):
             tok = seg(obs[key])  # (B, g_i, G_i, C)
             pad = self.group_len - tok.shape[2]
             if pad:
                 tok = F.pad(tok, (0, 0, 0, pad))  # (B, g_i, G, C)
             parts.append(tok + self.key_embed[i])
+            if self.mask_keys:
+                b = tok.shape[0]
+                if key in self.mask_keys:
+                    assert isinstance(seg, VectorEmbed)
+                    m = seg.token_mask(obs[self.mask_keys[key]])  # (B, g_i, G_i)
+                else:
+                    m = seg.mask.unsqueeze(0).expand(b, -1, -1)  # (B, g_i, G_i)
+                masks.append(F.pad(m, (0, pad)))  # (B, g_i, G)
         task_ids = None
         if self.task_key:  # one-hot, (B, n) or (B, 1, n) as SB3's buffers store Discrete keys
             onehot = obs[self.task_key]
             task_ids = onehot.reshape(onehot.shape[0], -1).argmax(dim=-1)  # (B,)
-        return TokenSet(torch.cat(parts, dim=1), self.mask, task_ids, self.full)  # (B, n_groups, G, C)
+        tokens = torch.cat(parts, dim=1)  # (B, n_groups, G, C)
+        if masks:
+            return TokenSet(tokens, self.mask, task_ids, False, torch.cat(masks, dim=1))  # mask (B, g, G)
+        return TokenSet(tokens, self.mask, task_ids, self.full)

@@ -13,6 +13,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
 from nb2_agents.nn.config import NB2Config
+from nb2_agents.nn.tokenizer import ACTION_MASK_KEY
 from nb2_agents.sb3.extractor import NB2Extractor, NB2PolicyMixin
 
 
@@ -104,6 +105,29 @@ class _ActorCriticMixin(NB2PolicyMixin):
         # must start near the identity; keep it for the action / value heads only.
         for net in self.nb2_networks():
             net.reset_parameters()
+
+    # An ``action_mask`` observation key (curricula whose tasks have fewer actions than the
+    # shared space) is kept for _get_action_dist_from_latent, which each SB3 path that builds a
+    # distribution calls after reading the observation: forward and evaluate_actions through
+    # extract_features, get_distribution (predict) directly.
+    def _keep_action_mask(self, obs: Any) -> None:
+        self._obs_action_mask = obs.get(ACTION_MASK_KEY) if isinstance(obs, dict) else None
+
+    def extract_features(self, obs: Any, features_extractor: Any = None) -> Any:
+        self._keep_action_mask(obs)
+        return super().extract_features(obs, features_extractor)  # type: ignore[misc]
+
+    def get_distribution(self, obs: Any, *args: Any, **kwargs: Any) -> Any:
+        self._keep_action_mask(obs)
+        return super().get_distribution(obs, *args, **kwargs)  # type: ignore[misc]
+
+    def _get_action_dist_from_latent(self, latent_pi: torch.Tensor) -> Any:
+        mask = getattr(self, "_obs_action_mask", None)
+        if mask is None or not isinstance(self.action_space, spaces.Discrete):  # type: ignore[attr-defined]
+            return super()._get_action_dist_from_latent(latent_pi)  # type: ignore[misc]
+        logits = self.action_net(latent_pi)  # type: ignore[attr-defined]  # (B, n)
+        logits = logits.masked_fill(mask.reshape(logits.shape) < 0.5, -1e8)  # invalid: probability 0
+        return self.action_dist.proba_distribution(action_logits=logits)  # type: ignore[attr-defined]
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
