@@ -104,7 +104,12 @@ def _add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
 def _add_plot(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("plot", parents=[common], help="plot learning curves of runs")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or folders that hold runs")
-    p.add_argument("--out", default="learning_curves.png", metavar="FILE.png")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE.png",
+        help="default learning_curves.png; curriculum runs: RUN/curves.png and RUN/heatmap.png",
+    )
     p.add_argument(
         "--window", type=_steps, help="smoothing window in episodes (default: 1/10 of them, <= 100)"
     )
@@ -116,13 +121,61 @@ def _add_info(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 0,1,2; got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, e.g. 0,1,2; got {text!r}")
+    return seeds
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, e.g. 0.5; got {text!r}")
+    return value
+
+
+def _add_curriculum(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "curriculum",
+        parents=[common],
+        help="train one agent across a curriculum of tasks and measure what it kept",
+        description="Train one NB2 agent across a curriculum (sequential or multitask), evaluate it on "
+        "every task throughout, and write metrics.json, matrix.csv and curves.csv.",
+    )
+    p.add_argument("curriculum", nargs="?", help="a built-in suite (see --list) or a curriculum YAML file")
+    p.add_argument("--list", action="store_true", help="list the built-in suites")
+    p.add_argument("--algo", help=f"one of {', '.join(ALGOS)} (default: the suite's)")
+    p.add_argument("--preset", help=f"NB2 size: {', '.join(PRESETS)} (default: the suite's)")
+    p.add_argument("--mode", default="sequential", choices=["sequential", "multitask"])
+    p.add_argument("--retention", default="none", help="retention strategy (default none: fine-tuning)")
+    p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated, e.g. 0,1,2 (default 0)")
+    p.add_argument("--steps-scale", type=_scale, default=1.0, help="multiply every task's budget (default 1)")
+    p.add_argument("--evals-per-task", type=_count, default=4, help="evaluations per task window (default 4)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hyperparameter of the suite, e.g. n_epochs=10")  # fmt: skip
+    p.add_argument("--references", action="store_true",
+                   help="run (or reuse) the single-task runs that forward transfer needs")  # fmt: skip
+    p.add_argument("--workers", type=_count, default=1, help="seeds trained side by side (default 1)")
+    p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     parser = _Parser(prog="nb2", description="NB2 transformer policies for Stable-Baselines3.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for add in (_add_train, _add_evaluate, _add_plot, _add_info):
+    for add in (_add_train, _add_evaluate, _add_plot, _add_info, _add_curriculum):
         add(sub, common)
     return parser
 
@@ -191,9 +244,38 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from nb2_agents.plot import plot
+    from nb2_agents.plot import plot_all
 
-    print(f"wrote {plot(args.runs, args.out, args.window)}")
+    for path in plot_all(args.runs, args.out, args.window):
+        print(f"wrote {path}")
+    return 0
+
+
+def _curriculum(args: argparse.Namespace) -> int:
+    import torch
+
+    from nb2_agents.curriculum import builtin_curricula, run_curriculum, run_references
+    from nb2_agents.hyperparams import parse_assignment
+
+    if args.list:
+        print("\n".join(builtin_curricula()))
+        return 0
+    if not args.curriculum:
+        raise UsageError(f"name a curriculum: one of {', '.join(builtin_curricula())}, or a YAML file")
+    overrides = dict(parse_assignment(item) for item in args.overrides)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    common = dict(
+        algo=args.algo, preset=args.preset, seeds=args.seeds, steps_scale=args.steps_scale,
+        evals_per_task=args.evals_per_task, overrides=overrides, runs_dir=args.runs_dir, device=args.device,
+        workers=args.workers, progress=False if args.no_progress else None,
+    )  # fmt: skip
+    if args.references:
+        for path in run_references(args.curriculum, **common):
+            print(f"reference: {path}")
+        return 0
+    result = run_curriculum(args.curriculum, mode=args.mode, retention=args.retention, **common)
+    print(result.summary())
     return 0
 
 
@@ -205,7 +287,7 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "plot": _plot, "info": _info}
+COMMANDS = {"train": _train, "evaluate": _evaluate, "plot": _plot, "info": _info, "curriculum": _curriculum}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

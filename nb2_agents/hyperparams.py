@@ -92,15 +92,33 @@ class Hyperparams:
     """The merged entry as plain YAML values (``lin_X`` strings kept), as saved in config.yaml."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error, not last-wins."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key_node, _ in node.value:  # before `<<` merges, whose keys may be overridden
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"key {key_node.value!r} is given twice",
+                    key_node.start_mark,
+                )  # fmt: skip
+            seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a syntax error becomes one line naming ``file:line:column``."""
+    """Parse a YAML file; a syntax error or a repeated key becomes one line naming
+    ``file:line:column``."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as err:
         raise UsageError(f"cannot read {path}: {err.strerror or err}") from err
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

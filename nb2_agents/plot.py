@@ -21,6 +21,7 @@ from nb2_agents.runs import CONFIG_NAME, find_runs
 
 # keys that differ between runs of one configuration
 _PER_RUN = {"seed", "source", "nb2_agents", "threads", "device"}
+DEFAULT_OUT = "learning_curves.png"
 
 
 @dataclass
@@ -95,14 +96,30 @@ def group_runs(runs: list[Path]) -> list[Group]:
     return list(groups.values())
 
 
-def plot(runs: list[str | Path], out: str | Path = "learning_curves.png", window: int | None = None) -> Path:
-    """Draw the runs (run folders, or folders of runs) into ``out`` (PNG); return its path."""
+def plot(runs: list[str | Path], out: str | Path | None = None, window: int | None = None) -> Path:
+    """Draw the runs into ``out`` (PNG); return the (first) file written. See :func:`plot_all`."""
+    return plot_all(runs, out, window)[0]
+
+
+def plot_all(runs: list[str | Path], out: str | Path | None = None, window: int | None = None) -> list[Path]:
+    """Draw the runs (run folders, or folders of runs) into ``out`` (PNG, default
+    ``learning_curves.png``); return the files written.
+
+    Curriculum run folders (:func:`nb2_agents.curriculum.plot.plot_curriculum_runs`) are drawn
+    instead as curves and heatmap PNGs each, into the run folder unless ``out`` is given;
+    ``window`` does not apply to them. Curriculum and ordinary runs cannot be mixed.
+    """
+    from nb2_agents.curriculum.plot import plot_curriculum_runs
+
+    curriculum = plot_curriculum_runs(runs, out)
+    if curriculum is not None:
+        return curriculum
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out)
+    out = Path(DEFAULT_OUT if out is None else out)
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {out}: expected a .png file name")
     groups = group_runs(find_runs(list(runs)))
@@ -131,4 +148,4 @@ def plot(runs: list[str | Path], out: str | Path = "learning_curves.png", window
     fig.savefig(tmp, format="png")
     plt.close(fig)
     tmp.replace(out)
-    return out
+    return [out]

@@ -39,17 +39,21 @@ CHECKPOINTS = "checkpoints"
 BEST_NAME = "best_model.zip"
 
 
-def _safe(part: str) -> str:
+def safe_name(part: str) -> str:
     """A folder-name-safe version of an env id (``ALE/Pong-v5`` → ``ALE-Pong-v5``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", part)
 
 
 def new_run_dir(root: str | Path, env_id: str, algo: str, preset: str, seed: int) -> Path:
     """Create a fresh ``{env}__{algo}__{preset}__s{seed}__{time}`` folder; never reuses one."""
+    return fresh_dir(root, f"{safe_name(env_id)}__{algo}__{preset}__s{seed}")
+
+
+def fresh_dir(root: str | Path, name: str) -> Path:
+    """Create ``root/{name}__{time}`` (``-1``, ``-2``, ... if taken); never reuses a folder."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = f"{_safe(env_id)}__{algo}__{preset}__s{seed}__{stamp}"
+    base = f"{safe_name(name)}__{time.strftime('%Y%m%d-%H%M%S')}"
     for n in range(1000):
         path = root / (base if n == 0 else f"{base}-{n}")
         try:

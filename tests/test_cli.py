@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -246,5 +247,5 @@ def test_ent_coef_schedule_anneals(tmp_path: Path) -> None:
     events.Reload()
     values = [e.value for e in events.Scalars("train/ent_coef")]
     assert values[0] == pytest.approx(0.02 * (1 - 32 / 256)) and values[-1] == pytest.approx(0.0, abs=1e-9)
-    assert all(a > b for a, b in zip(values, values[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(values))
     assert PPO.load(result.model_path).ent_coef == pytest.approx(0.0, abs=1e-9)

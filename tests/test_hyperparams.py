@@ -171,3 +171,16 @@ def test_schedule_keys_per_algorithm(tmp_path: Path) -> None:
         load_hyperparams(SAC, "Foo-v0", path)
     msg = str(info.value)
     assert str(path) in msg and "ent_coef" in msg and "learning_rate" in msg
+
+
+def test_repeated_key_is_an_error_not_last_wins(tmp_path: Path) -> None:
+    path = write(tmp_path, "Foo-v0:\n  n_steps: 32\n  gamma: 0.9\n  n_steps: 64\n")
+    with pytest.raises(ValueError) as info:
+        load_hyperparams(PPO, "Foo-v0", path)
+    msg = str(info.value)
+    assert f"{path}:4" in msg and "'n_steps' is given twice" in msg
+
+
+def test_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    path = write(tmp_path, "A-v0: &a\n  n_steps: 32\n  gamma: 0.9\nB-v0:\n  <<: *a\n  n_steps: 64\n")
+    assert load_hyperparams(PPO, "B-v0", path).algo_kwargs == {"n_steps": 64, "gamma": 0.9}

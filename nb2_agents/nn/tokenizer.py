@@ -64,7 +64,8 @@ class TokenSet:
         """(B*n_groups, G) keep-mask for the grouped tokens, None when nothing is masked.
 
         A group whose tokens are all padding for some sample keeps its first slot, so its
-        attention and pooling stay finite; that slot holds a zero-valued token.
+        attention and pooling stay finite; that slot's token is built from zeros (the
+        tokenizer zeroes padded scalars), so padding never changes the output.
         """
         if self.sample_mask is None:
             return None if self.full else self.mask.repeat(b, 1)  # (B*g, G)
@@ -340,6 +341,8 @@ class Tokenizer(nn.Module):
         if not isinstance(obs, dict):
             return TokenSet(self.segment_list[0](obs), self.mask, None, self.full)
         assert self.key_embed is not None
+        for key, mask_key in self.mask_keys.items():  # padding reads as 0, whatever it held
+            obs = {**obs, key: obs[key] * (obs[mask_key].reshape(obs[key].shape) > 0.5)}
         parts, masks = [], []
         for i, (key, seg) in enumerate(zip(self.keys, self.segment_list, strict=True)):
             tok = seg(obs[key])  # (B, g_i, G_i, C)

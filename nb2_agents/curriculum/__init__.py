@@ -1,0 +1,22 @@
+"""Curricula: one NB2 agent across a sequence of Gymnasium tasks, and what it kept.
+
+* :mod:`.spec`: curriculum YAML files (built-ins in ``envs/``) as dataclasses;
+* :mod:`.variants`: the ``nb2/`` parametric Gymnasium ids;
+* :mod:`.adapter`: one observation and action space for tasks whose spaces differ;
+* :mod:`.runner`: sequential and multitask training, reference runs, the run folder;
+* :mod:`.evaluator`: every task evaluated during training; :mod:`.metrics`: what it means;
+* :mod:`.strategies`: the hooks retention strategies plug into.
+"""
+
+from nb2_agents.curriculum.runner import CurriculumResult, run_curriculum, run_references
+from nb2_agents.curriculum.spec import CurriculumSpec, TaskSpec, builtin_curricula, load_curriculum
+
+__all__ = [
+    "CurriculumResult",
+    "CurriculumSpec",
+    "TaskSpec",
+    "builtin_curricula",
+    "load_curriculum",
+    "run_curriculum",
+    "run_references",
+]

@@ -1,0 +1,225 @@
+"""Evaluate one agent on every task of a curriculum, during training and at each task's end.
+
+Each task gets its own vectorised evaluation env (``min(eval_episodes, 10)`` copies, so
+episodes run side by side in one batch), built once and reused: SB3's ``evaluate_policy``
+resets it at every call. Scores are normalised by the task's spec (success rate or
+``(R - random) / (reference - random)``, clipped to [0, 1]).
+
+:class:`CurriculumCallback` runs the evaluations at scheduled env steps and logs
+``curriculum/<task>/eval_score`` (and ``mean_return``, ``success_rate``),
+``curriculum/current_task`` and ``curriculum/average_score`` to TensorBoard.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecTransposeImage
+from tqdm.auto import tqdm
+
+from nb2_agents.curriculum.adapter import CommonSpaces, TaskAdapter
+from nb2_agents.curriculum.spec import TaskSpec
+from nb2_agents.evaluation import EVAL_SEED_OFFSET, run_episodes
+
+CURVE_FIELDS = ("seed", "step", "current_task", "task", "mean_return", "std_return", "success_rate", "score")
+MAX_EVAL_ENVS = 10
+
+
+def _needs_transpose(space: spaces.Space) -> bool:
+    parts = space.spaces.values() if isinstance(space, spaces.Dict) else [space]
+    return any(is_image_space(s) and not is_image_space_channels_first(s) for s in parts)  # type: ignore[arg-type]
+
+
+def task_env_fns(
+    task: TaskSpec,
+    index: int,
+    common: CommonSpaces,
+    algo: str,
+    n_envs: int,
+    seed: int,
+    monitor_dir: Path | None = None,
+) -> list[Callable[[], gym.Env]]:
+    """Constructors of ``n_envs`` copies of ``task`` in the common spaces: Monitor innermost
+    (it logs the task's own rewards), then NB2's wrappers, the task's, and the adapter."""
+    env_spec = task.env_spec(algo)
+    if monitor_dir is not None:
+        monitor_dir.mkdir(parents=True, exist_ok=True)
+
+    def make(rank: int) -> Callable[[], gym.Env]:
+        def init() -> gym.Env:
+            env = gym.make(env_spec.env_id, **env_spec.env_kwargs)
+            env = Monitor(env, filename=None if monitor_dir is None else str(monitor_dir / str(rank)))
+            env = TaskAdapter(env_spec.wrap(env), common, index)
+            env.action_space.seed(seed + rank)
+            return env
+
+        return init
+
+    return [make(rank) for rank in range(n_envs)]
+
+
+def vec_env(fns: Sequence[Callable[[], gym.Env]], seed: int) -> VecEnv:
+    """DummyVecEnv over ``fns``, seeded ``seed + i``, with images transposed as SB3 would."""
+    vec: VecEnv = DummyVecEnv(list(fns))
+    vec.seed(seed)
+    return VecTransposeImage(vec) if _needs_transpose(vec.observation_space) else vec
+
+
+def task_vec_env(
+    task: TaskSpec,
+    index: int,
+    common: CommonSpaces,
+    algo: str,
+    n_envs: int,
+    seed: int,
+    monitor_dir: Path | None = None,
+) -> VecEnv:
+    """``n_envs`` copies of ``task`` in the curriculum's common spaces."""
+    return vec_env(task_env_fns(task, index, common, algo, n_envs, seed, monitor_dir), seed)
+
+
+@dataclass
+class TaskEval:
+    """One task's evaluation at one point."""
+
+    mean_return: float
+    std_return: float
+    success_rate: float | None
+    score: float
+
+
+class Evaluator:
+    """Evaluation envs for every task; ``evaluate(model)`` scores the model on each."""
+
+    def __init__(
+        self,
+        tasks: Sequence[TaskSpec],
+        common: CommonSpaces,
+        algo: str,
+        seed: int,
+        deterministic: Sequence[bool],
+        task_ids: Sequence[int] | None = None,
+    ) -> None:
+        self.tasks = list(tasks)
+        self.deterministic = list(deterministic)
+        ids = list(range(len(tasks))) if task_ids is None else list(task_ids)
+        self.envs = [
+            task_vec_env(
+                task,
+                ids[i],
+                common,
+                algo,
+                min(task.eval_episodes, MAX_EVAL_ENVS),
+                seed + EVAL_SEED_OFFSET + 1000 * ids[i],
+            )
+            for i, task in enumerate(self.tasks)
+        ]
+
+    def evaluate(self, model: BaseAlgorithm) -> list[TaskEval]:
+        results = []
+        for task, env, deterministic in zip(self.tasks, self.envs, self.deterministic, strict=True):
+            key = task.success_key or "is_success"
+            returns, _, successes = run_episodes(model, env, task.eval_episodes, deterministic, key)
+            rate = float(np.mean(successes)) if successes else None
+            mean = float(np.mean(returns))
+            results.append(TaskEval(mean, float(np.std(returns)), rate, task.score(mean, rate)))
+        return results
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+class CurriculumCallback(BaseCallback):
+    """Runs :class:`Evaluator` when training crosses each step in ``points``; logs and records.
+
+    ``on_eval(step, results)`` receives every evaluation (also the ones :meth:`evaluate_now`
+    runs outside ``learn``).
+    """
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        on_eval: Callable[[int, list[TaskEval]], None],
+        current_task: Callable[[], int],
+        total_steps: int,
+        show_progress: bool,
+        extra_log: Callable[[], dict[str, float]] | None = None,
+        label: str = "",
+    ) -> None:
+        super().__init__()
+        self.evaluator = evaluator
+        self.on_eval = on_eval
+        self.current_task = current_task
+        self.extra_log = extra_log
+        self.points: list[int] = []
+        self.pbar = tqdm(
+            total=total_steps, unit="step", unit_scale=True, disable=not show_progress, desc=label
+        )
+        self._last = 0
+
+    def schedule(self, points: Sequence[int]) -> None:
+        """Evaluate when ``num_timesteps`` first reaches each of ``points`` during ``learn``."""
+        self.points = sorted(points)
+
+    def _on_step(self) -> bool:
+        step = self.model.num_timesteps
+        self.pbar.update(step - self._last)
+        self._last = step
+        if self.points and step >= self.points[0]:
+            while self.points and step >= self.points[0]:
+                self.points.pop(0)
+            self.evaluate_now(self.model)
+        return True
+
+    def evaluate_now(self, model: BaseAlgorithm) -> list[TaskEval]:
+        results = self.evaluator.evaluate(model)
+        step = int(model.num_timesteps)
+        logger = model.logger
+        for task, result in zip(self.evaluator.tasks, results, strict=True):
+            logger.record(f"curriculum/{task.name}/eval_score", result.score)
+            logger.record(f"curriculum/{task.name}/mean_return", result.mean_return)
+            if result.success_rate is not None:
+                logger.record(f"curriculum/{task.name}/success_rate", result.success_rate)
+        logger.record("curriculum/current_task", self.current_task())
+        logger.record("curriculum/average_score", float(np.mean([r.score for r in results])))
+        for key, value in (self.extra_log() if self.extra_log else {}).items():
+            logger.record(key, value)
+        logger.dump(step)
+        self.pbar.set_postfix_str(
+            f"task {self.current_task()} avg score {np.mean([r.score for r in results]):.2f}"
+        )
+        self.on_eval(step, results)
+        return results
+
+    def close(self) -> None:
+        self.pbar.close()
+
+
+def evaluation_points(start: int, length: int, n: int) -> list[int]:
+    """``n - 1`` evenly spaced steps inside ``(start, start + length)``; the end is evaluated apart."""
+    return [start + math.ceil(length * k / n) for k in range(1, n)]
+
+
+def curve_row(seed: int, step: int, current: int, task: str, result: TaskEval) -> dict[str, Any]:
+    return {
+        "seed": seed,
+        "step": step,
+        "current_task": current,
+        "task": task,
+        "mean_return": round(result.mean_return, 4),
+        "std_return": round(result.std_return, 4),
+        "success_rate": "" if result.success_rate is None else round(result.success_rate, 4),
+        "score": round(result.score, 4),
+    }

@@ -1,0 +1,596 @@
+"""``nb2 curriculum`` as a function: one NB2 agent across a curriculum's tasks, then its metrics.
+
+>>> result = run_curriculum("cartpole-variants", seeds=[0, 1, 2])  # doctest: +SKIP
+>>> result.metrics["forgetting"]["mean"]  # doctest: +SKIP
+
+One SB3 algorithm instance and one NB2 model serve every task (:mod:`.adapter` gives them one
+observation and one action space). ``sequential`` trains the tasks in order, swapping the env
+with ``model.set_env`` at each boundary; ``multitask`` trains on all of them at once, one
+vectorised env whose copies run different tasks. Learning-rate, clip-range and entropy
+schedules restart at each task. The agent is evaluated on every task ``evals_per_task`` times
+per task window and at each task's end (the performance matrix's rows); see
+:mod:`.metrics` for what is computed from that.
+
+Run folder ``{runs_dir}/{suite}__{algo}__{preset}__{mode}__{retention}__{time}/``:
+``config.yaml``, ``metrics.json``, ``matrix.csv`` (mean over seeds), ``curves.csv`` (every
+evaluation of every seed), and ``s{seed}/`` with TensorBoard events, Monitor CSVs per task,
+``matrix.csv``, ``model.zip`` and ``checkpoints/after_{i}_{task}.zip``.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecEnv
+
+from nb2_agents.callbacks import EntCoefScheduleCallback, NB2LoggerCallback, flat_hparams
+from nb2_agents.curriculum.adapter import CommonSpaces, common_spaces
+from nb2_agents.curriculum.evaluator import (
+    CURVE_FIELDS,
+    CurriculumCallback,
+    Evaluator,
+    TaskEval,
+    curve_row,
+    evaluation_points,
+    task_env_fns,
+    task_vec_env,
+    vec_env,
+)
+from nb2_agents.curriculum.metrics import (
+    SeedMetrics,
+    aggregate,
+    matrix_to_csv,
+    multitask_metrics,
+    sequential_metrics,
+    window_auc,
+)
+from nb2_agents.curriculum.spec import CurriculumSpec, check_available, load_curriculum
+from nb2_agents.curriculum.strategies import STRATEGIES, install_extra_loss, make_strategy
+from nb2_agents.envs_util import ACTION_SPACES, check_algo
+from nb2_agents.errors import UsageError
+from nb2_agents.hyperparams import ALGOS, DATA_DIR, Hyperparams, load_entry, parse_entry, plain, set_dotted
+from nb2_agents.nn.config import PRESETS
+from nb2_agents.runs import atomic_write, dump_yaml, fresh_dir, safe_name, save_model, write_json, write_text
+from nb2_agents.training import make_algorithm
+
+MODES = ("sequential", "multitask")
+REFERENCES_DIR = "references"
+
+
+@dataclass
+class CurriculumConfig:
+    """A resolved ``nb2 curriculum`` run; saved as the run's ``config.yaml``."""
+
+    curriculum: str
+    suite: str
+    algo: str
+    preset: str
+    mode: str
+    retention: str
+    seeds: list[int]
+    steps_scale: float
+    evals_per_task: int
+    hyperparams: dict[str, Any]
+    device: str = "auto"
+    task_steps: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(asdict(self))  # type: ignore[no-any-return]
+
+
+@dataclass
+class SeedResult:
+    """What one seed's run produced (picklable: seeds may run in worker processes)."""
+
+    seed: int
+    rows: list[list[float]]
+    """Performance-matrix rows: scores of every task after each trained task (one row in multitask)."""
+    aucs: list[float | None]
+    curves: list[dict[str, Any]]
+    task_end_steps: list[int]
+    seconds: float
+    steps: int
+
+
+@dataclass
+class CurriculumResult:
+    run_dir: Path
+    config: CurriculumConfig
+    metrics: dict[str, Any]
+    seeds: list[SeedResult]
+
+    def summary(self) -> str:
+        lines = [f"{self.config.suite}: {self.config.mode}, retention {self.config.retention}, "
+                 f"seeds {','.join(map(str, self.config.seeds))}"]  # fmt: skip
+        for key in ("average_performance", "forgetting", "forward_transfer", "backward_transfer"):
+            m = self.metrics[key]
+            value = (
+                "n/a" if m["mean"] is None else f"{m['mean']:+.3f}  [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}]"
+            )
+            lines.append(f"  {key:<20} {value}")
+        if self.metrics.get("forward_transfer_note"):
+            lines.append(f"  ({self.metrics['forward_transfer_note']})")
+        matrix = np.mean([r.rows for r in self.seeds], axis=0)
+        names = self.metrics["tasks"]
+        width = max(len(n) for n in names)
+        lines.append(f"  {'after task':<{width}}  " + " ".join(f"{n[:8]:>8}" for n in names))
+        labels = names if self.config.mode == "sequential" else ["multitask"]
+        for label, row in zip(labels, matrix, strict=False):
+            lines.append(f"  {label:<{width}}  " + " ".join(f"{v:8.2f}" for v in row))
+        lines += [f"run folder: {self.run_dir}", f"tensorboard --logdir {self.run_dir}"]
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def _hyperparams(
+    spec: CurriculumSpec, algo: str, preset: str, overrides: dict[str, Any] | None
+) -> tuple[dict[str, Any], Hyperparams]:
+    path = DATA_DIR / "policies" / f"{algo}.yaml"
+    entry, labels = load_entry(path, "default")
+    entry = {k: v for k, v in entry.items() if k != "n_timesteps"}
+    if algo == spec.algo:  # the suite's own settings are tuned for its algorithm
+        where = f"{spec.source or spec.name} [hyperparams]"
+        entry.update(spec.hyperparams)
+        labels.update({key: where for key in spec.hyperparams})
+    for key, value in (overrides or {}).items():
+        set_dotted(entry, key, value)
+        labels[key.split(".")[0]] = "--set "
+    set_dotted(entry, "policy_kwargs.preset", preset)
+    labels.setdefault("policy_kwargs", "--preset")
+    return entry, parse_entry(ALGOS[algo], entry, labels)
+
+
+def resolve(
+    curriculum: str | Path,
+    algo: str | None = None,
+    preset: str | None = None,
+    mode: str = "sequential",
+    retention: str = "none",
+    seeds: Sequence[int] = (0,),
+    steps_scale: float = 1.0,
+    evals_per_task: int = 4,
+    overrides: dict[str, Any] | None = None,
+    device: str = "auto",
+) -> tuple[CurriculumConfig, CurriculumSpec, Hyperparams]:
+    """Check everything the user gave before anything trains; :class:`UsageError` otherwise."""
+    spec = load_curriculum(curriculum)
+    algo = algo or spec.algo
+    preset = preset or spec.preset
+    if algo not in ALGOS:
+        raise UsageError(f"unknown --algo {algo!r}; valid: {', '.join(ALGOS)}")
+    if preset not in PRESETS:
+        raise UsageError(f"unknown --preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    if mode not in MODES:
+        raise UsageError(f"unknown --mode {mode!r}; valid: {', '.join(MODES)}")
+    if retention not in STRATEGIES:
+        raise UsageError(f"unknown --retention {retention!r}; valid: {', '.join(sorted(STRATEGIES))}")
+    if not seeds or len(set(seeds)) != len(seeds) or any(int(s) < 0 for s in seeds):
+        raise UsageError(f"--seeds must be distinct non-negative integers, e.g. 0,1,2; got {list(seeds)}")
+    if not (steps_scale > 0 and np.isfinite(steps_scale)):
+        raise UsageError(f"--steps-scale must be a positive number, got {steps_scale}")
+    if evals_per_task < 1:
+        raise UsageError(f"--evals-per-task must be at least 1, got {evals_per_task}")
+    if not spec.trainable_here:
+        raise UsageError(
+            f"{spec.name} is a specification for multi-machine runs (trainable_here: false in "
+            f"{spec.source}); it is validated here but not trained"
+        )
+    spec = spec.scaled(steps_scale)
+    check_available(spec)
+    entry, hp = _hyperparams(spec, algo, preset, overrides)
+    cfg = CurriculumConfig(
+        curriculum=str(curriculum),
+        suite=spec.name,
+        algo=algo,
+        preset=preset,
+        mode=mode,
+        retention=retention,
+        seeds=[int(s) for s in seeds],
+        steps_scale=float(steps_scale),
+        evals_per_task=int(evals_per_task),
+        hyperparams=entry,
+        device=device,
+        task_steps=[t.steps for t in spec.tasks],
+    )
+    return cfg, spec, hp
+
+
+def probe_spaces(spec: CurriculumSpec, algo: str) -> CommonSpaces:
+    """Build each task's env once to read its spaces, then the spaces they share."""
+    obs, act = [], []
+    for task in spec.tasks:
+        env = task.env_spec(algo).make()
+        try:
+            obs.append(env.observation_space)
+            act.append(env.action_space)
+        finally:
+            env.close()
+    common = common_spaces(spec.task_names(), obs, act, curriculum=f"curriculum {spec.name}")
+    check_algo(algo, f"curriculum {spec.name}", common.action_space)
+    if common.action_masked and algo not in ("ppo", "a2c", "maskable_ppo"):
+        valid = [a for a in ("ppo", "a2c", "maskable_ppo") if a in ACTION_SPACES]
+        raise UsageError(
+            f"curriculum {spec.name}: tasks have different numbers of actions, which are masked per task; "
+            f"--algo {algo} cannot mask actions. Valid: {', '.join(valid)}"
+        )
+    return common
+
+
+# --------------------------------------------------------------------------- one seed
+
+
+def _unwrap(base: Any) -> Any:
+    return base
+
+
+class _TaskSchedule:
+    """An SB3 schedule restarted at each task: progress runs 1 → 0 over the current window.
+
+    A saved model stores the plain schedule (``__reduce__``), not the window or the model.
+    """
+
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
+        return _unwrap, (self.base,)
+
+    def __init__(self, base: Any, model: BaseAlgorithm) -> None:
+        self.base, self.model = base, model
+        self.start, self.length = 0, 1
+
+    def __call__(self, _progress_remaining: float) -> float:
+        progress = 1.0 - (self.model.num_timesteps - self.start) / max(self.length, 1)
+        return float(self.base(min(1.0, max(0.0, progress))))
+
+
+def _task_schedules(model: BaseAlgorithm, callbacks: list[BaseCallback]) -> list[_TaskSchedule]:
+    schedules = []
+    model.lr_schedule = _TaskSchedule(model.lr_schedule, model)
+    schedules.append(model.lr_schedule)
+    for name in ("clip_range", "clip_range_vf"):
+        value = getattr(model, name, None)
+        if callable(value):
+            setattr(model, name, _TaskSchedule(value, model))
+            schedules.append(getattr(model, name))
+    for cb in callbacks:
+        if isinstance(cb, EntCoefScheduleCallback):
+            cb.schedule = _TaskSchedule(cb.schedule, model)
+            schedules.append(cb.schedule)
+    return schedules
+
+
+def _deterministic(env_id: str) -> bool:
+    return not env_id.startswith(("MiniGrid-", "BabyAI-"))  # RL Zoo samples MiniGrid actions
+
+
+@dataclass
+class _Job:
+    cfg: CurriculumConfig
+    spec: CurriculumSpec
+    hp: Hyperparams
+    seed: int
+    seed_dir: Path
+    only_task: int | None = None
+    """Reference run: train task ``only_task`` alone, from scratch."""
+    show_progress: bool = False
+
+
+def train_seed(job: _Job) -> SeedResult:
+    """Train one seed of a curriculum (or one reference task) and evaluate it throughout."""
+    cfg, spec, hp, seed = job.cfg, job.spec, job.hp, job.seed
+    common = probe_spaces(spec, cfg.algo)
+    tasks = list(spec.tasks)
+    order = list(range(len(tasks))) if job.only_task is None else [job.only_task]
+    evaluated = tasks if job.only_task is None else [tasks[job.only_task]]
+    eval_ids = list(range(len(tasks))) if job.only_task is None else [job.only_task]
+    seed_dir = job.seed_dir
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    n_envs = hp.n_envs
+    if cfg.mode == "multitask" and job.only_task is None and n_envs % len(tasks):
+        n_envs = len(tasks) * -(-n_envs // len(tasks))  # every task gets the same number of copies
+
+    def make_train_env(task_index: int | None) -> VecEnv:
+        if task_index is not None:
+            task = tasks[task_index]
+            return task_vec_env(
+                task, task_index, common, cfg.algo, n_envs, seed, seed_dir / "monitor" / safe_name(task.name)
+            )
+        copies = n_envs // len(tasks)  # multitask: task i runs in copies i*k .. i*k + k - 1
+        fns = [
+            fn
+            for i, t in enumerate(tasks)
+            for fn in task_env_fns(
+                t, i, common, cfg.algo, copies, seed + copies * i, seed_dir / "monitor" / safe_name(t.name)
+            )
+        ]
+        return vec_env(fns, seed)  # fmt: skip
+
+    multitask = cfg.mode == "multitask" and job.only_task is None
+    env = make_train_env(None if multitask else order[0])
+    model, extra = make_algorithm(cfg.algo, hp, env, seed, cfg.device)
+    model.set_logger(configure(str(seed_dir), ["tensorboard"]))
+    schedules = _task_schedules(model, extra)
+    strategy = make_strategy(cfg.retention)
+    strategy.setup(model, {"spec": spec, "common": common, "config": cfg})
+    hook = install_extra_loss(model, strategy)
+
+    evaluator = Evaluator(
+        evaluated, common, cfg.algo, seed, [_deterministic(t.env_id) for t in evaluated], eval_ids
+    )
+    result = SeedResult(seed, [], [], [], [], 0.0, 0)
+    current = {"task": -1 if multitask else order[0]}
+    window: dict[int, list[float]] = {i: [] for i in range(len(evaluated))}
+
+    def on_eval(step: int, results: list[TaskEval]) -> None:
+        for j, (task, r) in enumerate(zip(evaluated, results, strict=True)):
+            result.curves.append(curve_row(seed, step, current["task"], task.name, r))
+            if step > 0 and (multitask or eval_ids[j] == current["task"]):
+                window[j].append(r.score)
+
+    label = f"s{seed}" if job.only_task is None else f"ref {tasks[job.only_task].name} s{seed}"
+    total = sum(tasks[i].steps for i in order)
+    callback = CurriculumCallback(
+        evaluator, on_eval, lambda: current["task"], total, job.show_progress, strategy.log, label
+    )
+    nb2_logger = NB2LoggerCallback(flat_hparams(cfg.to_dict()))
+    start_time = time.perf_counter()
+    try:
+        callback.evaluate_now(model)  # step 0: the untrained agent on every task
+        windows = [(None, total)] if multitask else [(i, tasks[i].steps) for i in order]
+        for task_index, steps in windows:
+            current["task"] = -1 if task_index is None else task_index
+            if task_index is not None and task_index != order[0]:
+                previous = model.get_env()
+                model.set_env(make_train_env(task_index), force_reset=True)
+                assert previous is not None
+                previous.close()
+                model.ep_info_buffer.clear()  # type: ignore[union-attr]  # rollout/ keys describe the current task only
+            for schedule in schedules:
+                schedule.start, schedule.length = model.num_timesteps, steps
+            n_points = cfg.evals_per_task * (len(tasks) if multitask else 1)
+            callback.schedule(evaluation_points(model.num_timesteps, steps, n_points))
+            if task_index is not None:
+                strategy.on_task_start(task_index, model)
+            model.learn(
+                steps, callback=CallbackList([callback, nb2_logger, *extra]), reset_num_timesteps=False
+            )
+            if task_index is not None:
+                strategy.on_task_end(task_index, model)
+            results = callback.evaluate_now(model)
+            result.rows.append([r.score for r in results])
+            result.task_end_steps.append(int(model.num_timesteps))
+            if job.only_task is None:
+                name = (
+                    "multitask"
+                    if task_index is None
+                    else f"after_{task_index}_{safe_name(tasks[task_index].name)}"
+                )
+                save_model(model, seed_dir / "checkpoints" / f"{name}.zip", _meta(cfg, seed))
+    except KeyboardInterrupt:
+        # keep what was trained and measured: the model now, and every evaluation so far
+        path = save_model(model, seed_dir / "interrupted.zip", _meta(cfg, seed))
+        _write_curves(seed_dir / "curves.csv", result.curves)
+        curves = seed_dir / "curves.csv"
+        print(f"\ninterrupted at {model.num_timesteps:,} steps: model {path}, curves {curves}",
+              file=sys.stderr)  # fmt: skip
+        raise
+    finally:
+        hook.remove()
+        nb2_logger.remove_hooks()
+        callback.close()
+        evaluator.close()
+        model.get_env().close()  # type: ignore[union-attr]
+    result.seconds = time.perf_counter() - start_time
+    result.steps = int(model.num_timesteps)
+    result.aucs = [window_auc(window[j]) if window[j] else None for j in range(len(evaluated))]
+    save_model(model, seed_dir / "model.zip", _meta(cfg, seed))
+    if job.only_task is None and cfg.mode == "sequential":
+        matrix_to_csv(np.asarray(result.rows), spec.task_names(), seed_dir / "matrix.csv")
+    return result
+
+
+def _meta(cfg: CurriculumConfig, seed: int) -> dict[str, Any]:
+    return {"algo": cfg.algo, "env": None, "curriculum": cfg.suite, "preset": cfg.preset, "seed": seed,
+            "mode": cfg.mode, "retention": cfg.retention}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- many seeds
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # workers share the cores; one thread each
+
+
+def _run_jobs(jobs: list[_Job], workers: int) -> list[SeedResult]:
+    if workers <= 1 or len(jobs) == 1:
+        return [train_seed(job) for job in jobs]
+    for job in jobs:
+        job.show_progress = False
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+        return list(pool.map(train_seed, jobs))
+
+
+def _new_run_dir(root: Path, cfg: CurriculumConfig) -> Path:
+    return fresh_dir(root, f"{cfg.suite}__{cfg.algo}__{cfg.preset}__{cfg.mode}__{cfg.retention}")
+
+
+def _write_curves(path: Path, rows: list[dict[str, Any]]) -> None:
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def run_curriculum(
+    curriculum: str | Path = "cartpole-variants",
+    *,
+    algo: str | None = None,
+    preset: str | None = None,
+    mode: str = "sequential",
+    retention: str = "none",
+    seeds: Sequence[int] = (0,),
+    steps_scale: float = 1.0,
+    evals_per_task: int = 4,
+    overrides: dict[str, Any] | None = None,
+    runs_dir: str | Path = "runs",
+    device: str = "auto",
+    workers: int = 1,
+    progress: bool | None = None,
+) -> CurriculumResult:
+    """Train one agent across a curriculum for each seed; write the run folder; return metrics.
+
+    :param curriculum: a built-in suite name (``nb2 curriculum --list``) or a YAML file
+    :param workers: seeds trained side by side in this many processes
+    :param overrides: hyperparameters over the suite's (``--set key=value``)
+    """
+    cfg, spec, hp = resolve(curriculum, algo, preset, mode, retention, seeds, steps_scale, evals_per_task,
+                            overrides, device)  # fmt: skip
+    probe_spaces(spec, cfg.algo)  # space errors before a folder exists
+    run_dir = _new_run_dir(Path(runs_dir), cfg)
+    write_text(
+        run_dir / "config.yaml", "# nb2 curriculum configuration, fully resolved\n" + dump_yaml(cfg.to_dict())
+    )
+    show = sys.stderr.isatty() if progress is None else progress
+    jobs = [_Job(cfg, spec, hp, s, run_dir / f"s{s}", show_progress=show) for s in cfg.seeds]
+    results = _run_jobs(jobs, workers)
+    refs = reference_aucs(cfg, spec, Path(runs_dir))
+    metrics = _metrics(cfg, spec, results, refs)
+    write_json(run_dir / "metrics.json", metrics)
+    mean_rows = np.mean([r.rows for r in results], axis=0)
+    if cfg.mode == "sequential":
+        matrix_to_csv(mean_rows, spec.task_names(), run_dir / "matrix.csv")
+    else:
+        _write_multitask_matrix(run_dir / "matrix.csv", spec.task_names(), mean_rows[0])
+    _write_curves(run_dir / "curves.csv", [row for r in results for row in r.curves])
+    return CurriculumResult(run_dir, cfg, metrics, results)
+
+
+def _write_multitask_matrix(path: Path, names: list[str], row: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["after_task", *names])
+            writer.writerow(["multitask", *(f"{v:.4f}" for v in row)])
+
+    atomic_write(path, write)
+
+
+def _metrics(
+    cfg: CurriculumConfig, spec: CurriculumSpec, results: list[SeedResult], refs: list[float | None]
+) -> dict[str, Any]:
+    per_seed: list[SeedMetrics] = []
+    for r in results:
+        aucs = [a if a is not None else 0.0 for a in r.aucs]
+        if cfg.mode == "sequential":
+            per_seed.append(sequential_metrics(np.asarray(r.rows), aucs, refs))
+        else:
+            per_seed.append(multitask_metrics(r.rows[0], aucs, refs))
+    out: dict[str, Any] = aggregate(per_seed, cfg.seeds)
+    missing = [t.name for t, ref in zip(spec.tasks, refs, strict=True) if ref is None]
+    out.update(
+        suite=cfg.suite, mode=cfg.mode, retention=cfg.retention, algo=cfg.algo, preset=cfg.preset,
+        seeds=cfg.seeds, tasks=spec.task_names(),
+        task_end_steps={str(r.seed): r.task_end_steps for r in results},
+        matrix=np.mean([r.rows for r in results], axis=0).round(4).tolist(),
+        auc={str(r.seed): r.aucs for r in results},
+        reference_auc=refs,
+        per_seed_metrics={str(r.seed): m.to_dict() for r, m in zip(results, per_seed, strict=True)},
+        seconds={str(r.seed): round(r.seconds, 1) for r in results},
+        forward_transfer_note=(
+            f"no reference runs for {', '.join(missing)}: run `nb2 curriculum {cfg.curriculum} --references`"
+            if missing else None
+        ),
+    )  # fmt: skip
+    return out
+
+
+# --------------------------------------------------------------------------- reference runs
+
+
+def _reference_key(cfg: CurriculumConfig, spec: CurriculumSpec, index: int) -> str:
+    """What a single-task reference depends on (not the seed: each seed is its own file)."""
+    task = spec.tasks[index]
+    data = {
+        "task": asdict(task), "index": index, "tasks": spec.task_names(), "algo": cfg.algo,
+        "preset": cfg.preset, "hyperparams": plain(cfg.hyperparams), "evals_per_task": cfg.evals_per_task,
+    }  # fmt: skip
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _reference_path(root: Path, cfg: CurriculumConfig, spec: CurriculumSpec, index: int, seed: int) -> Path:
+    key = _reference_key(cfg, spec, index)
+    name = f"{safe_name(spec.tasks[index].name)}__{cfg.algo}__{cfg.preset}__s{seed}__{key}.json"
+    return root / REFERENCES_DIR / cfg.suite / name
+
+
+def reference_aucs(cfg: CurriculumConfig, spec: CurriculumSpec, root: Path) -> list[float | None]:
+    """Per task, the mean AUC of its cached single-task reference runs (any seeds), or None."""
+    out: list[float | None] = []
+    for i in range(len(spec.tasks)):
+        key = _reference_key(cfg, spec, i)
+        folder = root / REFERENCES_DIR / cfg.suite
+        pattern = f"{glob.escape(safe_name(spec.tasks[i].name))}__*__{key}.json"
+        found = [json.loads(p.read_text())["auc"] for p in folder.glob(pattern)]
+        out.append(float(np.mean(found)) if found else None)
+    return out
+
+
+def run_references(
+    curriculum: str | Path = "cartpole-variants",
+    *,
+    algo: str | None = None,
+    preset: str | None = None,
+    seeds: Sequence[int] = (0,),
+    steps_scale: float = 1.0,
+    evals_per_task: int = 4,
+    overrides: dict[str, Any] | None = None,
+    runs_dir: str | Path = "runs",
+    device: str = "auto",
+    workers: int = 1,
+    progress: bool | None = None,
+) -> list[Path]:
+    """Single-task runs from scratch, one per task and seed, cached under
+    ``{runs_dir}/references/{suite}/``; forward transfer compares against them. Cached runs
+    (same task, algorithm, preset, hyperparameters and seed) are reused, not re-trained."""
+    cfg, spec, hp = resolve(
+        curriculum, algo, preset, "sequential", "none", seeds, steps_scale, evals_per_task, overrides, device
+    )
+    probe_spaces(spec, cfg.algo)
+    root = Path(runs_dir)
+    show = sys.stderr.isatty() if progress is None else progress
+    jobs, paths = [], []
+    for i in range(len(spec.tasks)):
+        for s in cfg.seeds:
+            path = _reference_path(root, cfg, spec, i, s)
+            paths.append(path)
+            if not path.exists():
+                folder = path.with_suffix("")
+                jobs.append(_Job(cfg, spec, hp, s, folder, only_task=i, show_progress=show))
+    results = _run_jobs(jobs, workers)
+    for job, r in zip(jobs, results, strict=True):
+        assert job.only_task is not None
+        path = _reference_path(root, cfg, spec, job.only_task, job.seed)
+        record = {"task": spec.tasks[job.only_task].name, "seed": job.seed, "auc": r.aucs[0],
+                  "final_score": r.rows[-1][0], "curves": r.curves, "config": cfg.to_dict()}  # fmt: skip
+        write_json(path, record)
+    return paths

@@ -1,0 +1,167 @@
+"""Curriculum plots from synthetic run folders (no training): PNGs, naming, errors, dispatch."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from nb2_agents.curriculum.metrics import matrix_to_csv
+from nb2_agents.curriculum.plot import is_curriculum_run, plot_curriculum, plot_curriculum_runs
+from nb2_agents.errors import UsageError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TASKS = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0"]
+HEADER = ["seed", "step", "current_task", "task", "mean_return", "std_return", "success_rate", "score"]
+
+
+def _metric(mean: float | None) -> dict[str, Any]:
+    ci = None if mean is None else (mean - 0.1, mean + 0.1)
+    return {"mean": mean, "ci_low": ci and ci[0], "ci_high": ci and ci[1], "per_seed": [], "n": 2}
+
+
+def make_run(root: Path, mode: str = "sequential", name: str = "run") -> Path:
+    """A run folder: 2 seeds, 3 tasks, 3 evaluations per task window (steps differ by seed)."""
+    run = root / name
+    (run / "s0").mkdir(parents=True)
+    (run / "s1").mkdir()
+    seeds = [0, 1]
+    per_task, n_points = 1000, 3 * len(TASKS)
+    ends = {str(s): [per_task * (i + 1) + 7 * s for i in range(len(TASKS))] for s in seeds}
+    if mode == "multitask":
+        ends = {str(s): [per_task * len(TASKS) + 7 * s] for s in seeds}
+    metrics = {
+        "suite": "classic-control",
+        "mode": mode,
+        "retention": "none",
+        "algo": "ppo",
+        "preset": "nano",
+        "seeds": seeds,
+        "tasks": TASKS,
+        "task_end_steps": ends,
+        "average_performance": _metric(0.61),
+        "forgetting": _metric(None if mode == "multitask" else 0.2),
+        "forward_transfer": _metric(None),
+        "backward_transfer": _metric(None if mode == "multitask" else -0.15),
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    rng = np.random.default_rng(0)
+    with (run / "curves.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(HEADER)
+        for seed in seeds:
+            for k in range(n_points):
+                step = (k + 1) * per_task // 3 + 5 * seed
+                for task in TASKS:
+                    score = float(np.clip(rng.uniform(0, 1), 0, 1))
+                    writer.writerow([seed, step, k // 3, task, 100 * score, 5.0, "", f"{score:.4f}"])
+    if mode == "multitask":
+        with (run / "matrix.csv").open("w", newline="") as f:
+            csv.writer(f).writerows([["after_task", *TASKS], ["multitask", "0.5", "0.75", "1.0"]])
+    else:
+        matrix_to_csv(rng.uniform(0, 1, (3, 3)), TASKS, run / "matrix.csv")
+    return run
+
+
+def assert_png(path: Path) -> None:
+    import matplotlib.image
+
+    assert path.is_file() and path.read_bytes().startswith(PNG_MAGIC)
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100 and image.shape[2] in (3, 4)
+
+
+@pytest.mark.parametrize("mode", ["sequential", "multitask"])
+def test_plot_curriculum_default_paths(tmp_path: Path, mode: str) -> None:
+    run = make_run(tmp_path, mode)
+    assert is_curriculum_run(run)
+    paths = plot_curriculum(run)
+    assert paths == [run / "curves.png", run / "heatmap.png"]
+    for path in paths:
+        assert_png(path)
+    assert not list(run.glob(".*tmp*"))  # no temp file left behind
+
+
+def test_plot_curriculum_out_naming(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    out = tmp_path / "figs" / "x.png"
+    paths = plot_curriculum(run, out)
+    assert paths == [out, tmp_path / "figs" / "x-heatmap.png"]
+    for path in paths:
+        assert_png(path)
+    assert not (run / "curves.png").exists()
+    with pytest.raises(UsageError, match=r"\.png"):
+        plot_curriculum(run, tmp_path / "x.jpg")
+
+
+def test_is_curriculum_run(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    assert not is_curriculum_run(tmp_path) and not is_curriculum_run(tmp_path / "nothing")
+    (run / "curves.csv").unlink()
+    assert not is_curriculum_run(run)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("metrics.json", None, "missing"),
+        ("metrics.json", "{not json", "not valid JSON"),
+        ("metrics.json", json.dumps({"tasks": []}), "tasks"),
+        ("metrics.json", json.dumps({"tasks": TASKS, "task_end_steps": {"0": "x"}}), "task_end_steps"),
+        ("curves.csv", None, "missing"),
+        ("curves.csv", "seed,step,task\n", "score"),
+        ("curves.csv", ",".join(HEADER) + "\n", "no evaluation rows"),
+        ("curves.csv", ",".join(HEADER) + "\n0,10,0,CartPole-v1,1,1,,oops\n", "line 2"),
+        ("curves.csv", ",".join(HEADER) + "\n0,10,0,Pong,1,1,,0.5\n", "Pong"),
+        ("matrix.csv", None, "missing"),
+        ("matrix.csv", "garbage\n", "not a performance-matrix"),
+        ("matrix.csv", "after_task,a,b,c\na,0.1,0.2,0.3\n", "do not match"),
+    ],
+)
+def test_bad_files_name_the_file(tmp_path: Path, name: str, content: str | None, match: str) -> None:
+    run = make_run(tmp_path)
+    if content is None:
+        (run / name).unlink()
+    else:
+        (run / name).write_text(content)
+    with pytest.raises(UsageError, match=match) as info:
+        plot_curriculum(run)
+    assert name in str(info.value)
+    assert not (run / "curves.png").exists()  # nothing written before the inputs are checked
+
+
+def test_dispatch_through_nb2_plot(tmp_path: Path) -> None:
+    from nb2_agents.plot import plot, plot_all
+
+    a, b = make_run(tmp_path, name="a"), make_run(tmp_path, "multitask", name="b")
+    assert plot_all([a]) == [a / "curves.png", a / "heatmap.png"]
+    assert plot([a], tmp_path / "one.png") == tmp_path / "one.png"
+    assert (tmp_path / "one-heatmap.png").is_file()
+    paths = plot_all([a, b], tmp_path / "all.png")  # several runs and --out: suffixed by run name
+    assert [p.name for p in paths] == ["all-a.png", "all-a-heatmap.png", "all-b.png", "all-b-heatmap.png"]
+    for path in paths:
+        assert_png(path)
+
+
+def test_dispatch_refuses_mixed_and_passes_ordinary(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    ordinary = tmp_path / "ordinary"
+    ordinary.mkdir()
+    (ordinary / "config.yaml").write_text("env: CartPole-v1\n")
+    with pytest.raises(UsageError, match="curriculum runs together with other runs"):
+        plot_curriculum_runs([run, ordinary])
+    assert plot_curriculum_runs([ordinary]) is None
+    broken = make_run(tmp_path, name="broken")
+    (broken / "curves.csv").unlink()  # still recognised by its metrics.json: a clear error, not "no runs"
+    with pytest.raises(UsageError, match=r"curves\.csv is missing"):
+        plot_curriculum_runs([broken])
+
+
+def test_duplicate_run_names_with_out(tmp_path: Path) -> None:
+    a, b = make_run(tmp_path / "x"), make_run(tmp_path / "y")
+    with pytest.raises(UsageError, match="repeat"):
+        plot_curriculum_runs([a, b], tmp_path / "all.png")
