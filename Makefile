@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev,minigrid]'
 	touch $(STAMP)
 
-# The default curriculum with the best retention shipped so far (none: plain fine-tuning).
+# The default curriculum with NB2's retention (distillation + online EWC + task ids).
 run: install
-	$(PY) -m nb2_agents.cli curriculum cartpole-variants --retention none --seeds 0
+	$(PY) -m nb2_agents.cli curriculum cartpole-variants --retention nb2 --seeds 0
 
 test: install
 	$(PYTEST) -m "not slow"

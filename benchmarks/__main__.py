@@ -1,5 +1,9 @@
 """Run the benchmarks: ``python -m benchmarks [--quick] [--only NAME[,NAME]] [--threads N]``.
 
+``retention`` trains whole curricula (hours; ``--quick``: minutes), one run after another in
+fresh processes rather than in interleaved rounds, so it runs only when named
+in ``--only``; the others run by default.
+
 Every comparison runs side by side in this one process, in interleaved rounds, and is
 reported as a ratio of medians (or a median of per-round ratios), so that load from other
 processes cancels out. The figures are printed, never asserted.
@@ -17,14 +21,18 @@ import gymnasium
 import stable_baselines3
 import torch
 
-from benchmarks import sampling, scaling, throughput
+from benchmarks import retention, sampling, scaling, throughput
 from benchmarks.common import Row
 
 BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
     "throughput": throughput.run,
     "scaling": scaling.run,
     "sampling": sampling.run,
+    "retention": retention.run,
 }
+LONG = ("retention",)
+"""Run only when named in ``--only``."""
+DEFAULT = [name for name in BENCHMARKS if name not in LONG]
 
 
 def cpu_model() -> str:
@@ -76,8 +84,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument(
         "--only",
         type=parse_only,
-        default=list(BENCHMARKS),
-        help=f"comma-separated subset of {', '.join(BENCHMARKS)}",
+        default=DEFAULT,
+        help=f"comma-separated subset of {', '.join(BENCHMARKS)} (default: all but {', '.join(LONG)})",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     args = parser.parse_args(argv)

@@ -195,8 +195,10 @@ class NB2LoggerCallback(BaseCallback):
     # --- steps: keep recent observations; rollout end: diagnostics and fps
     def _on_step(self) -> bool:
         obs = self.locals.get("new_obs")
-        if obs is not None:
-            self._recent.append(obs)
+        if obs is not None:  # a copy: SB3's replay buffers reshape Dict entries in place later
+            self._recent.append(
+                {k: np.array(v) for k, v in obs.items()} if isinstance(obs, dict) else np.array(obs)
+            )
         return True
 
     def _on_rollout_end(self) -> None:

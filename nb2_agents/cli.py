@@ -154,7 +154,25 @@ def _add_curriculum(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--algo", help=f"one of {', '.join(ALGOS)} (default: the suite's)")
     p.add_argument("--preset", help=f"NB2 size: {', '.join(PRESETS)} (default: the suite's)")
     p.add_argument("--mode", default="sequential", choices=["sequential", "multitask"])
-    p.add_argument("--retention", default="none", help="retention strategy (default none: fine-tuning)")
+    p.add_argument(
+        "--retention",
+        default="none",
+        help="none (fine-tuning, default), ewc, distill, nb2 (distill + EWC + task ids), or a+b",
+    )
+    p.add_argument(
+        "--retention-set",
+        dest="retention_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a retention setting, e.g. replay_budget_mb=16 or ewc_strength=5",
+    )
+    p.add_argument(
+        "--task-ids",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tell the agent which task it is on (default: with nb2 retention and multitask)",
+    )
     p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated, e.g. 0,1,2 (default 0)")
     p.add_argument("--steps-scale", type=_scale, default=1.0, help="multiply every task's budget (default 1)")
     p.add_argument("--evals-per-task", type=_count, default=4, help="evaluations per task window (default 4)")
@@ -274,7 +292,11 @@ def _curriculum(args: argparse.Namespace) -> int:
         for path in run_references(args.curriculum, **common):
             print(f"reference: {path}")
         return 0
-    result = run_curriculum(args.curriculum, mode=args.mode, retention=args.retention, **common)
+    options = dict(parse_assignment(item) for item in args.retention_options)
+    result = run_curriculum(
+        args.curriculum, mode=args.mode, retention=args.retention, task_ids=args.task_ids,
+        retention_options=options, **common,
+    )  # fmt: skip
     print(result.summary())
     return 0
 

@@ -173,12 +173,17 @@ def _common_observations(
 
 
 class TaskAdapter(gym.Wrapper):
-    """Task ``task``'s env seen through the curriculum's :class:`CommonSpaces`."""
+    """Task ``task``'s env seen through the curriculum's :class:`CommonSpaces`.
 
-    def __init__(self, env: gym.Env, common: CommonSpaces, task: int) -> None:
+    ``task_id`` is what the observation's ``task_id`` key reads (default ``task``); 0 for every
+    task hides the task's identity from the agent.
+    """
+
+    def __init__(self, env: gym.Env, common: CommonSpaces, task: int, task_id: int | None = None) -> None:
         super().__init__(env)
         self.common = common
         self.task = task
+        self.task_id = task if task_id is None else task_id
         self.observation_space = common.observation_space
         self.action_space = common.action_space
         obs_space = common.task_observation_spaces[task]
@@ -202,7 +207,7 @@ class TaskAdapter(gym.Wrapper):
             out = dict(obs)
         else:
             out = {OBS_KEY: obs}
-        out[TASK_KEY] = self.task
+        out[TASK_KEY] = self.task_id
         if self._action_mask is not None:
             out[ACTION_MASK_KEY] = self._action_mask.astype(np.int8)
         return out

@@ -49,6 +49,7 @@ def task_env_fns(
     n_envs: int,
     seed: int,
     monitor_dir: Path | None = None,
+    task_ids: bool = True,
 ) -> list[Callable[[], gym.Env]]:
     """Constructors of ``n_envs`` copies of ``task`` in the common spaces: Monitor innermost
     (it logs the task's own rewards), then NB2's wrappers, the task's, and the adapter."""
@@ -60,7 +61,7 @@ def task_env_fns(
         def init() -> gym.Env:
             env = gym.make(env_spec.env_id, **env_spec.env_kwargs)
             env = Monitor(env, filename=None if monitor_dir is None else str(monitor_dir / str(rank)))
-            env = TaskAdapter(env_spec.wrap(env), common, index)
+            env = TaskAdapter(env_spec.wrap(env), common, index, index if task_ids else 0)
             env.action_space.seed(seed + rank)
             return env
 
@@ -84,9 +85,10 @@ def task_vec_env(
     n_envs: int,
     seed: int,
     monitor_dir: Path | None = None,
+    task_ids: bool = True,
 ) -> VecEnv:
     """``n_envs`` copies of ``task`` in the curriculum's common spaces."""
-    return vec_env(task_env_fns(task, index, common, algo, n_envs, seed, monitor_dir), seed)
+    return vec_env(task_env_fns(task, index, common, algo, n_envs, seed, monitor_dir, task_ids), seed)
 
 
 @dataclass
@@ -110,6 +112,7 @@ class Evaluator:
         seed: int,
         deterministic: Sequence[bool],
         task_ids: Sequence[int] | None = None,
+        show_task_ids: bool = True,
     ) -> None:
         self.tasks = list(tasks)
         self.deterministic = list(deterministic)
@@ -122,6 +125,7 @@ class Evaluator:
                 algo,
                 min(task.eval_episodes, MAX_EVAL_ENVS),
                 seed + EVAL_SEED_OFFSET + 1000 * ids[i],
+                task_ids=show_task_ids,
             )
             for i, task in enumerate(self.tasks)
         ]

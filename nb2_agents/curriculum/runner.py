@@ -60,8 +60,8 @@ from nb2_agents.curriculum.metrics import (
     sequential_metrics,
     window_auc,
 )
-from nb2_agents.curriculum.spec import CurriculumSpec, check_available, load_curriculum
-from nb2_agents.curriculum.strategies import STRATEGIES, install_extra_loss, make_strategy
+from nb2_agents.curriculum.spec import CurriculumSpec, TaskSpec, check_available, load_curriculum
+from nb2_agents.curriculum.strategies import Strategy, check_strategy, install_extra_loss, make_strategy
 from nb2_agents.envs_util import ACTION_SPACES, check_algo
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS, DATA_DIR, Hyperparams, load_entry, parse_entry, plain, set_dotted
@@ -89,6 +89,11 @@ class CurriculumConfig:
     hyperparams: dict[str, Any]
     device: str = "auto"
     task_steps: list[int] = field(default_factory=list)
+    retention_options: dict[str, Any] = field(default_factory=dict)
+    """Settings of the retention strategy (``replay_budget_mb``, ``ewc_strength``, ...)."""
+    task_ids: bool = True
+    """Observations carry the task's id (else 0 for every task): ``nb2`` retention and
+    ``multitask`` use them; ``none``, ``ewc`` and ``distill`` must tell tasks apart by sight."""
 
     def to_dict(self) -> dict[str, Any]:
         return plain(asdict(self))  # type: ignore[no-any-return]
@@ -128,11 +133,14 @@ class CurriculumResult:
             lines.append(f"  ({self.metrics['forward_transfer_note']})")
         matrix = np.mean([r.rows for r in self.seeds], axis=0)
         names = self.metrics["tasks"]
-        width = max(len(n) for n in names)
-        lines.append(f"  {'after task':<{width}}  " + " ".join(f"{n[:8]:>8}" for n in names))
-        labels = names if self.config.mode == "sequential" else ["multitask"]
+        lines.append("  performance matrix (mean over seeds; row: after training, column: task evaluated)")
+        labels = (
+            [f"t{i} {n}" for i, n in enumerate(names)] if self.config.mode == "sequential" else ["multitask"]
+        )
+        width = max(len(label) for label in [f"t0 {n}" for n in names] + labels)
+        lines.append(f"  {'':<{width}}" + "".join(f"{f't{j}':>6}" for j in range(len(names))))
         for label, row in zip(labels, matrix, strict=False):
-            lines.append(f"  {label:<{width}}  " + " ".join(f"{v:8.2f}" for v in row))
+            lines.append(f"  {label:<{width}}" + "".join(f"{v:6.2f}" for v in row))
         lines += [f"run folder: {self.run_dir}", f"tensorboard --logdir {self.run_dir}"]
         return "\n".join(lines)
 
@@ -169,6 +177,8 @@ def resolve(
     evals_per_task: int = 4,
     overrides: dict[str, Any] | None = None,
     device: str = "auto",
+    task_ids: bool | None = None,
+    retention_options: dict[str, Any] | None = None,
 ) -> tuple[CurriculumConfig, CurriculumSpec, Hyperparams]:
     """Check everything the user gave before anything trains; :class:`UsageError` otherwise."""
     spec = load_curriculum(curriculum)
@@ -180,8 +190,8 @@ def resolve(
         raise UsageError(f"unknown --preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     if mode not in MODES:
         raise UsageError(f"unknown --mode {mode!r}; valid: {', '.join(MODES)}")
-    if retention not in STRATEGIES:
-        raise UsageError(f"unknown --retention {retention!r}; valid: {', '.join(sorted(STRATEGIES))}")
+    check_strategy(retention)
+    make_strategy(retention, retention_options)  # options checked here, before any folder exists
     if not seeds or len(set(seeds)) != len(seeds) or any(int(s) < 0 for s in seeds):
         raise UsageError(f"--seeds must be distinct non-negative integers, e.g. 0,1,2; got {list(seeds)}")
     if not (steps_scale > 0 and np.isfinite(steps_scale)):
@@ -209,8 +219,15 @@ def resolve(
         hyperparams=entry,
         device=device,
         task_steps=[t.steps for t in spec.tasks],
+        task_ids=_task_ids(mode, retention) if task_ids is None else task_ids,
+        retention_options=dict(retention_options or {}),
     )
     return cfg, spec, hp
+
+
+def _task_ids(mode: str, retention: str) -> bool:
+    """Default: the joint upper bound and strategies built on NB2's task embedding see task ids."""
+    return mode == "multitask" or make_strategy(retention).uses_task_ids
 
 
 def probe_spaces(spec: CurriculumSpec, algo: str) -> CommonSpaces:
@@ -279,6 +296,51 @@ def _deterministic(env_id: str) -> bool:
     return not env_id.startswith(("MiniGrid-", "BabyAI-"))  # RL Zoo samples MiniGrid actions
 
 
+def _train_env(
+    cfg: CurriculumConfig,
+    tasks: list[TaskSpec],
+    common: CommonSpaces,
+    task_index: int | None,
+    n_envs: int,
+    seed: int,
+    seed_dir: Path,
+) -> VecEnv:
+    """Task ``task_index``'s training envs, or (None) every task's at once for multitask."""
+    if task_index is not None:
+        task = tasks[task_index]
+        monitor = seed_dir / "monitor" / safe_name(task.name)
+        return task_vec_env(task, task_index, common, cfg.algo, n_envs, seed, monitor, cfg.task_ids)
+    copies = n_envs // len(tasks)  # multitask: task i runs in copies i*k .. i*k + k - 1
+    fns = []
+    for i, t in enumerate(tasks):
+        monitor = seed_dir / "monitor" / safe_name(t.name)
+        fns += task_env_fns(t, i, common, cfg.algo, copies, seed + copies * i, monitor, cfg.task_ids)
+    return vec_env(fns, seed)
+
+
+def _switch_env(model: BaseAlgorithm, env: VecEnv) -> None:
+    """Train on ``env`` from now on; close the previous env."""
+    previous = model.get_env()
+    model.set_env(env, force_reset=True)
+    if previous is not None:
+        previous.close()
+    model.ep_info_buffer.clear()  # type: ignore[union-attr]  # rollout/ keys: the current task only
+
+
+class _Observe(BaseCallback):
+    """Hands each step's new observations to the strategy (its replay memory)."""
+
+    def __init__(self, strategy: Strategy, current: dict[str, int]) -> None:
+        super().__init__()
+        self.strategy, self.current = strategy, current
+
+    def _on_step(self) -> bool:
+        task = self.current["task"]
+        if task >= 0:
+            self.strategy.observe(task, self.locals["new_obs"])
+        return True
+
+
 @dataclass
 class _Job:
     cfg: CurriculumConfig
@@ -306,33 +368,19 @@ def train_seed(job: _Job) -> SeedResult:
         n_envs = len(tasks) * -(-n_envs // len(tasks))  # every task gets the same number of copies
 
     def make_train_env(task_index: int | None) -> VecEnv:
-        if task_index is not None:
-            task = tasks[task_index]
-            return task_vec_env(
-                task, task_index, common, cfg.algo, n_envs, seed, seed_dir / "monitor" / safe_name(task.name)
-            )
-        copies = n_envs // len(tasks)  # multitask: task i runs in copies i*k .. i*k + k - 1
-        fns = [
-            fn
-            for i, t in enumerate(tasks)
-            for fn in task_env_fns(
-                t, i, common, cfg.algo, copies, seed + copies * i, seed_dir / "monitor" / safe_name(t.name)
-            )
-        ]
-        return vec_env(fns, seed)  # fmt: skip
+        return _train_env(cfg, tasks, common, task_index, n_envs, seed, seed_dir)
 
     multitask = cfg.mode == "multitask" and job.only_task is None
     env = make_train_env(None if multitask else order[0])
     model, extra = make_algorithm(cfg.algo, hp, env, seed, cfg.device)
     model.set_logger(configure(str(seed_dir), ["tensorboard"]))
     schedules = _task_schedules(model, extra)
-    strategy = make_strategy(cfg.retention)
-    strategy.setup(model, {"spec": spec, "common": common, "config": cfg})
-    hook = install_extra_loss(model, strategy)
+    strategy = make_strategy(cfg.retention, cfg.retention_options)
+    strategy.setup(model, {"spec": spec, "common": common, "config": cfg, "seed": seed})
+    hooks = install_extra_loss(model, strategy)
 
-    evaluator = Evaluator(
-        evaluated, common, cfg.algo, seed, [_deterministic(t.env_id) for t in evaluated], eval_ids
-    )
+    deterministic = [_deterministic(t.env_id) for t in evaluated]
+    evaluator = Evaluator(evaluated, common, cfg.algo, seed, deterministic, eval_ids, cfg.task_ids)
     result = SeedResult(seed, [], [], [], [], 0.0, 0)
     current = {"task": -1 if multitask else order[0]}
     window: dict[int, list[float]] = {i: [] for i in range(len(evaluated))}
@@ -349,6 +397,7 @@ def train_seed(job: _Job) -> SeedResult:
         evaluator, on_eval, lambda: current["task"], total, job.show_progress, strategy.log, label
     )
     nb2_logger = NB2LoggerCallback(flat_hparams(cfg.to_dict()))
+    observer = _Observe(strategy, current)
     start_time = time.perf_counter()
     try:
         callback.evaluate_now(model)  # step 0: the untrained agent on every task
@@ -356,20 +405,15 @@ def train_seed(job: _Job) -> SeedResult:
         for task_index, steps in windows:
             current["task"] = -1 if task_index is None else task_index
             if task_index is not None and task_index != order[0]:
-                previous = model.get_env()
-                model.set_env(make_train_env(task_index), force_reset=True)
-                assert previous is not None
-                previous.close()
-                model.ep_info_buffer.clear()  # type: ignore[union-attr]  # rollout/ keys describe the current task only
+                _switch_env(model, make_train_env(task_index))
             for schedule in schedules:
                 schedule.start, schedule.length = model.num_timesteps, steps
             n_points = cfg.evals_per_task * (len(tasks) if multitask else 1)
             callback.schedule(evaluation_points(model.num_timesteps, steps, n_points))
             if task_index is not None:
                 strategy.on_task_start(task_index, model)
-            model.learn(
-                steps, callback=CallbackList([callback, nb2_logger, *extra]), reset_num_timesteps=False
-            )
+            callbacks = CallbackList([callback, nb2_logger, observer, *extra])
+            model.learn(steps, callback=callbacks, reset_num_timesteps=False)
             if task_index is not None:
                 strategy.on_task_end(task_index, model)
             results = callback.evaluate_now(model)
@@ -382,6 +426,7 @@ def train_seed(job: _Job) -> SeedResult:
                     else f"after_{task_index}_{safe_name(tasks[task_index].name)}"
                 )
                 save_model(model, seed_dir / "checkpoints" / f"{name}.zip", _meta(cfg, seed))
+                strategy.save(seed_dir / "checkpoints" / f"{name}.retention")
     except KeyboardInterrupt:
         # keep what was trained and measured: the model now, and every evaluation so far
         path = save_model(model, seed_dir / "interrupted.zip", _meta(cfg, seed))
@@ -391,7 +436,8 @@ def train_seed(job: _Job) -> SeedResult:
               file=sys.stderr)  # fmt: skip
         raise
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
         nb2_logger.remove_hooks()
         callback.close()
         evaluator.close()
@@ -456,15 +502,19 @@ def run_curriculum(
     device: str = "auto",
     workers: int = 1,
     progress: bool | None = None,
+    task_ids: bool | None = None,
+    retention_options: dict[str, Any] | None = None,
 ) -> CurriculumResult:
     """Train one agent across a curriculum for each seed; write the run folder; return metrics.
 
     :param curriculum: a built-in suite name (``nb2 curriculum --list``) or a YAML file
     :param workers: seeds trained side by side in this many processes
     :param overrides: hyperparameters over the suite's (``--set key=value``)
+    :param task_ids: tell the agent which task it is on (default: ``nb2`` retention and multitask)
+    :param retention_options: the strategy's settings, e.g. ``{"replay_budget_mb": 16}``
     """
     cfg, spec, hp = resolve(curriculum, algo, preset, mode, retention, seeds, steps_scale, evals_per_task,
-                            overrides, device)  # fmt: skip
+                            overrides, device, task_ids, retention_options)  # fmt: skip
     probe_spaces(spec, cfg.algo)  # space errors before a folder exists
     run_dir = _new_run_dir(Path(runs_dir), cfg)
     write_text(

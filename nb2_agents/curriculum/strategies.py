@@ -1,18 +1,25 @@
 """Retention strategies: hooks the curriculum loop calls, so strategies never touch the loop.
 
-A strategy sees the algorithm at each task's start and end, and may add a loss to every
-gradient step of the policy's optimizer (:meth:`Strategy.extra_loss`). The runner installs
-that loss through an optimizer step pre-hook, so SB3's own ``train()`` runs unchanged: when
-SB3 calls ``optimizer.step()``, the hook back-propagates the extra loss into the gradients SB3
-just computed, and the step applies both. (SB3 has already clipped its own gradients by then;
-a strategy scales its loss itself.)
+A strategy sees the algorithm at each task's start and end, every observation the agent
+collects (:meth:`Strategy.observe`), and may add a loss to every gradient step of each of the
+algorithm's optimizers (:meth:`Strategy.extra_loss`; one ``"policy"`` optimizer for PPO, A2C,
+MaskablePPO and DQN, ``"actor"`` and ``"critic"`` for SAC and TD3).
 
-This issue ships ``none`` (plain fine-tuning). Register others with :func:`register_strategy`.
+The seam into SB3 is an optimizer step pre-hook, so SB3's own ``train()`` runs unchanged, for
+on-policy and off-policy algorithms alike: when SB3 calls ``optimizer.step()``, the hook
+back-propagates the extra loss into the gradients SB3 just computed, and the step applies
+both. SB3 has already clipped its own gradients by then, so a strategy scales its loss itself.
+(An auxiliary phase after each update, as in Phasic Policy Gradient, would need a hook after
+``train()``, which SB3 does not offer for off-policy algorithms.)
+
+``none`` is plain fine-tuning; :mod:`nb2_agents.retention` registers ``ewc``, ``distill`` and
+``nb2``. Names combine with ``+`` (``ewc+distill``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,9 +32,15 @@ class Strategy:
     """Base class and the ``none`` strategy: no retention."""
 
     name = "none"
+    uses_task_ids = False
+    """Whether the agent is told which task it is on (NB2's task embedding and head gates);
+    otherwise every task reads task id 0, and the agent must tell tasks apart by what it sees."""
 
     def setup(self, model: BaseAlgorithm, context: Any) -> None:
         """Called once, before the first task, with the model and the run's context."""
+
+    def observe(self, task: int, obs: Any) -> None:
+        """Called at each env step with the batch of new observations (one per env)."""
 
     def on_task_start(self, task: int, model: BaseAlgorithm) -> None:
         """Called before training task ``task`` (its env is set on ``model`` already)."""
@@ -35,34 +48,92 @@ class Strategy:
     def on_task_end(self, task: int, model: BaseAlgorithm) -> None:
         """Called after training task ``task``, before its end-of-task evaluation."""
 
-    def extra_loss(self, model: BaseAlgorithm) -> torch.Tensor | None:
-        """A loss added at each of the policy optimizer's steps, or None."""
+    def extra_loss(self, model: BaseAlgorithm, part: str) -> torch.Tensor | None:
+        """A loss added at each step of optimizer ``part``, or None."""
         return None
 
     def log(self) -> dict[str, float]:
         """``retention/`` scalars to log at each evaluation."""
         return {}
 
+    def save(self, folder: Path) -> None:
+        """Write the strategy's state (replay memory, snapshots, Fisher) into ``folder``."""
 
-STRATEGIES: dict[str, Callable[[], Strategy]] = {"none": Strategy}
+    def load(self, folder: Path, model: BaseAlgorithm) -> None:
+        """Restore what :meth:`save` wrote; ``model`` is set up already."""
 
 
-def register_strategy(name: str, factory: Callable[[], Strategy]) -> None:
+STRATEGIES: dict[str, Callable[..., Strategy]] = {"none": Strategy}
+
+
+def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
     STRATEGIES[name] = factory
 
 
-def make_strategy(name: str) -> Strategy:
-    if name not in STRATEGIES:
-        raise UsageError(f"unknown retention strategy {name!r}; valid: {', '.join(sorted(STRATEGIES))}")
-    return STRATEGIES[name]()
+def _register_builtins() -> None:
+    import nb2_agents.retention  # noqa: F401  (registers ewc, distill, nb2; imported late: it imports this module)
 
 
-def install_extra_loss(model: BaseAlgorithm, strategy: Strategy) -> Any:
-    """Hook ``strategy.extra_loss`` into the policy optimizer's steps; returns the hook handle."""
+def check_strategy(name: str) -> None:
+    _register_builtins()
+    parts = name.split("+")
+    unknown = [p for p in parts if p not in STRATEGIES]
+    if unknown or not parts:
+        raise UsageError(
+            f"unknown retention strategy {name!r}; valid: {', '.join(sorted(STRATEGIES))}, "
+            "or several joined with + (e.g. ewc+distill)"
+        )
 
-    def pre_step(optimizer: torch.optim.Optimizer, *_: Any) -> None:
-        loss = strategy.extra_loss(model)
-        if loss is not None:
-            loss.backward()
 
-    return model.policy.optimizer.register_step_pre_hook(pre_step)
+def make_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
+    """The strategy ``name`` (``a+b`` combines), with ``options`` for its settings."""
+    check_strategy(name)
+    parts = name.split("+")
+    factory = next((f for key, f in STRATEGIES.items() if set(key.split("+")) == set(parts)), None)
+    if factory is None:
+        raise UsageError(
+            f"retention strategies {' and '.join(parts)} cannot be combined; valid: {', '.join(STRATEGIES)}"
+        )
+    if not options:
+        return factory()
+    try:
+        return factory(**options)
+    except TypeError:
+        raise UsageError(f"--retention {name} takes no options; got {sorted(options)}") from None
+
+
+def optimizer_parts(model: BaseAlgorithm) -> dict[str, torch.optim.Optimizer]:
+    """The algorithm's optimizers by part name: ``policy``, or ``actor`` and ``critic``."""
+    policy: Any = model.policy
+    if isinstance(getattr(policy, "optimizer", None), torch.optim.Optimizer):
+        return {"policy": policy.optimizer}
+    return {"actor": policy.actor.optimizer, "critic": policy.critic.optimizer}
+
+
+def install_extra_loss(model: BaseAlgorithm, strategy: Strategy) -> list[Any]:
+    """Hook ``strategy.extra_loss`` into each optimizer's steps; returns the hook handles.
+
+    The extra loss's gradient is clipped to the algorithm's ``max_grad_norm`` (where it has one)
+    on its own, then added to the gradient SB3 computed and clipped: otherwise an unclipped
+    retention gradient would outweigh the clipped RL gradient and stop the new task's learning.
+    """
+    handles = []
+    max_norm = getattr(model, "max_grad_norm", None)
+    for part, optimizer in optimizer_parts(model).items():
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+
+        def pre_step(_opt: Any, *_: Any, part: str = part, params: list[Any] = params) -> None:
+            loss = strategy.extra_loss(model, part)
+            if loss is None or not loss.requires_grad:
+                return
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            pairs = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
+            if max_norm is not None and pairs:
+                torch.nn.utils.clip_grads_with_norm_(
+                    [g for _, g in pairs], max_norm, torch.nn.utils.get_total_norm([g for _, g in pairs])
+                )
+            for p, g in pairs:
+                p.grad = g if p.grad is None else p.grad + g
+
+        handles.append(optimizer.register_step_pre_hook(pre_step))
+    return handles

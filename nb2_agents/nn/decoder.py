@@ -7,9 +7,16 @@ Dynamic attention: every head's output is scaled by a gate computed from the tas
 embedding and the global summary (head gating, as in Mixture-of-Head attention; FiLM-style
 conditioning). Gates are ``2·sigmoid(W·[task, global] + b)`` with W = 0, b = 0, so they start
 fully open (= 1) and the decoder starts as plain cross-attention.
+
+Per-task output gains: each query's output is scaled by ``exp(task_gain[task, query])`` (0 at
+init: gain 1; task 0 when observations carry no task id). A new task's actor gain can be set low
+before it trains (:meth:`Decoder.soften`), so its policy starts near uniform and explores,
+while earlier tasks keep theirs.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -33,6 +40,7 @@ class Decoder(nn.Module):
         )
         self.head_gate = nn.Linear(2 * c, cfg.n_decoder_layers * cfg.n_heads)
         self.ln_out = nn.LayerNorm(c)
+        self.task_gain = nn.Parameter(torch.zeros(cfg.max_tasks, n_queries))
         self.last_gates: torch.Tensor | None = None
         self.reset_parameters()
 
@@ -41,6 +49,12 @@ class Decoder(nn.Module):
         nn.init.normal_(self.queries, std=0.02)
         nn.init.zeros_(self.head_gate.weight)
         nn.init.zeros_(self.head_gate.bias)
+        nn.init.zeros_(self.task_gain)
+
+    @torch.no_grad()
+    def soften(self, task: int, query: int, gain: float) -> None:
+        """Set task ``task``'s output gain of query ``query`` (e.g. the actor's, before the task trains)."""
+        self.task_gain[task, query] = math.log(gain)
 
     def forward(self, mem: Memory) -> torch.Tensor:
         b = mem.tokens.shape[0]
@@ -52,4 +66,7 @@ class Decoder(nn.Module):
         x = self.queries + mem.global_token.unsqueeze(1)  # (B, nq, C)
         for i, blk in enumerate(self.blocks):
             x = blk(x, mem.tokens, key_mask, gates[:, i])
-        return self.ln_out(x)  # (B, nq, C)
+        x = self.ln_out(x)  # (B, nq, C)
+        if mem.task_ids is None:  # no task id: task 0, as the encoder's task embedding
+            return x * self.task_gain[0].exp().unsqueeze(-1)  # (nq, 1) broadcast over B
+        return x * self.task_gain[mem.task_ids].exp().unsqueeze(-1)  # (B, nq, 1) per-task gains

@@ -42,6 +42,8 @@ class Memory:
     global_token: torch.Tensor
     task: torch.Tensor
     kept: torch.Tensor | None = None
+    task_ids: torch.Tensor | None = None
+    """(B,) task ids when the observation carries them, else None."""
 
 
 class Pool(nn.Module):
@@ -171,7 +173,7 @@ class HierarchicalEncoder(nn.Module):
         if fine_mask is not None:
             rest = torch.ones(b, memory.shape[1] - fine.shape[1], dtype=torch.bool, device=memory.device)
             mask = torch.cat([fine_mask, rest], dim=1)  # (B, N + S)
-        return Memory(memory, mask, top[:, 0], task, kept)
+        return Memory(memory, mask, top[:, 0], task, kept, ts.task_ids)
 
     def _forward_single(self, ts: TokenSet) -> Memory:
         b, c = ts.tokens.shape[0], ts.tokens.shape[-1]
@@ -186,7 +188,7 @@ class HierarchicalEncoder(nn.Module):
             mask = torch.cat([special, ts.mask[0]]).unsqueeze(0)  # (1, 2+G)
         for blk in [*self.local_blocks, *self.global_blocks]:
             x = blk(x, mask=_key_mask(mask))  # (B, 2+G, C)
-        return Memory(x, mask, x[:, 0], task)
+        return Memory(x, mask, x[:, 0], task, None, ts.task_ids)
 
     def _sample(
         self, x: torch.Tensor, mask: torch.Tensor | None, pool: Pool, b: int

@@ -1,0 +1,469 @@
+"""Knowledge retention on curricula: strategies ``none``, ``ewc``, ``distill``, ``nb2`` vs multitask.
+
+``python -m benchmarks.retention [--suites A,B] [--seeds 0,1,2] [--steps-scale 1.0] [--workers 2]
+[--runs-dir runs/benchmarks/retention] [--quick]``, or ``python -m benchmarks --only retention``.
+
+For each suite: the single-task reference runs (:func:`run_references`, cached under
+``{runs-dir}/references/``, for forward transfer), then five curriculum runs, each one
+:func:`run_curriculum` call over all seeds: sequential with retention ``none``, ``ewc``,
+``distill`` and ``nb2``, and ``multitask`` (retention ``none``), the joint-training upper
+bound. Each run's average performance, forgetting and forward transfer (mean over seeds and
+its bootstrap CI), wall time and peak memory go into one table, followed by the targets:
+
+* forgetting with ``nb2`` <= 0.05 while ``none`` >= 0.3;
+* ``nb2`` average performance >= 0.9 x multitask's, and above ``ewc``'s;
+* ``nb2`` forward transfer >= 0;
+* ``nb2`` wall time <= 1.5 x ``none``'s;
+* ``nb2``'s replay memory (``retention/replay_allocated_bytes`` in each seed's TensorBoard
+  events, the largest value logged) within its 64 MB default budget.
+
+The figures are printed and written to ``{runs-dir}/summary.md`` and ``summary.json``, never
+asserted: this is a benchmark, not a test (the test suite checks the strategies on tiny runs).
+Plots of every run (``curves.png``, ``heatmap.png``) go into its run folder.
+
+Measures. Wall time: the whole :func:`run_curriculum` call (every seed, its evaluations, the
+metrics and files). Peak memory: the largest resident set of any one process of the run, in
+MB, i.e. the max of ``getrusage(RUSAGE_SELF).ru_maxrss`` (seeds trained in the run's own
+process: one worker or one seed) and ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` (the largest
+single worker process, not the sum of workers running side by side). ``ru_maxrss`` only ever
+grows, so each run is made in a fresh process of its own; that process's footprint before
+training (Python, torch, the imports) is reported as the baseline. The runs follow one another,
+not interleaved, so load from other processes on the machine moves the wall-time ratios.
+
+Duration of the full run (the defaults): each seed of a suite is about 500k env steps (460k for
+cartpole-variants, 500k for classic-control), about 10 minutes per seed on one core at ~1,000
+steps/s, evaluations aside; 5 runs x 2 suites x 3 seeds is about 5 hours of one core, and the
+reference runs add about one more run per suite the first time (they are cached). With
+``--workers 2`` on two free cores, about half that in wall time. ``--quick`` (steps-scale 0.02,
+seed 0, cartpole-variants) takes a few minutes and only checks that everything runs: its figures
+mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from benchmarks.common import Row
+from nb2_agents.curriculum.plot import plot_curriculum
+from nb2_agents.curriculum.runner import run_curriculum, run_references
+from nb2_agents.retention.strategy import MB, RetentionConfig
+
+SUITES = ("cartpole-variants", "classic-control")
+STRATEGIES = ("none", "ewc", "distill", "nb2")
+MULTITASK = "multitask"
+RUNS = (*STRATEGIES, MULTITASK)
+SEEDS = (0, 1, 2)
+STEPS_SCALE = 1.0
+WORKERS = 2
+RUNS_DIR = Path("runs/benchmarks/retention")
+QUICK_SUITES = ("cartpole-variants",)
+QUICK_SEEDS = (0,)
+QUICK_STEPS_SCALE = 0.02
+QUICK_RUNS_DIR = Path("runs/benchmarks/retention-quick")
+
+REPLAY_TAG = "retention/replay_allocated_bytes"
+REPLAY_SIZE_TAG = "retention/replay_size"
+BYTES_PER_OBS_TAG = "retention/bytes_per_obs"
+REPLAY_BUDGET_MB = RetentionConfig().replay_budget_mb
+FORGETTING_NB2_MAX = 0.05
+FORGETTING_NONE_MIN = 0.3
+PERF_VS_MULTITASK = 0.9
+FORWARD_TRANSFER_MIN = 0.0
+WALL_VS_NONE = 1.5
+METRICS = ("average_performance", "forgetting", "forward_transfer")
+
+MEASURE_NOTE = (
+    "wall: the whole run_curriculum call (all seeds, evaluations, metrics, files). "
+    "peak RSS: the largest resident set of any one process of the run, max(ru_maxrss of "
+    "RUSAGE_SELF: seeds trained in the run's own process, RUSAGE_CHILDREN: the largest single "
+    "worker, not the sum of workers side by side); each run in a fresh process, whose footprint "
+    "before training (Python, torch, imports) is the baseline. Runs follow one another (not "
+    "interleaved): other load on the machine moves the wall-time ratios."
+)
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def maxrss_mb(who: int) -> float:
+    """``getrusage(who).ru_maxrss`` in MB (Linux reports kilobytes, macOS bytes)."""
+    value = resource.getrusage(who).ru_maxrss
+    return value / MB if sys.platform == "darwin" else value * 1024 / MB
+
+
+@dataclass
+class Usage:
+    """Wall time and peak resident sets of one call made in a fresh process."""
+
+    wall_s: float
+    self_mb: float
+    """Peak RSS of the process that made the call (seeds trained in-process, imports)."""
+    children_mb: float
+    """Peak RSS of the largest of its terminated child processes (seed workers); 0 if none."""
+    baseline_mb: float
+    """Peak RSS of the fresh process before the call: Python, torch and the imports."""
+
+    @property
+    def peak_mb(self) -> float:
+        return max(self.self_mb, self.children_mb)
+
+
+def _usage_of(fn: Callable[[], T], threads: int) -> tuple[T, Usage]:
+    torch.set_num_threads(threads)
+    baseline = maxrss_mb(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    out = fn()
+    wall = time.perf_counter() - start
+    usage = Usage(wall, maxrss_mb(resource.RUSAGE_SELF), maxrss_mb(resource.RUSAGE_CHILDREN), baseline)
+    return out, usage
+
+
+def _references_job(kwargs: dict[str, Any], threads: int) -> tuple[list[str], Usage]:
+    paths, usage = _usage_of(lambda: run_references(**kwargs), threads)
+    return [str(p) for p in paths], usage
+
+
+def _curriculum_job(kwargs: dict[str, Any], threads: int) -> tuple[tuple[str, dict[str, Any]], Usage]:
+    result, usage = _usage_of(lambda: run_curriculum(**kwargs), threads)
+    return (str(result.run_dir), result.metrics), usage
+
+
+def in_fresh_process(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a new (spawned) process, so that its ``ru_maxrss`` figures are its own."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def replay_peak_mb(run_dir: Path) -> list[tuple[float, float]]:
+    """Per seed folder ``run_dir/s*/``, the largest replay memory logged, in MB: allocated
+    (``retention/replay_allocated_bytes``, what the budget bounds) and filled (``replay_size`` x
+    ``bytes_per_obs``, also logged as ``retention/replay_bytes``). Logged at each evaluation,
+    so these are peaks over the evaluations."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    peaks = []
+    for seed_dir in sorted(p for p in run_dir.glob("s*") if p.is_dir()):
+        acc = EventAccumulator(str(seed_dir), size_guidance={"scalars": 0})
+        acc.Reload()
+        tags = acc.Tags().get("scalars", [])
+        if REPLAY_TAG not in tags:
+            continue
+        allocated = max(event.value for event in acc.Scalars(REPLAY_TAG)) / MB
+        filled = 0.0
+        if REPLAY_SIZE_TAG in tags and BYTES_PER_OBS_TAG in tags:
+            sizes, per_obs = acc.Scalars(REPLAY_SIZE_TAG), acc.Scalars(BYTES_PER_OBS_TAG)
+            filled = max(a.value * b.value for a, b in zip(sizes, per_obs, strict=False)) / MB
+        peaks.append((allocated, filled))
+    return peaks
+
+
+# --------------------------------------------------------------------------- the runs
+
+
+@dataclass
+class Measured:
+    """One curriculum run of the benchmark."""
+
+    suite: str
+    run: str
+    """A retention strategy (sequential mode) or ``multitask``."""
+    run_dir: str
+    metrics: dict[str, Any]
+    usage: Usage
+    replay_mb: list[tuple[float, float]] = field(default_factory=list)
+    """Per seed, the largest replay memory logged, allocated and filled (strategies with one)."""
+    plots: list[str] = field(default_factory=list)
+
+    def mean(self, key: str) -> float | None:
+        value = self.metrics[key]["mean"]
+        return None if value is None else float(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["metrics"] = {key: self.metrics[key] for key in METRICS}
+        out["metrics"]["seconds"] = self.metrics.get("seconds")
+        out["usage"]["peak_mb"] = self.usage.peak_mb
+        return out
+
+
+def run_suite(
+    suite: str,
+    seeds: Sequence[int],
+    steps_scale: float,
+    workers: int,
+    runs_dir: Path,
+    device: str,
+    threads: int,
+) -> list[Measured]:
+    common: dict[str, Any] = dict(
+        seeds=list(seeds), steps_scale=steps_scale, runs_dir=runs_dir, device=device, workers=workers
+    )
+    print(f"\n### {suite}: seeds {','.join(map(str, seeds))}, steps x {steps_scale:g}, {workers} worker(s)")
+    paths, usage = in_fresh_process(_references_job, {"curriculum": suite, **common}, threads)
+    print(f"   references: {len(paths)} single-task runs (cached ones reused) in {usage.wall_s:.0f} s")
+    out = []
+    for name in RUNS:
+        mode, retention = ("multitask", "none") if name == MULTITASK else ("sequential", name)
+        kwargs = {"curriculum": suite, "mode": mode, "retention": retention, **common}
+        (run_dir, metrics), usage = in_fresh_process(_curriculum_job, kwargs, threads)
+        measured = Measured(suite, name, run_dir, metrics, usage)
+        if name not in ("none", MULTITASK):
+            measured.replay_mb = replay_peak_mb(Path(run_dir))
+        try:
+            measured.plots = [str(p) for p in plot_curriculum(Path(run_dir))]
+        except Exception as err:  # a plot must not cost the figures of an hours-long run
+            print(f"   {name}: plotting {run_dir} failed: {err}")
+        print(f"   {name:<9} {usage.wall_s:7.0f} s  peak RSS {usage.peak_mb:6.0f} MB  {run_dir}")
+        out.append(measured)
+    return out
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def fmt_ci(entry: dict[str, Any]) -> str:
+    if entry.get("mean") is None:
+        return "n/a"
+    return f"{entry['mean']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _find(measured: list[Measured], suite: str, run: str) -> Measured | None:
+    return next((m for m in measured if m.suite == suite and m.run == run), None)
+
+
+def table(measured: list[Measured]) -> str:
+    lines = [
+        "| suite | run | average performance | forgetting | forward transfer | wall (s) | wall / none "
+        "| peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in measured:
+        none = _find(measured, m.suite, "none")
+        ratio = "n/a" if none is None else f"{m.usage.wall_s / none.usage.wall_s:.2f}"
+        cells = [fmt_ci(m.metrics[key]) for key in METRICS]
+        lines.append(
+            f"| {m.suite} | {m.run} | {' | '.join(cells)} | {m.usage.wall_s:.0f} | {ratio} "
+            f"| {m.usage.peak_mb:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def suite_checks(measured: list[Measured], suite: str) -> list[Row]:
+    """The targets for one suite, on the means over seeds (``met`` None where a figure is missing)."""
+    runs = {name: _find(measured, suite, name) for name in RUNS}
+    if any(m is None for m in runs.values()):
+        return []
+    none, ewc, nb2, multi = (runs[name] for name in ("none", "ewc", "nb2", MULTITASK))
+    assert none is not None and ewc is not None and nb2 is not None and multi is not None
+    rows = []
+
+    f_nb2, f_none = nb2.mean("forgetting"), none.mean("forgetting")
+    met = None
+    if f_nb2 is not None and f_none is not None:
+        met = f_nb2 <= FORGETTING_NB2_MAX and f_none >= FORGETTING_NONE_MIN
+    rows.append(
+        Row(
+            "retention",
+            f"{suite}: forgetting nb2 / none",
+            f"{_num(f_nb2)} / {_num(f_none)}",
+            f"<= {FORGETTING_NB2_MAX} / >= {FORGETTING_NONE_MIN}",
+            met,
+        )
+    )
+
+    a_nb2, a_multi, a_ewc = (m.mean("average_performance") for m in (nb2, multi, ewc))
+    ok = None
+    if a_nb2 is not None and a_multi is not None and a_ewc is not None:
+        ok = a_nb2 >= PERF_VS_MULTITASK * a_multi and a_nb2 > a_ewc
+    rows.append(
+        Row(
+            "retention",
+            f"{suite}: avg perf nb2 / multitask / ewc",
+            f"{_num(a_nb2)} / {_num(a_multi)} / {_num(a_ewc)}",
+            f"nb2 >= {PERF_VS_MULTITASK} x multitask and > ewc",
+            ok,
+        )
+    )
+
+    ft = nb2.mean("forward_transfer")
+    rows.append(
+        Row(
+            "retention",
+            f"{suite}: forward transfer nb2",
+            _num(ft),
+            f">= {FORWARD_TRANSFER_MIN}",
+            None if ft is None else ft >= FORWARD_TRANSFER_MIN,
+        )
+    )
+
+    ratio = nb2.usage.wall_s / none.usage.wall_s
+    rows.append(
+        Row(
+            "retention",
+            f"{suite}: wall nb2 / none",
+            f"{ratio:.2f} ({nb2.usage.wall_s:.0f} s / {none.usage.wall_s:.0f} s)",
+            f"<= {WALL_VS_NONE}",
+            ratio <= WALL_VS_NONE,
+        )
+    )
+
+    replay = max(allocated for allocated, _ in nb2.replay_mb) if nb2.replay_mb else None
+    per_seed = ", ".join(f"{a:.2f} ({f:.2f} filled)" for a, f in nb2.replay_mb)
+    rows.append(
+        Row(
+            "retention",
+            f"{suite}: nb2 replay memory allocated (MB)",
+            "n/a (no retention/replay_allocated_bytes logged)"
+            if replay is None
+            else f"{replay:.2f} (seeds: {per_seed})",
+            f"<= {REPLAY_BUDGET_MB:g}",
+            None if replay is None else replay <= REPLAY_BUDGET_MB,
+        )
+    )
+    return rows
+
+
+def _met(row: Row) -> str:
+    return "n/a" if row.met is None else ("met" if row.met else "NOT met")
+
+
+def report(
+    measured: list[Measured], suites: Sequence[str], config: dict[str, Any], runs_dir: Path
+) -> list[Row]:
+    """Print the table and the checks; write ``summary.md`` and ``summary.json`` into ``runs_dir``."""
+    checks = [row for suite in suites for row in suite_checks(measured, suite)]
+    baseline = max((m.usage.baseline_mb for m in measured), default=0.0)
+    check_lines = [f"- {r.metric}: {r.value} (goal {r.goal}): {_met(r)}" for r in checks]
+    notes = [
+        f"Measures: {MEASURE_NOTE} Baseline here: {baseline:.0f} MB.",
+        f"Metrics: mean over seeds [bootstrap CI]; seeds {config['seeds']}, "
+        f"steps x {config['steps_scale']:g}.",
+    ]
+    plots = [p for m in measured for p in m.plots]
+    print("\n## Retention\n")
+    print(table(measured))
+    print()
+    for note in notes:
+        print(note)
+    print("\nTargets:")
+    print("\n".join(check_lines))
+    print("\nPlots:")
+    print("\n".join(plots) or "(none)")
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    md = [
+        "# Retention benchmark",
+        "",
+        table(measured),
+        "",
+        *notes,
+        "",
+        "## Targets",
+        "",
+        *check_lines,
+        "",
+        "## Plots",
+        "",
+        *(f"- {p}" for p in plots),
+        "",
+    ]
+    (runs_dir / "summary.md").write_text("\n".join(md))
+    data = {
+        "config": config,
+        "measures": MEASURE_NOTE,
+        "runs": [m.to_dict() for m in measured],
+        "checks": [asdict(r) for r in checks],
+    }
+    (runs_dir / "summary.json").write_text(json.dumps(data, indent=2, default=str))
+    print(f"\nsummary: {runs_dir / 'summary.md'}, {runs_dir / 'summary.json'}")
+    return checks
+
+
+def run(
+    quick: bool = False,
+    *,
+    suites: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    steps_scale: float | None = None,
+    workers: int = WORKERS,
+    runs_dir: Path | None = None,
+    device: str = "auto",
+) -> list[Row]:
+    """The benchmark; ``quick``: steps-scale 0.02, seed 0, cartpole-variants (given arguments win)."""
+    suites = list(suites or (QUICK_SUITES if quick else SUITES))
+    seeds = list(seeds if seeds is not None else (QUICK_SEEDS if quick else SEEDS))
+    steps_scale = steps_scale if steps_scale is not None else (QUICK_STEPS_SCALE if quick else STEPS_SCALE)
+    runs_dir = Path(runs_dir if runs_dir is not None else (QUICK_RUNS_DIR if quick else RUNS_DIR))
+    threads = torch.get_num_threads()
+    config = dict(
+        suites=suites,
+        seeds=seeds,
+        steps_scale=steps_scale,
+        workers=workers,
+        runs_dir=str(runs_dir),
+        device=device,
+        torch_threads=threads,
+    )
+    print("\n## Retention: strategies none / ewc / distill / nb2 (sequential) and multitask, per suite")
+    print(f"   {', '.join(suites)}; seeds {seeds}; steps x {steps_scale:g}; {workers} worker(s); {runs_dir}")
+    measured: list[Measured] = []
+    for suite in suites:
+        measured += run_suite(suite, seeds, steps_scale, workers, runs_dir, device, threads)
+    return report(measured, suites, config, runs_dir)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.retention", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"steps-scale {QUICK_STEPS_SCALE}, seed 0, {', '.join(QUICK_SUITES)}",
+    )
+    parser.add_argument("--suites", type=_csv, help=f"comma-separated (default {','.join(SUITES)})")
+    parser.add_argument("--seeds", type=lambda v: [int(s) for s in _csv(v)], help="default 0,1,2")
+    parser.add_argument("--steps-scale", type=float, help=f"default {STEPS_SCALE}")
+    parser.add_argument(
+        "--workers", type=int, default=WORKERS, help=f"seeds side by side (default {WORKERS})"
+    )
+    parser.add_argument("--runs-dir", type=Path, help=f"default {RUNS_DIR} ({QUICK_RUNS_DIR} with --quick)")
+    parser.add_argument("--device", default="auto", help="torch device (default auto)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return run(
+        args.quick,
+        suites=args.suites,
+        seeds=args.seeds,
+        steps_scale=args.steps_scale,
+        workers=args.workers,
+        runs_dir=args.runs_dir,
+        device=args.device,
+    )
+
+
+if __name__ == "__main__":
+    main()

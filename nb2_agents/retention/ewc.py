@@ -1,0 +1,108 @@
+"""Online EWC (Schwarz et al. 2018, "Progress & Compress"): a quadratic pull towards earlier
+tasks' parameters, weighted by how much each parameter mattered to them.
+
+At each task's end the diagonal Fisher information is estimated on the task's own states,
+``F_new = mean over samples of (d log p(y|s) / d theta)^2``, where ``log p`` is the log-likelihood
+of an output sampled from the network's own distribution (the *true* Fisher, not the empirical
+one). Online EWC keeps one running estimate, ``F <- decay * F + F_new``, and one anchor, the
+parameters at the latest task's end. The penalty is ``lambda / 2 * sum F * (theta - anchor)^2``.
+
+Each output head's Fisher (the action distribution, the value) is divided by its own mean
+before they are added, so ``lambda`` does not depend on the scale of returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def fisher_diagonal(
+    params: dict[str, nn.Parameter], log_likelihoods: Iterable[torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Mean over samples of squared gradients: one scalar log-likelihood per sample."""
+    total = {name: torch.zeros_like(p) for name, p in params.items()}
+    n = 0
+    names = list(params)
+    tensors = [params[k] for k in names]
+    for ll in log_likelihoods:
+        grads = torch.autograd.grad(ll, tensors, allow_unused=True)
+        for name, g in zip(names, grads, strict=True):
+            if g is not None:
+                total[name] += g.detach() ** 2
+        n += 1
+    if n == 0:
+        raise ValueError("fisher_diagonal needs at least one sample")
+    return {name: f / n for name, f in total.items()}
+
+
+def normalised(fisher: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``fisher`` divided by its mean over all entries (unchanged when that mean is 0)."""
+    mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
+    if float(mean) <= 0.0:
+        return fisher
+    return {name: f / mean for name, f in fisher.items()}
+
+
+class OnlineEWC:
+    """The running Fisher, the anchor and the penalty over ``params`` (name → parameter)."""
+
+    def __init__(self, params: dict[str, nn.Parameter], strength: float = 100.0, decay: float = 0.9) -> None:
+        if strength < 0 or not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EWC needs strength >= 0 and 0 <= decay <= 1, got {strength}, {decay}")
+        self.params = params
+        self.strength = strength
+        self.decay = decay
+        self.fisher: dict[str, torch.Tensor] = {}
+        self.anchor: dict[str, torch.Tensor] = {}
+        self.raw_fisher_mean = 0.0
+        """Mean of the latest un-normalised Fisher estimate (``retention/fisher_mean``)."""
+
+    @property
+    def active(self) -> bool:
+        return bool(self.fisher)
+
+    def consolidate(self, heads: list[Callable[[], Iterable[torch.Tensor]]]) -> None:
+        """Estimate the Fisher of each head (a callable yielding per-sample log-likelihoods),
+        fold it into the running estimate and move the anchor to the current parameters."""
+        new: dict[str, torch.Tensor] = {name: torch.zeros_like(p) for name, p in self.params.items()}
+        raw = []
+        for head in heads:
+            f = fisher_diagonal(self.params, head())
+            raw.append(torch.cat([x.flatten() for x in f.values()]).mean())
+            for name, value in normalised(f).items():
+                new[name] += value
+        self.raw_fisher_mean = float(torch.stack(raw).mean()) if raw else 0.0
+        for name, value in new.items():
+            self.fisher[name] = self.decay * self.fisher[name] + value if name in self.fisher else value
+        self.anchor = {name: p.detach().clone() for name, p in self.params.items()}
+
+    def penalty(self) -> torch.Tensor:
+        """``strength / 2 * sum F (theta - anchor)^2``; 0 before the first consolidation."""
+        device = next(iter(self.params.values())).device
+        if not self.fisher:
+            return torch.zeros((), device=device)
+        terms = [(self.fisher[k] * (p - self.anchor[k]) ** 2).sum() for k, p in self.params.items()]
+        return 0.5 * self.strength * torch.stack(terms).sum()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "fisher": {k: v.cpu() for k, v in self.fisher.items()},
+            "anchor": {k: v.cpu() for k, v in self.anchor.items()},
+            "strength": self.strength,
+            "decay": self.decay,
+            "raw_fisher_mean": self.raw_fisher_mean,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = next(iter(self.params.values())).device
+        unknown = set(state["fisher"]) - set(self.params)
+        if unknown:
+            raise ValueError(f"EWC state holds parameters this network lacks: {sorted(unknown)[:5]}")
+        self.fisher = {k: v.to(device) for k, v in state["fisher"].items()}
+        self.anchor = {k: v.to(device) for k, v in state["anchor"].items()}
+        self.strength, self.decay = float(state["strength"]), float(state["decay"])
+        self.raw_fisher_mean = float(state["raw_fisher_mean"])

@@ -1,0 +1,225 @@
+"""The retention strategies: ``ewc``, ``distill``, ``ewc+distill`` and ``nb2``.
+
+* ``ewc``: online EWC (:mod:`.ewc`) on each optimizer's parameters; the Fisher is estimated at
+  each task's end from the task's own states, kept in the replay memory.
+* ``distill``: at each task's end a frozen snapshot of the policy is kept. While later tasks
+  train, every optimizer step adds, on a batch replayed from one earlier task, the distillation
+  loss of that task's snapshot (:mod:`.heads`: KL(pi_old || pi_new) on actions plus value / Q
+  regression): CLEAR's behaviour cloning and Progress & Compress's distillation.
+* ``nb2`` (the default of ``make run``): both, plus NB2's task embedding and task-conditioned
+  head gates (the agent is told the task id). The others see task id 0 for every task.
+
+Observations reach the replay memory (:mod:`.replay`: fixed byte budget, reservoir sampling per
+task, float16 / uint8) through :meth:`RetentionStrategy.observe` at every env step.
+TensorBoard: ``retention/kl``, ``retention/distill_loss``, ``retention/ewc_penalty`` (means
+over the optimizer steps since the last write), ``retention/replay_bytes`` (bytes the stored
+observations take), ``retention/replay_allocated_bytes`` (reserved up front: the budget),
+``retention/replay_size``, ``retention/bytes_per_obs``, ``retention/fisher_mean``.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+
+from nb2_agents.curriculum.strategies import Strategy, register_strategy
+from nb2_agents.errors import UsageError
+from nb2_agents.retention.ewc import OnlineEWC
+from nb2_agents.retention.heads import Part, parts_for, snapshot
+from nb2_agents.retention.replay import ReplayMemory
+
+MB = 2**20
+ACTOR_QUERY = 0  # NB2Heads reads the actor from the decoder's first query
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """Settings of a retention strategy (validated on construction)."""
+
+    ewc: bool = True
+    distill: bool = True
+    task_ids: bool = True
+    ewc_strength: float = 10.0
+    """lambda of the EWC penalty, on Fishers normalised to mean 1 per output head."""
+    ewc_decay: float = 0.9
+    distill_coef: float = 1.0
+    replay_budget_mb: float = 64.0
+    replay_batch: int = 64
+    fisher_samples: int = 128
+    new_task_gain: float = 0.1
+    """With task ids: a new task's actor output gain (actor-critic policies), so its policy starts
+    near uniform and explores instead of replaying the previous task's confident actions."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.ewc_strength < 0 or not 0 <= self.ewc_decay <= 1 or self.distill_coef < 0:
+            raise ValueError(
+                f"retention: ewc_strength >= 0, 0 <= ewc_decay <= 1 and distill_coef >= 0 are accepted, got "
+                f"{self.ewc_strength}, {self.ewc_decay}, {self.distill_coef}"
+            )
+        if self.replay_budget_mb <= 0 or self.replay_batch < 1 or self.fisher_samples < 1:
+            raise ValueError(
+                "retention: replay_budget_mb > 0, replay_batch >= 1 and fisher_samples >= 1 are accepted, "
+                f"got {self.replay_budget_mb}, {self.replay_batch}, {self.fisher_samples}"
+            )
+
+
+class RetentionStrategy(Strategy):
+    """EWC and / or distillation from snapshots on replayed observations (module docstring)."""
+
+    def __init__(self, config: RetentionConfig, name: str) -> None:
+        self.config = config
+        self.name = name
+        self.uses_task_ids = config.task_ids
+        self.memory: ReplayMemory | None = None
+        self.parts: dict[str, Part] = {}
+        self.ewc: dict[str, OnlineEWC] = {}
+        self.snapshots: dict[int, BasePolicy] = {}
+        self.current = -1
+        self.rng = np.random.default_rng(config.seed)
+
+    # --- hooks the curriculum loop calls
+    def setup(self, model: BaseAlgorithm, context: Any) -> None:
+        seed = int(context.get("seed", self.config.seed)) if isinstance(context, dict) else self.config.seed
+        self.rng = np.random.default_rng(seed)
+        self.memory = ReplayMemory(model.observation_space, int(self.config.replay_budget_mb * MB), seed)
+        self.parts = {part.name: part for part in parts_for(model)}
+        if self.config.ewc:
+            self.ewc = {
+                name: OnlineEWC(part.params, self.config.ewc_strength, self.config.ewc_decay)
+                for name, part in self.parts.items()
+            }
+
+    def observe(self, task: int, obs: Any) -> None:
+        assert self.memory is not None
+        self.memory.add(task, obs)
+
+    def on_task_start(self, task: int, model: BaseAlgorithm) -> None:
+        self.current = task
+        first = not self.snapshots and not self.ewc_consolidated()
+        if self.config.task_ids and not first and isinstance(model.policy, ActorCriticPolicy):
+            for net in getattr(model.policy, "nb2_networks", list)():
+                net.decoder.soften(task, ACTOR_QUERY, self.config.new_task_gain)
+
+    def ewc_consolidated(self) -> bool:
+        return any(e.active for e in self.ewc.values())
+
+    def on_task_end(self, task: int, model: BaseAlgorithm) -> None:
+        assert self.memory is not None
+        if task not in self.memory.sizes():
+            return  # nothing observed (a zero-step task)
+        if self.config.ewc:
+            n = min(self.config.fisher_samples, self.memory.sizes()[task])
+            obs = model.policy.obs_to_tensor(self.memory.task_sample(task, n))[0]
+            was_training = model.policy.training
+            model.policy.set_training_mode(False)
+            for name, part in self.parts.items():
+                heads: list[Callable[[], Iterable[torch.Tensor]]] = [
+                    lambda head=head: head(model.policy, obs)  # type: ignore[misc]
+                    for head in part.heads
+                ]
+                self.ewc[name].consolidate(heads)
+            model.policy.set_training_mode(was_training)
+        if self.config.distill:
+            self.snapshots[task] = snapshot(model.policy)
+
+    def extra_loss(self, model: BaseAlgorithm, part: str) -> torch.Tensor | None:
+        terms = []
+        if part in self.ewc and self.ewc[part].active:
+            penalty = self.ewc[part].penalty()
+            model.logger.record_mean("retention/ewc_penalty", float(penalty.detach()))
+            terms.append(penalty)
+        earlier = [t for t in self.snapshots if t != self.current]
+        if earlier and self.config.distill_coef > 0:
+            assert self.memory is not None
+            task = int(self.rng.choice(earlier))  # one earlier task per step: one snapshot forward
+            obs = model.policy.obs_to_tensor(self.memory.task_sample(task, self.config.replay_batch))[0]
+            loss, kl = self.parts[part].distill(model.policy, self.snapshots[task], obs)
+            if part != "critic":
+                model.logger.record_mean("retention/kl", kl)
+            model.logger.record_mean("retention/distill_loss", float(loss.detach()))
+            terms.append(self.config.distill_coef * loss)
+        return torch.stack(terms).sum() if terms else None
+
+    def log(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.memory is not None:
+            out["retention/replay_bytes"] = float(self.memory.size * self.memory.bytes_per_obs)
+            out["retention/replay_allocated_bytes"] = float(self.memory.nbytes)
+            out["retention/replay_size"] = float(self.memory.size)
+            out["retention/bytes_per_obs"] = float(self.memory.bytes_per_obs)
+        if self.ewc:
+            out["retention/fisher_mean"] = float(np.mean([e.raw_fisher_mean for e in self.ewc.values()]))
+        return out
+
+    # --- state
+    def save(self, folder: Path) -> None:
+        """``replay.npz``, ``retention.pt`` (EWC and snapshot weights) and ``retention.json``."""
+        assert self.memory is not None
+        folder.mkdir(parents=True, exist_ok=True)
+        self.memory.save(folder / "replay.npz")
+        state = {
+            "ewc": {name: e.state_dict() for name, e in self.ewc.items()},
+            "snapshots": {task: p.state_dict() for task, p in self.snapshots.items()},
+            "rng": self.rng.bit_generator.state,
+            "current": self.current,
+        }
+        tmp = folder / "retention.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(folder / "retention.pt")
+        meta = {"name": self.name, **asdict(self.config)}
+        (folder / "retention.json").write_text(json.dumps(meta, indent=2))
+
+    def load(self, folder: Path, model: BaseAlgorithm) -> None:
+        if self.memory is None:
+            self.setup(model, None)
+        path = folder / "retention.pt"
+        try:
+            saved = json.loads((folder / "retention.json").read_text()).get("name")
+            state = torch.load(path, map_location=model.device, weights_only=False)
+        except (OSError, RuntimeError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as err:
+            raise ValueError(f"cannot read retention state {path}: {err}") from err
+        if saved != self.name or set(state["ewc"]) != set(self.ewc):
+            raise ValueError(f"{folder} holds the state of retention {saved!r}, not {self.name!r}")
+        self.memory = ReplayMemory.load(folder / "replay.npz", model.observation_space)
+        for name, ewc_state in state["ewc"].items():
+            self.ewc[name].load_state_dict(ewc_state)
+        self.snapshots = {}
+        for task, weights in state["snapshots"].items():
+            frozen = snapshot(model.policy)
+            frozen.load_state_dict(weights)
+            self.snapshots[int(task)] = frozen
+        self.rng.bit_generator.state = state["rng"]
+        self.current = int(state["current"])
+
+
+_FIXED = ("ewc", "distill", "task_ids", "seed")  # set by the strategy's name and the run's seed
+OPTION_KEYS = tuple(f.name for f in fields(RetentionConfig) if f.name not in _FIXED)
+
+
+def _factory(name: str, **flags: bool) -> Any:
+    def make(**options: Any) -> RetentionStrategy:
+        unknown = sorted(set(options) - set(OPTION_KEYS))
+        if unknown:
+            raise UsageError(f"unknown retention option(s) {unknown}; valid: {', '.join(OPTION_KEYS)}")
+        try:
+            return RetentionStrategy(RetentionConfig(**flags, **options), name)
+        except (TypeError, ValueError) as err:
+            raise UsageError(str(err)) from err
+
+    return make
+
+
+register_strategy("ewc", _factory("ewc", ewc=True, distill=False, task_ids=False))
+register_strategy("distill", _factory("distill", ewc=False, distill=True, task_ids=False))
+register_strategy("ewc+distill", _factory("ewc+distill", ewc=True, distill=True, task_ids=False))
+register_strategy("nb2", _factory("nb2", ewc=True, distill=True, task_ids=True))
