@@ -251,7 +251,7 @@ def test_cli_curriculum_then_plot(tiny: Path, tmp_path: Path) -> None:
     [run_dir] = list(runs.iterdir())
     for key in METRIC_KEYS:
         assert key in out.stdout
-    assert "after task" in out.stdout and "CartPole-v1" in out.stdout
+    assert "performance matrix" in out.stdout and "CartPole-v1" in out.stdout
     assert f"run folder: {run_dir}" in out.stdout
     assert f"tensorboard --logdir {run_dir}" in out.stdout
     assert (run_dir / "metrics.json").is_file() and (run_dir / "s0" / "model.zip").is_file()
@@ -317,7 +317,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "sac on discrete": (
             [str(tiny), "--algo", "sac"], "--algo sac cannot act in curriculum tiny's Discrete action space"
         ),
-        "unknown retention": ([str(tiny), "--retention", "ewc"], "unknown --retention 'ewc'; valid: none"),
+        "unknown retention": ([str(tiny), "--retention", "bogus"], "unknown retention strategy 'bogus'"),
         "continual-world": (["continual-world"], "trainable_here: false"),
         "malformed yaml": ([str(malformed)], f"{malformed}:4:"),
     }  # fmt: skip

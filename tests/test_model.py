@@ -99,6 +99,9 @@ def test_gradients_reach_every_parameter(name: str) -> None:
     assert out.shape == (4, 2, cfg.d_model)
 
     norms = grad_norms(net, obs)
+    if not (isinstance(space, spaces.Dict) and "task_id" in space.spaces):
+        # per-task output gains only act when observations carry a task id
+        assert norms.pop("decoder.task_gain") is None
     missing = [n for n, g in norms.items() if g is None]
     assert not missing, f"parameters outside the graph: {missing}"
     # At initialisation the pooling seeds are zero (mean pooling), so the pooling query
@@ -108,6 +111,8 @@ def test_gradients_reach_every_parameter(name: str) -> None:
 
     perturb_zero_inits(net)
     norms = grad_norms(net, obs)
+    if not (isinstance(space, spaces.Dict) and "task_id" in space.spaces):
+        norms.pop("decoder.task_gain")
     zero = [n for n, g in norms.items() if g is None or g < 1e-8]
     assert not zero, f"parameters without gradient: {zero}"
 
@@ -457,3 +462,17 @@ def test_config_validation(changes: dict, field: str) -> None:
         NB2Config(**changes)
     with pytest.raises(ValueError, match=field):
         NB2Config().replace(**changes)
+
+
+def test_task_gains_scale_each_tasks_outputs() -> None:
+    space = spaces.Dict({"x": spaces.Box(-1, 1, (5,)), "task_id": spaces.Discrete(3)})
+    net = NB2(space, get_config("nano"))
+    task_ids = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 1]), 3).float()
+    obs = {"x": torch.randn(4, 5), "task_id": task_ids}
+    norms = grad_norms(net, obs)
+    assert norms["decoder.task_gain"] is not None and norms["decoder.task_gain"] > 0
+    before = net(obs).detach()
+    net.decoder.soften(1, 0, 0.1)  # task 1's first query (the actor's in NB2Heads) at gain 0.1
+    after = net(obs).detach()
+    assert torch.allclose(after[[1, 3], 0], 0.1 * before[[1, 3], 0], atol=1e-6)
+    assert torch.equal(after[[0, 2]], before[[0, 2]]) and torch.equal(after[:, 1], before[:, 1])
