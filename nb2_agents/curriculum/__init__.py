@@ -4,6 +4,7 @@
 * :mod:`.variants`: the ``nb2/`` parametric Gymnasium ids;
 * :mod:`.adapter`: one observation and action space for tasks whose spaces differ;
 * :mod:`.runner`: sequential and multitask training, reference runs, the run folder;
+  :mod:`.results` (config, metrics.json, CSVs) and :mod:`.references` (the reference cache);
 * :mod:`.evaluator`: every task evaluated during training; :mod:`.metrics`: what it means;
 * :mod:`.strategies`: the hooks retention strategies plug into.
 """

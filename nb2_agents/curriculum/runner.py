@@ -19,15 +19,11 @@ evaluation of every seed), and ``s{seed}/`` with TensorBoard events, Monitor CSV
 
 from __future__ import annotations
 
-import csv
-import glob
-import hashlib
-import json
 import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -42,7 +38,6 @@ from stable_baselines3.common.vec_env import VecEnv
 from nb2_agents.callbacks import EntCoefScheduleCallback, NB2LoggerCallback, flat_hparams
 from nb2_agents.curriculum.adapter import CommonSpaces, common_spaces
 from nb2_agents.curriculum.evaluator import (
-    CURVE_FIELDS,
     CurriculumCallback,
     Evaluator,
     TaskEval,
@@ -53,96 +48,28 @@ from nb2_agents.curriculum.evaluator import (
     vec_env,
 )
 from nb2_agents.curriculum.metrics import (
-    SeedMetrics,
-    aggregate,
     matrix_to_csv,
-    multitask_metrics,
-    sequential_metrics,
     window_auc,
+)
+from nb2_agents.curriculum.references import reference_aucs, reference_path
+from nb2_agents.curriculum.results import (
+    CurriculumConfig,
+    CurriculumResult,
+    SeedResult,
+    curriculum_metrics,
+    write_curves,
+    write_multitask_matrix,
 )
 from nb2_agents.curriculum.spec import CurriculumSpec, TaskSpec, check_available, load_curriculum
 from nb2_agents.curriculum.strategies import Strategy, check_strategy, install_extra_loss, make_strategy
 from nb2_agents.envs_util import ACTION_SPACES, check_algo
 from nb2_agents.errors import UsageError
-from nb2_agents.hyperparams import ALGOS, DATA_DIR, Hyperparams, load_entry, parse_entry, plain, set_dotted
+from nb2_agents.hyperparams import ALGOS, DATA_DIR, Hyperparams, load_entry, parse_entry, set_dotted
 from nb2_agents.nn.config import PRESETS
-from nb2_agents.runs import atomic_write, dump_yaml, fresh_dir, safe_name, save_model, write_json, write_text
+from nb2_agents.runs import dump_yaml, fresh_dir, safe_name, save_model, write_json, write_text
 from nb2_agents.training import make_algorithm
 
 MODES = ("sequential", "multitask")
-REFERENCES_DIR = "references"
-
-
-@dataclass
-class CurriculumConfig:
-    """A resolved ``nb2 curriculum`` run; saved as the run's ``config.yaml``."""
-
-    curriculum: str
-    suite: str
-    algo: str
-    preset: str
-    mode: str
-    retention: str
-    seeds: list[int]
-    steps_scale: float
-    evals_per_task: int
-    hyperparams: dict[str, Any]
-    device: str = "auto"
-    task_steps: list[int] = field(default_factory=list)
-    retention_options: dict[str, Any] = field(default_factory=dict)
-    """Settings of the retention strategy (``replay_budget_mb``, ``ewc_strength``, ...)."""
-    task_ids: bool = True
-    """Observations carry the task's id (else 0 for every task): ``nb2`` retention and
-    ``multitask`` use them; ``none``, ``ewc`` and ``distill`` must tell tasks apart by sight."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return plain(asdict(self))  # type: ignore[no-any-return]
-
-
-@dataclass
-class SeedResult:
-    """What one seed's run produced (picklable: seeds may run in worker processes)."""
-
-    seed: int
-    rows: list[list[float]]
-    """Performance-matrix rows: scores of every task after each trained task (one row in multitask)."""
-    aucs: list[float | None]
-    curves: list[dict[str, Any]]
-    task_end_steps: list[int]
-    seconds: float
-    steps: int
-
-
-@dataclass
-class CurriculumResult:
-    run_dir: Path
-    config: CurriculumConfig
-    metrics: dict[str, Any]
-    seeds: list[SeedResult]
-
-    def summary(self) -> str:
-        lines = [f"{self.config.suite}: {self.config.mode}, retention {self.config.retention}, "
-                 f"seeds {','.join(map(str, self.config.seeds))}"]  # fmt: skip
-        for key in ("average_performance", "forgetting", "forward_transfer", "backward_transfer"):
-            m = self.metrics[key]
-            value = (
-                "n/a" if m["mean"] is None else f"{m['mean']:+.3f}  [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}]"
-            )
-            lines.append(f"  {key:<20} {value}")
-        if self.metrics.get("forward_transfer_note"):
-            lines.append(f"  ({self.metrics['forward_transfer_note']})")
-        matrix = np.mean([r.rows for r in self.seeds], axis=0)
-        names = self.metrics["tasks"]
-        lines.append("  performance matrix (mean over seeds; row: after training, column: task evaluated)")
-        labels = (
-            [f"t{i} {n}" for i, n in enumerate(names)] if self.config.mode == "sequential" else ["multitask"]
-        )
-        width = max(len(label) for label in [f"t0 {n}" for n in names] + labels)
-        lines.append(f"  {'':<{width}}" + "".join(f"{f't{j}':>6}" for j in range(len(names))))
-        for label, row in zip(labels, matrix, strict=False):
-            lines.append(f"  {label:<{width}}" + "".join(f"{v:6.2f}" for v in row))
-        lines += [f"run folder: {self.run_dir}", f"tensorboard --logdir {self.run_dir}"]
-        return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -430,7 +357,7 @@ def train_seed(job: _Job) -> SeedResult:
     except KeyboardInterrupt:
         # keep what was trained and measured: the model now, and every evaluation so far
         path = save_model(model, seed_dir / "interrupted.zip", _meta(cfg, seed))
-        _write_curves(seed_dir / "curves.csv", result.curves)
+        write_curves(seed_dir / "curves.csv", result.curves)
         curves = seed_dir / "curves.csv"
         print(f"\ninterrupted at {model.num_timesteps:,} steps: model {path}, curves {curves}",
               file=sys.stderr)  # fmt: skip
@@ -477,16 +404,6 @@ def _new_run_dir(root: Path, cfg: CurriculumConfig) -> Path:
     return fresh_dir(root, f"{cfg.suite}__{cfg.algo}__{cfg.preset}__{cfg.mode}__{cfg.retention}")
 
 
-def _write_curves(path: Path, rows: list[dict[str, Any]]) -> None:
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    atomic_write(path, write)
-
-
 def run_curriculum(
     curriculum: str | Path = "cartpole-variants",
     *,
@@ -524,85 +441,18 @@ def run_curriculum(
     jobs = [_Job(cfg, spec, hp, s, run_dir / f"s{s}", show_progress=show) for s in cfg.seeds]
     results = _run_jobs(jobs, workers)
     refs = reference_aucs(cfg, spec, Path(runs_dir))
-    metrics = _metrics(cfg, spec, results, refs)
+    metrics = curriculum_metrics(cfg, spec, results, refs)
     write_json(run_dir / "metrics.json", metrics)
     mean_rows = np.mean([r.rows for r in results], axis=0)
     if cfg.mode == "sequential":
         matrix_to_csv(mean_rows, spec.task_names(), run_dir / "matrix.csv")
     else:
-        _write_multitask_matrix(run_dir / "matrix.csv", spec.task_names(), mean_rows[0])
-    _write_curves(run_dir / "curves.csv", [row for r in results for row in r.curves])
+        write_multitask_matrix(run_dir / "matrix.csv", spec.task_names(), mean_rows[0])
+    write_curves(run_dir / "curves.csv", [row for r in results for row in r.curves])
     return CurriculumResult(run_dir, cfg, metrics, results)
 
 
-def _write_multitask_matrix(path: Path, names: list[str], row: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["after_task", *names])
-            writer.writerow(["multitask", *(f"{v:.4f}" for v in row)])
-
-    atomic_write(path, write)
-
-
-def _metrics(
-    cfg: CurriculumConfig, spec: CurriculumSpec, results: list[SeedResult], refs: list[float | None]
-) -> dict[str, Any]:
-    per_seed: list[SeedMetrics] = []
-    for r in results:
-        aucs = [a if a is not None else 0.0 for a in r.aucs]
-        if cfg.mode == "sequential":
-            per_seed.append(sequential_metrics(np.asarray(r.rows), aucs, refs))
-        else:
-            per_seed.append(multitask_metrics(r.rows[0], aucs, refs))
-    out: dict[str, Any] = aggregate(per_seed, cfg.seeds)
-    missing = [t.name for t, ref in zip(spec.tasks, refs, strict=True) if ref is None]
-    out.update(
-        suite=cfg.suite, mode=cfg.mode, retention=cfg.retention, algo=cfg.algo, preset=cfg.preset,
-        seeds=cfg.seeds, tasks=spec.task_names(),
-        task_end_steps={str(r.seed): r.task_end_steps for r in results},
-        matrix=np.mean([r.rows for r in results], axis=0).round(4).tolist(),
-        auc={str(r.seed): r.aucs for r in results},
-        reference_auc=refs,
-        per_seed_metrics={str(r.seed): m.to_dict() for r, m in zip(results, per_seed, strict=True)},
-        seconds={str(r.seed): round(r.seconds, 1) for r in results},
-        forward_transfer_note=(
-            f"no reference runs for {', '.join(missing)}: run `nb2 curriculum {cfg.curriculum} --references`"
-            if missing else None
-        ),
-    )  # fmt: skip
-    return out
-
-
 # --------------------------------------------------------------------------- reference runs
-
-
-def _reference_key(cfg: CurriculumConfig, spec: CurriculumSpec, index: int) -> str:
-    """What a single-task reference depends on (not the seed: each seed is its own file)."""
-    task = spec.tasks[index]
-    data = {
-        "task": asdict(task), "index": index, "tasks": spec.task_names(), "algo": cfg.algo,
-        "preset": cfg.preset, "hyperparams": plain(cfg.hyperparams), "evals_per_task": cfg.evals_per_task,
-    }  # fmt: skip
-    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def _reference_path(root: Path, cfg: CurriculumConfig, spec: CurriculumSpec, index: int, seed: int) -> Path:
-    key = _reference_key(cfg, spec, index)
-    name = f"{safe_name(spec.tasks[index].name)}__{cfg.algo}__{cfg.preset}__s{seed}__{key}.json"
-    return root / REFERENCES_DIR / cfg.suite / name
-
-
-def reference_aucs(cfg: CurriculumConfig, spec: CurriculumSpec, root: Path) -> list[float | None]:
-    """Per task, the mean AUC of its cached single-task reference runs (any seeds), or None."""
-    out: list[float | None] = []
-    for i in range(len(spec.tasks)):
-        key = _reference_key(cfg, spec, i)
-        folder = root / REFERENCES_DIR / cfg.suite
-        pattern = f"{glob.escape(safe_name(spec.tasks[i].name))}__*__{key}.json"
-        found = [json.loads(p.read_text())["auc"] for p in folder.glob(pattern)]
-        out.append(float(np.mean(found)) if found else None)
-    return out
 
 
 def run_references(
@@ -631,7 +481,7 @@ def run_references(
     jobs, paths = [], []
     for i in range(len(spec.tasks)):
         for s in cfg.seeds:
-            path = _reference_path(root, cfg, spec, i, s)
+            path = reference_path(root, cfg, spec, i, s)
             paths.append(path)
             if not path.exists():
                 folder = path.with_suffix("")
@@ -639,7 +489,7 @@ def run_references(
     results = _run_jobs(jobs, workers)
     for job, r in zip(jobs, results, strict=True):
         assert job.only_task is not None
-        path = _reference_path(root, cfg, spec, job.only_task, job.seed)
+        path = reference_path(root, cfg, spec, job.only_task, job.seed)
         record = {"task": spec.tasks[job.only_task].name, "seed": job.seed, "auc": r.aucs[0],
                   "final_score": r.rows[-1][0], "curves": r.curves, "config": cfg.to_dict()}  # fmt: skip
         write_json(path, record)
