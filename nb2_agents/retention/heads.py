@@ -215,10 +215,9 @@ def snapshot(policy: BasePolicy) -> BasePolicy:
     constructor parameters as SB3's ``BasePolicy.load`` does, then given its weights."""
     frozen = type(policy)(**policy._get_constructor_parameters()).to(policy.device)
     frozen.load_state_dict(policy.state_dict())
-    for module in frozen.modules():
-        for attr in ("optimizer",):
-            if isinstance(getattr(module, attr, None), torch.optim.Optimizer):
-                setattr(module, attr, None)
+    for module in frozen.modules():  # the rebuilt policy made optimizers of its own
+        if isinstance(getattr(module, "optimizer", None), torch.optim.Optimizer):
+            setattr(module, "optimizer", None)  # noqa: B010 (a Module attribute mypy types as Tensor | Module)
     for p in frozen.parameters():
         p.requires_grad_(False)
     return frozen.eval()  # type: ignore[no-any-return]

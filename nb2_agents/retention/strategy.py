@@ -105,13 +105,11 @@ class RetentionStrategy(Strategy):
 
     def on_task_start(self, task: int, model: BaseAlgorithm) -> None:
         self.current = task
-        first = not self.snapshots and not self.ewc_consolidated()
-        if self.config.task_ids and not first and isinstance(model.policy, ActorCriticPolicy):
+        assert self.memory is not None
+        after_another = any(t != task for t in self.memory.tasks)
+        if self.config.task_ids and after_another and isinstance(model.policy, ActorCriticPolicy):
             for net in getattr(model.policy, "nb2_networks", list)():
                 net.decoder.soften(task, ACTOR_QUERY, self.config.new_task_gain)
-
-    def ewc_consolidated(self) -> bool:
-        return any(e.active for e in self.ewc.values())
 
     def on_task_end(self, task: int, model: BaseAlgorithm) -> None:
         assert self.memory is not None
