@@ -1,4 +1,8 @@
-"""Run the benchmarks: ``python -m benchmarks [--quick] [--only NAME[,NAME]] [--threads N]``.
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--only NAME[,NAME]] [--threads N] [--out FILE]``.
+
+``make bench`` runs them all (but ``retention``) and writes ``benchmarks/RESULTS.md`` (the
+machine, the table, the targets missed) and ``benchmarks/plots/*.png``; ``--out ''`` writes
+nothing.
 
 ``retention`` trains whole curricula (hours; ``--quick``: minutes), one run after another in
 fresh processes rather than in interleaved rounds, so it runs only when named
@@ -14,20 +18,23 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import gymnasium
 import stable_baselines3
 import torch
 
-from benchmarks import retention, sampling, scaling, throughput
+from benchmarks import overhead, report, retention, sampling, scaling, throughput
 from benchmarks.common import Row
 
 BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
     "throughput": throughput.run,
     "scaling": scaling.run,
     "sampling": sampling.run,
+    "overhead": overhead.run,
     "retention": retention.run,
 }
 LONG = ("retention",)
@@ -60,14 +67,6 @@ def machine() -> str:
     )
 
 
-def table(rows: list[Row]) -> str:
-    lines = ["| benchmark | metric | value | goal | met |", "|---|---|---|---|---|"]
-    for r in rows:
-        met = "—" if r.met is None else ("yes" if r.met else "**no**")
-        lines.append(f"| {r.benchmark} | {r.metric} | {r.value} | {r.goal} | {met} |")
-    return "\n".join(lines)
-
-
 def parse_only(value: str) -> list[str]:
     names = [v.strip() for v in value.split(",") if v.strip()]
     unknown = sorted(set(names) - set(BENCHMARKS))
@@ -88,19 +87,30 @@ def main(argv: list[str] | None = None) -> list[Row]:
         help=f"comma-separated subset of {', '.join(BENCHMARKS)} (default: all but {', '.join(LONG)})",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument(
+        "--out",
+        default=str(report.RESULTS),
+        help="markdown report, plots beside it in plots/ (default benchmarks/RESULTS.md; '' for none)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     print("# nb2-agents benchmarks" + (" (quick)" if args.quick else ""))
-    print(machine())
+    about = machine()
+    print(about)
     rows: list[Row] = []
     start = time.perf_counter()
     for name in args.only:
         t0 = time.perf_counter()
         rows += BENCHMARKS[name](args.quick)
         print(f"   ({name}: {time.perf_counter() - t0:.0f} s)")
-    print(f"\n## Summary ({time.perf_counter() - start:.0f} s in all)\n")
-    print(table(rows))
+    seconds = time.perf_counter() - start
+    print(f"\n## Summary ({seconds:.0f} s in all)\n")
+    print(report.table(rows))
+    if args.out:
+        command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
+        plots = report.write(rows, about, command.strip(), seconds, Path(args.out))
+        print(f"\nwrote {args.out}" + "".join(f", {p}" for p in plots))
     return rows
 
 

@@ -15,6 +15,16 @@ aten = torch.ops.aten
 
 
 @dataclass(frozen=True)
+class Point:
+    """One plotted value: ``y`` (in ``unit``) of ``series`` at ``x`` (a number: a line; a label: a bar)."""
+
+    series: str
+    x: float | str
+    y: float
+    unit: str
+
+
+@dataclass(frozen=True)
 class Row:
     """One line of the summary table. ``met`` is None when the figure has no goal."""
 
@@ -23,6 +33,8 @@ class Row:
     value: str
     goal: str = "—"
     met: bool | None = None
+    points: tuple[Point, ...] = ()
+    """What the row's benchmark plot draws for it (``benchmarks/report.py``); may be empty."""
 
 
 def check(value: float, goal: float) -> bool:

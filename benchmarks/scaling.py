@@ -21,6 +21,7 @@ import torch
 
 from benchmarks.common import (
     Flops,
+    Point,
     Row,
     calibrate,
     check,
@@ -126,6 +127,10 @@ def run(quick: bool = False, batch: int = 32) -> list[Row]:
                     f"{speedup:.2f}x ({fmt_time(hier)} vs {fmt_time(flat)})",
                     "—" if goal is None else f">= {goal:g}x",
                     None if goal is None else check(speedup, goal),
+                    points=(
+                        Point(f"{preset} hierarchical", n, hier * 1e3, "ms"),
+                        Point(f"{preset} flat", n, flat * 1e3, "ms"),
+                    ),
                 )
             )
             attn = fh.attention / ff.attention

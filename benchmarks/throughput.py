@@ -18,7 +18,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 import nb2_agents  # noqa: F401  (registers "NB2Policy")
-from benchmarks.common import Row, check, interleave, median, median_ratio
+from benchmarks.common import Point, Row, check, interleave, median, median_ratio
 from benchmarks.flat import FlatTransformerPolicy
 from nb2_agents.nn.config import get_config
 
@@ -89,7 +89,8 @@ def run(quick: bool = False, preset: str = "nano") -> list[Row]:
     for name, values in rates.items():
         per_round = ", ".join(f"{v:.0f}" for v in values)
         print(f"   {name:<22} {median(values):8.0f} steps/s   (rounds: {per_round})")
-        rows.append(Row("throughput", f"{name} steps/s", f"{median(values):.0f}"))
+        point = Point("PPO on CartPole-v1", name, median(values), "steps/s")
+        rows.append(Row("throughput", f"{name} steps/s", f"{median(values):.0f}", points=(point,)))
     nb2 = f"NB2-{preset}"
     vs_mlp = median_ratio(rates[nb2], rates["Mlp"])
     print(f"   {nb2} / Mlp = {vs_mlp:.2f}  (goal >= {GOAL_VS_MLP})")
