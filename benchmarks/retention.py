@@ -1,7 +1,10 @@
 """Knowledge retention on curricula: strategies ``none``, ``ewc``, ``distill``, ``nb2`` vs multitask.
 
 ``python -m benchmarks.retention [--suites A,B] [--seeds 0,1,2] [--steps-scale 1.0] [--workers 2]
-[--runs-dir runs/benchmarks/retention] [--quick]``, or ``python -m benchmarks --only retention``.
+[--runs-dir runs/benchmarks/retention] [--runs none,ewc,distill,nb2,multitask] [--quick]``, or
+``python -m benchmarks --only retention``. Each finished run's figures are kept under
+``{runs-dir}/measured/``; a later invocation with the same seeds and steps-scale reuses them, so
+an interrupted benchmark resumes where it stopped (delete that folder to measure afresh).
 
 For each suite: the single-task reference runs (:func:`run_references`, cached under
 ``{runs-dir}/references/``, for forward transfer), then five curriculum runs, each one
@@ -73,6 +76,8 @@ QUICK_SEEDS = (0,)
 QUICK_STEPS_SCALE = 0.02
 QUICK_RUNS_DIR = Path("runs/benchmarks/retention-quick")
 
+MEASURED_DIR = "measured"
+"""Under the runs dir: each finished run's figures, reused by a later invocation (resume)."""
 REPLAY_TAG = "retention/replay_allocated_bytes"
 REPLAY_SIZE_TAG = "retention/replay_size"
 BYTES_PER_OBS_TAG = "retention/bytes_per_obs"
@@ -200,6 +205,33 @@ class Measured:
         return out
 
 
+def measured_path(runs_dir: Path, suite: str, name: str) -> Path:
+    return runs_dir / MEASURED_DIR / f"{suite}__{name}.json"
+
+
+def load_measured(path: Path, seeds: Sequence[int], steps_scale: float) -> Measured | None:
+    """A run measured by an earlier invocation with the same seeds and steps-scale, or None."""
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("seeds") != list(seeds) or data.get("steps_scale") != steps_scale:
+        return None
+    m = data["measured"]
+    return Measured(
+        m["suite"], m["run"], m["run_dir"], m["metrics"], Usage(**m["usage"]),
+        [tuple(pair) for pair in m["replay_mb"]], m["plots"],
+    )  # fmt: skip
+
+
+def save_measured(path: Path, measured: Measured, seeds: Sequence[int], steps_scale: float) -> None:
+    """Keep a finished run's figures, so that an interrupted benchmark resumes after it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"seeds": list(seeds), "steps_scale": steps_scale, "measured": asdict(measured)}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
 def run_suite(
     suite: str,
     seeds: Sequence[int],
@@ -208,6 +240,7 @@ def run_suite(
     runs_dir: Path,
     device: str,
     threads: int,
+    runs: Sequence[str] = RUNS,
 ) -> list[Measured]:
     common: dict[str, Any] = dict(
         seeds=list(seeds), steps_scale=steps_scale, runs_dir=runs_dir, device=device, workers=workers
@@ -216,7 +249,13 @@ def run_suite(
     paths, usage = in_fresh_process(_references_job, {"curriculum": suite, **common}, threads)
     print(f"   references: {len(paths)} single-task runs (cached ones reused) in {usage.wall_s:.0f} s")
     out = []
-    for name in RUNS:
+    for name in runs:
+        done = measured_path(runs_dir, suite, name)
+        cached = load_measured(done, seeds, steps_scale)
+        if cached is not None:
+            print(f"   {name:<9} {cached.usage.wall_s:7.0f} s  (measured earlier: {done})")
+            out.append(cached)
+            continue
         mode, retention = ("multitask", "none") if name == MULTITASK else ("sequential", name)
         kwargs = {"curriculum": suite, "mode": mode, "retention": retention, **common}
         (run_dir, metrics), usage = in_fresh_process(_curriculum_job, kwargs, threads)
@@ -228,6 +267,7 @@ def run_suite(
         except Exception as err:  # a plot must not cost the figures of an hours-long run
             print(f"   {name}: plotting {run_dir} failed: {err}")
         print(f"   {name:<9} {usage.wall_s:7.0f} s  peak RSS {usage.peak_mb:6.0f} MB  {run_dir}")
+        save_measured(done, measured, seeds, steps_scale)
         out.append(measured)
     return out
 
@@ -267,15 +307,16 @@ def table(measured: list[Measured]) -> str:
 
 
 def suite_checks(measured: list[Measured], suite: str) -> list[Row]:
-    """The targets for one suite, on the means over seeds (``met`` None where a figure is missing)."""
+    """The targets for one suite, on the means over seeds (``met`` None where a figure is missing;
+    a target whose runs were not made is left out)."""
     runs = {name: _find(measured, suite, name) for name in RUNS}
-    if any(m is None for m in runs.values()):
-        return []
     none, ewc, nb2, multi = (runs[name] for name in ("none", "ewc", "nb2", MULTITASK))
-    assert none is not None and ewc is not None and nb2 is not None and multi is not None
+    if nb2 is None:
+        return []
     rows = []
 
-    f_nb2, f_none = nb2.mean("forgetting"), none.mean("forgetting")
+    f_nb2 = nb2.mean("forgetting")
+    f_none = None if none is None else none.mean("forgetting")
     met = None
     if f_nb2 is not None and f_none is not None:
         met = f_nb2 <= FORGETTING_NB2_MAX and f_none >= FORGETTING_NONE_MIN
@@ -289,19 +330,20 @@ def suite_checks(measured: list[Measured], suite: str) -> list[Row]:
         )
     )
 
-    a_nb2, a_multi, a_ewc = (m.mean("average_performance") for m in (nb2, multi, ewc))
-    ok = None
-    if a_nb2 is not None and a_multi is not None and a_ewc is not None:
-        ok = a_nb2 >= PERF_VS_MULTITASK * a_multi and a_nb2 > a_ewc
-    rows.append(
-        Row(
-            "retention",
-            f"{suite}: avg perf nb2 / multitask / ewc",
-            f"{_num(a_nb2)} / {_num(a_multi)} / {_num(a_ewc)}",
-            f"nb2 >= {PERF_VS_MULTITASK} x multitask and > ewc",
-            ok,
+    if multi is not None and ewc is not None:
+        a_nb2, a_multi, a_ewc = (m.mean("average_performance") for m in (nb2, multi, ewc))
+        ok = None
+        if a_nb2 is not None and a_multi is not None and a_ewc is not None:
+            ok = a_nb2 >= PERF_VS_MULTITASK * a_multi and a_nb2 > a_ewc
+        rows.append(
+            Row(
+                "retention",
+                f"{suite}: avg perf nb2 / multitask / ewc",
+                f"{_num(a_nb2)} / {_num(a_multi)} / {_num(a_ewc)}",
+                f"nb2 >= {PERF_VS_MULTITASK} x multitask and > ewc",
+                ok,
+            )
         )
-    )
 
     ft = nb2.mean("forward_transfer")
     rows.append(
@@ -314,16 +356,17 @@ def suite_checks(measured: list[Measured], suite: str) -> list[Row]:
         )
     )
 
-    ratio = nb2.usage.wall_s / none.usage.wall_s
-    rows.append(
-        Row(
-            "retention",
-            f"{suite}: wall nb2 / none",
-            f"{ratio:.2f} ({nb2.usage.wall_s:.0f} s / {none.usage.wall_s:.0f} s)",
-            f"<= {WALL_VS_NONE}",
-            ratio <= WALL_VS_NONE,
+    if none is not None:
+        ratio = nb2.usage.wall_s / none.usage.wall_s
+        rows.append(
+            Row(
+                "retention",
+                f"{suite}: wall nb2 / none",
+                f"{ratio:.2f} ({nb2.usage.wall_s:.0f} s / {none.usage.wall_s:.0f} s)",
+                f"<= {WALL_VS_NONE}",
+                ratio <= WALL_VS_NONE,
+            )
         )
-    )
 
     replay = max(allocated for allocated, _ in nb2.replay_mb) if nb2.replay_mb else None
     per_seed = ", ".join(f"{a:.2f} ({f:.2f} filled)" for a, f in nb2.replay_mb)
@@ -406,8 +449,17 @@ def run(
     workers: int = WORKERS,
     runs_dir: Path | None = None,
     device: str = "auto",
+    runs: Sequence[str] | None = None,
 ) -> list[Row]:
-    """The benchmark; ``quick``: steps-scale 0.02, seed 0, cartpole-variants (given arguments win)."""
+    """The benchmark; ``quick``: steps-scale 0.02, seed 0, cartpole-variants (given arguments win).
+
+    ``runs``: which of ``none, ewc, distill, nb2, multitask`` to run, in that order (default all).
+    Runs measured earlier with the same seeds and steps-scale (``{runs_dir}/measured/``) are
+    reused, not retrained, so an interrupted benchmark resumes where it stopped."""
+    runs = list(runs or RUNS)
+    unknown = sorted(set(runs) - set(RUNS))
+    if unknown:
+        raise SystemExit(f"--runs: unknown run(s) {unknown}; choose from {', '.join(RUNS)}")
     suites = list(suites or (QUICK_SUITES if quick else SUITES))
     seeds = list(seeds if seeds is not None else (QUICK_SEEDS if quick else SEEDS))
     steps_scale = steps_scale if steps_scale is not None else (QUICK_STEPS_SCALE if quick else STEPS_SCALE)
@@ -421,12 +473,13 @@ def run(
         runs_dir=str(runs_dir),
         device=device,
         torch_threads=threads,
+        runs=runs,
     )
     print("\n## Retention: strategies none / ewc / distill / nb2 (sequential) and multitask, per suite")
     print(f"   {', '.join(suites)}; seeds {seeds}; steps x {steps_scale:g}; {workers} worker(s); {runs_dir}")
     measured: list[Measured] = []
     for suite in suites:
-        measured += run_suite(suite, seeds, steps_scale, workers, runs_dir, device, threads)
+        measured += run_suite(suite, seeds, steps_scale, workers, runs_dir, device, threads, runs)
     return report(measured, suites, config, runs_dir)
 
 
@@ -452,6 +505,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--runs-dir", type=Path, help=f"default {RUNS_DIR} ({QUICK_RUNS_DIR} with --quick)")
     parser.add_argument("--device", default="auto", help="torch device (default auto)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument(
+        "--runs", type=_csv, help=f"comma-separated, in this order (default {','.join(RUNS)})"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     return run(
@@ -462,6 +518,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         workers=args.workers,
         runs_dir=args.runs_dir,
         device=args.device,
+        runs=args.runs,
     )
 
 
