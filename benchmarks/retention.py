@@ -269,7 +269,7 @@ def run_suite(
         print(f"   {name:<9} {usage.wall_s:7.0f} s  peak RSS {usage.peak_mb:6.0f} MB  {run_dir}")
         save_measured(done, measured, seeds, steps_scale)
         out.append(measured)
-    return out
+    return sorted(out, key=lambda m: RUNS.index(m.run))  # the table's order, whatever ran first
 
 
 # --------------------------------------------------------------------------- reporting
