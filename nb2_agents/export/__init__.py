@@ -1,0 +1,14 @@
+"""Export trained policies for deployment: ONNX (onnxruntime) and TorchScript, fp32 or int8.
+
+* :mod:`.graph`: NB2's forward with static shapes (token sampling by masking), for tracing;
+* :mod:`.module`: a loaded SB3 policy as one module, raw observations → (action, logits);
+* :mod:`.writers`: the ONNX and TorchScript writers and their int8 quantization;
+* :mod:`.spaces` / :mod:`.sidecar`: the metadata written next to each file, and its checks;
+* :mod:`.exporter`: :func:`export` (``nb2 export``); :mod:`.loader`: :class:`ExportedPolicy`,
+  which runs a file with SB3's ``predict`` (``nb2 evaluate model.onnx``).
+"""
+
+from nb2_agents.export.exporter import FORMATS, ExportResult, export
+from nb2_agents.export.loader import ExportedPolicy, is_exported
+
+__all__ = ["FORMATS", "ExportResult", "ExportedPolicy", "export", "is_exported"]
