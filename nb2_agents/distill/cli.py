@@ -1,0 +1,148 @@
+"""``nb2 distill``: its options and handler (registered by :mod:`nb2_agents.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from nb2_agents.hyperparams import parse_steps
+from nb2_agents.nn.config import PRESETS
+
+EXIT_INTERRUPTED = 130
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, e.g. 0.5; got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, e.g. 0.5; got {text!r}")
+    return value
+
+
+def _steps(text: str) -> int:
+    try:
+        return parse_steps(text, "the value")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _count(text: str) -> int:
+    return 0 if text.strip() == "0" else _steps(text)
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``distill`` to the ``nb2`` subcommands."""
+    p = sub.add_parser(
+        "distill",
+        parents=[common],
+        help="distil teacher policies (SB3 or NB2 models) into an NB2 student",
+        description="Distil teachers into an NB2 student (PPO + NB2): the student acts, the teachers label "
+        "the states it visits. One teacher with --env; one per task, in order, with --curriculum.",
+    )
+    p.add_argument(
+        "--teacher",
+        dest="teachers",
+        action="append",
+        default=[],
+        metavar="PATH",
+        required=True,
+        help="a model .zip (SB3 or nb2), a run folder or zoo:NAME; repeat once per curriculum task",
+    )
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--env", help="Gymnasium env id of the teacher, e.g. CartPole-v1")
+    target.add_argument("--curriculum", metavar="SUITE", help="a built-in suite or a curriculum YAML file")
+    p.add_argument("--preset", default="nano", help=f"student size: {', '.join(PRESETS)} (default nano)")
+    p.add_argument(
+        "--steps", type=_steps, help="env steps (default: the env's ppo.yaml budget, the suite's total)"
+    )
+    p.add_argument(
+        "--mode",
+        default="pure",
+        choices=["pure", "kickstart"],
+        help="pure: distillation loss only (default); kickstart: PPO's loss plus the distillation "
+        "loss, its weight annealed to 0",
+    )
+    p.add_argument(
+        "--temperature",
+        type=_positive,
+        default=1.0,
+        help="τ of softmax(logits/τ) and softmax(Q/τ) for Discrete teachers (default 1)",
+    )
+    p.add_argument(
+        "--kl-coef",
+        type=_non_negative,
+        default=1.0,
+        help="kickstart: the distillation loss's initial weight λ (default 1)",
+    )
+    p.add_argument(
+        "--value-coef",
+        type=_non_negative,
+        default=0.5,
+        help="weight of the value regression to the teacher's value (default 0.5; 0: off)",
+    )
+    p.add_argument(
+        "--trust-teacher",
+        action="store_true",
+        help="load teachers that need unpickling (custom classes) with SB3's load: only for files you trust",
+    )
+    p.add_argument("--eval-freq", type=_count, help="evaluate every N steps (default steps/10; 0: never)")
+    p.add_argument(
+        "--final-episodes",
+        type=_steps,
+        help="episodes of the final evaluation, student and teacher (default 20)",
+    )
+    p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")
+    p.add_argument("--seed", type=int, default=0, help="default 0")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run ``nb2 distill``; returns the exit code."""
+    import torch
+
+    from nb2_agents.distill.run import distill
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = distill(
+        args.teachers,
+        env=args.env,
+        curriculum=args.curriculum,
+        preset=args.preset,
+        steps=args.steps,
+        mode=args.mode,
+        temperature=args.temperature,
+        kl_coef=args.kl_coef,
+        value_coef=args.value_coef,
+        runs_dir=args.runs_dir,
+        seed=args.seed,
+        trust=args.trust_teacher,
+        device=args.device,
+        eval_freq=args.eval_freq,
+        final_episodes=args.final_episodes,
+        progress=False if args.no_progress else None,
+    )
+    if result.interrupted:
+        print(
+            f"\ninterrupted at {result.steps:,} steps; model saved to {result.model_path}, "
+            f"checkpoint {result.checkpoint}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(result.summary())
+    return 0

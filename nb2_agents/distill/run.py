@@ -1,0 +1,253 @@
+"""``nb2 distill`` as a function: teachers into an NB2 student, in a run folder like ``nb2 train``'s.
+
+>>> result = distill("teacher.zip", env="CartPole-v1", steps="50k")  # doctest: +SKIP
+>>> result.eval.mean_return, result.report["teachers"][0]["teacher"]["mean_return"]  # doctest: +SKIP
+
+Run folder ``{runs_dir}/{env or suite}__distill-{mode}__{preset}__s{seed}__{time}/``:
+``config.yaml``, TensorBoard events (``rollout/``, ``train/``, ``eval/``, ``nb2/`` and
+``distill/kl``, ``distill/lambda``, ``distill/teacher_agreement``; a curriculum adds
+``curriculum/<task>/eval_score``), Monitor CSVs, ``checkpoints/``, ``model.zip`` (a PPO model:
+``nb2 evaluate RUN`` works on it), ``eval.json`` (one env: the student's evaluation, as
+``nb2 train`` writes it) and ``teachers.json`` (each teacher next to the student, see
+:mod:`.report`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.utils import get_device
+
+from nb2_agents.callbacks import (
+    CheckpointCallback,
+    NB2LoggerCallback,
+    ProgressCallback,
+    SaveBestCallback,
+    flat_hparams,
+)
+from nb2_agents.curriculum.evaluator import CurriculumCallback, evaluation_points
+from nb2_agents.distill.labels import Labeler
+from nb2_agents.distill.plan import Options, Plan, make_plan
+from nb2_agents.distill.report import (
+    curriculum_evaluator,
+    curriculum_report,
+    deterministic_evals,
+    env_report,
+    summary_lines,
+)
+from nb2_agents.distill.student import build_student
+from nb2_agents.evaluation import EvalResult, evaluate
+from nb2_agents.runs import (
+    BEST_NAME,
+    CHECKPOINTS,
+    CONFIG_NAME,
+    EVAL_NAME,
+    MODEL_NAME,
+    dump_yaml,
+    new_run_dir,
+    save_model,
+    write_json,
+    write_text,
+)
+
+TEACHERS_NAME = "teachers.json"
+
+
+@dataclass
+class DistillResult:
+    """What one ``nb2 distill`` produced."""
+
+    run_dir: Path
+    model_path: Path
+    mode: str
+    steps: int
+    """Environment steps the student took."""
+    seconds: float
+    interrupted: bool = False
+    """Ctrl-C stopped training: model.zip and a checkpoint hold the student so far."""
+    checkpoint: Path | None = None
+    eval: EvalResult | None = None
+    """The student's final evaluation (eval.json); None for a curriculum or when interrupted."""
+    report: dict[str, Any] = field(default_factory=dict)
+    """teachers.json: every teacher next to the student."""
+
+    def summary(self) -> str:
+        fps = self.steps / max(self.seconds, 1e-9)
+        lines = [f"distilled ({self.mode}) {self.steps:,} steps in {self.seconds:.0f} s ({fps:,.0f} fps)"]
+        if self.report:
+            lines += summary_lines(self.report)
+        lines += [f"run folder: {self.run_dir}", f"tensorboard --logdir {self.run_dir.parent}"]
+        return "\n".join(lines)
+
+
+def _evaluation(plan: Plan, run_dir: Path) -> tuple[BaseCallback, EvalCallback | None, Any]:
+    """In-training evaluation: (callback, the EvalCallback for the progress bar, what to close).
+
+    One env: SB3's EvalCallback (``eval/`` keys, ``checkpoints/best_model.zip``); a curriculum:
+    every task (``curriculum/<task>/eval_score``), both every ``eval_freq`` steps."""
+    if plan.spec is None:
+        assert plan.env_spec is not None
+        eval_env = plan.env_spec.make_vec(1, plan.eval_seed, monitor_dir=str(run_dir / "eval"))
+        best = SaveBestCallback(run_dir / CHECKPOINTS / BEST_NAME, plan.meta())
+        callback = EvalCallback(
+            eval_env,
+            callback_on_new_best=best,
+            n_eval_episodes=5,
+            eval_freq=max(plan.eval_freq // plan.n_envs, 1) if plan.eval_freq else 0,
+            log_path=str(run_dir / "eval"),
+            deterministic=plan.deterministic_eval,
+            verbose=0,
+            warn=False,
+        )
+        return callback, callback, eval_env
+    evaluator = curriculum_evaluator(plan)
+    every_task = CurriculumCallback(evaluator, lambda step, results: None, lambda: -1, plan.steps, False)
+    if plan.eval_freq:
+        every_task.schedule(evaluation_points(0, plan.steps, max(plan.steps // plan.eval_freq, 1)))
+    return every_task, None, evaluator
+
+
+def _train(plan: Plan, run_dir: Path, show: bool) -> tuple[BaseAlgorithm, float, bool, Path | None]:
+    """Train the student in ``run_dir``; (model, seconds, interrupted, interruption checkpoint)."""
+    opts = plan.options
+    env = plan.make_env(run_dir)
+    labeler = Labeler(plan.teachers, opts.temperature, get_device(opts.device), plan.common)
+    model, callbacks, hooks = build_student(
+        opts.mode,
+        plan.hp,
+        env,
+        labeler,
+        plan.steps,
+        opts.seed,
+        opts.device,
+        plan.config["kl_coef"],
+        opts.value_coef,
+    )
+    model.set_logger(configure(str(run_dir), ["tensorboard"]))
+    eval_cb, sb3_eval, eval_resource = _evaluation(plan, run_dir)
+    checkpoints = CheckpointCallback(run_dir / CHECKPOINTS, plan.save_freq, plan.meta())
+    nb2_logger = NB2LoggerCallback(flat_hparams({**plan.config, "teachers": None}))
+    bar = ProgressCallback(sb3_eval, disable=not show)
+    start, interrupted = time.perf_counter(), False
+    try:
+        model.learn(plan.steps, callback=CallbackList([*callbacks, eval_cb, checkpoints, nb2_logger, bar]))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        for hook in hooks:
+            hook.remove()
+        bar.close()
+        nb2_logger.remove_hooks()
+        env.close()
+        eval_resource.close()
+    seconds = time.perf_counter() - start
+    model.logger.dump(model.num_timesteps)  # the last update's train/ and distill/ values
+    return model, seconds, interrupted, checkpoints.save(prefix="interrupted") if interrupted else None
+
+
+def run(
+    plan: Plan, runs_dir: str | Path = "runs", progress: bool | None = None, verbose: bool = True
+) -> DistillResult:
+    """Train the student of a checked :class:`Plan` in a fresh run folder, then evaluate it next
+    to its teachers."""
+    mode = plan.options.mode
+    run_dir = new_run_dir(runs_dir, plan.name, f"distill-{mode}", plan.options.preset, plan.seed)
+    write_text(
+        run_dir / CONFIG_NAME, "# nb2 distill configuration, fully resolved\n" + dump_yaml(plan.config)
+    )
+    if verbose:
+        print(
+            f"nb2 distill ({mode}): {', '.join(str(t.path) for t in plan.teachers)} -> {run_dir}", flush=True
+        )
+    show = sys.stderr.isatty() if progress is None else progress
+    model, seconds, interrupted, checkpoint = _train(plan, run_dir, show)
+    model_path = save_model(model, run_dir / MODEL_NAME, plan.meta())
+    result = DistillResult(
+        run_dir, model_path, mode, int(model.num_timesteps), seconds, interrupted, checkpoint
+    )
+    if interrupted:
+        return result
+    if plan.spec is None:
+        result.eval = evaluate(
+            model_path,
+            episodes=plan.final_episodes,
+            seed=plan.eval_seed,
+            deterministic=plan.deterministic_eval,
+            device=plan.options.device,
+        )
+        write_json(run_dir / EVAL_NAME, {**result.eval.to_dict(), "train_seconds": round(seconds, 1)})
+        result.report = env_report(plan, result.eval)
+    else:
+        evaluator = curriculum_evaluator(plan)
+        try:
+            result.report = curriculum_report(plan, evaluator.evaluate(model), deterministic_evals(plan))
+        finally:
+            evaluator.close()
+    write_json(run_dir / TEACHERS_NAME, result.report)
+    return result
+
+
+def distill(
+    teachers: str | Path | Sequence[str | Path],
+    env: str | None = None,
+    curriculum: str | Path | None = None,
+    *,
+    preset: str = "nano",
+    steps: int | str | None = None,
+    mode: str = "pure",
+    temperature: float = 1.0,
+    kl_coef: float = 1.0,
+    value_coef: float = 0.5,
+    runs_dir: str | Path = "runs",
+    seed: int = 0,
+    trust: bool = False,
+    device: str = "auto",
+    eval_freq: int | str | None = None,
+    final_episodes: int | None = None,
+    progress: bool | None = None,
+    verbose: bool = True,
+) -> DistillResult:
+    """Distil teachers into an NB2 student (PPO + NB2 policy), as ``nb2 distill`` does.
+
+    Every input is checked and every teacher loaded before anything is written; bad input
+    raises :class:`~nb2_agents.errors.UsageError`.
+
+    :param teachers: a model zip, run folder or ``zoo:NAME``; for a curriculum, one per task, in order
+    :param env: the env id (one teacher) ...
+    :param curriculum: ... or a curriculum (built-in suite or YAML file): one multi-task student
+    :param steps: env steps (default: the env's ``policies/ppo.yaml`` budget; the curriculum's total)
+    :param mode: ``pure`` (distillation loss only) or ``kickstart`` (PPO's loss plus the
+        distillation loss, its weight falling linearly from ``kl_coef`` to 0)
+    :param temperature: τ of ``softmax(logits / τ)`` / ``softmax(Q / τ)`` for Discrete teachers
+        (below 1 sharpens; Q-value teachers often need a small τ, Rusu et al. used 0.01)
+    :param value_coef: weight of the value regression to the teacher's value estimate
+    :param trust: load teachers that need unpickling with SB3's ``load`` (``--trust-teacher``)
+    :param eval_freq: evaluate the student every this many steps (0: never; default: steps / 10)
+    :param final_episodes: episodes of the final evaluation of student and teacher (one env;
+        default 20; a curriculum uses each task's ``eval_episodes``)
+    :param progress: progress bar on stderr; None shows it on a terminal only
+    """
+    paths = [teachers] if isinstance(teachers, (str, Path)) else list(teachers)
+    options = Options(
+        mode=mode,
+        temperature=float(temperature),
+        kl_coef=float(kl_coef),
+        value_coef=float(value_coef),
+        preset=preset,
+        steps=steps,
+        seed=int(seed),
+        device=device,
+        trust=trust,
+        eval_freq=eval_freq,
+        final_episodes=final_episodes,
+    )
+    plan = make_plan(paths, env, curriculum, options)
+    return run(plan, runs_dir=runs_dir, progress=progress, verbose=verbose)
