@@ -1,0 +1,50 @@
+"""The policy zoo: small pretrained teachers and their NB2 students, in ``policies/zoo/``.
+
+Each entry is a folder with ``model.zip`` (≤ 1 MB) and ``card.yaml`` (env, algorithm, steps,
+seed, score ± std, the recipe and the command that rebuilds it). ``zoo:NAME`` is accepted
+wherever a model path is (``nb2 evaluate zoo:cartpole-ppo-mlp``, ``--teacher zoo:...``).
+
+>>> from nb2_agents import zoo
+>>> sorted(zoo.entries())  # doctest: +SKIP
+['acrobot-dqn-mlp', 'cartpole-ppo-mlp', 'doorkey-ppo-mlp', 'mountaincar-dqn-mlp']
+>>> zoo.resolve("cartpole-ppo-mlp")  # doctest: +SKIP
+PosixPath('.../policies/zoo/cartpole-ppo-mlp/model.zip')
+"""
+
+from nb2_agents.zoo.build import build, build_many, measure
+from nb2_agents.zoo.card import (
+    MAX_BYTES,
+    PREFIX,
+    Built,
+    Card,
+    EvalSettings,
+    Score,
+    StudentRecipe,
+    TeacherRecipe,
+    expected_return,
+    read_card,
+    tolerance,
+)
+from nb2_agents.zoo.registry import ZOO_DIR, entries, get, is_zoo_ref, resolve
+
+__all__ = [
+    "MAX_BYTES",
+    "PREFIX",
+    "ZOO_DIR",
+    "Built",
+    "Card",
+    "EvalSettings",
+    "Score",
+    "StudentRecipe",
+    "TeacherRecipe",
+    "build",
+    "build_many",
+    "entries",
+    "expected_return",
+    "get",
+    "is_zoo_ref",
+    "measure",
+    "read_card",
+    "resolve",
+    "tolerance",
+]
