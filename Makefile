@@ -5,17 +5,17 @@ STAMP   := .venv/.installed
 # Default test run: everything except the `slow` learning tests, on both cores.
 PYTEST  := $(PY) -m pytest -n 2
 
-.PHONY: install run test test-all lint type bench clean
+.PHONY: install run test test-all lint type bench zoo clean
 
 install: $(STAMP)
 
 # The CPU build of torch that lies on this disk goes in first, so that no dependency
-# can pull a multi-GB CUDA build; then the project, editable, with dev + minigrid.
+# can pull a multi-GB CUDA build; then the project, editable, with dev + minigrid + export.
 $(STAMP): pyproject.toml
 	test -d .venv || python3 -m venv .venv
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[dev,minigrid]'
+	$(PIP) install --quiet -e '.[dev,minigrid,export]'
 	touch $(STAMP)
 
 # The default curriculum with NB2's retention (distillation + online EWC + task ids).
@@ -37,6 +37,10 @@ type: install
 
 bench: install
 	$(PY) -m benchmarks
+
+# Rebuild the whole policy zoo (policies/zoo/): the SB3 teachers, then the NB2 students distilled from them.
+zoo: install
+	$(PY) -m nb2_agents.cli zoo build
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,12 +1,13 @@
 """Run the benchmarks: ``python -m benchmarks [--quick] [--only NAME[,NAME]] [--threads N] [--out FILE]``.
 
-``make bench`` runs them all (but ``retention``) and writes ``benchmarks/RESULTS.md`` (the
+``make bench`` runs them all (but ``retention`` and ``distill``) and writes ``benchmarks/RESULTS.md`` (the
 machine, the table, the targets missed) and ``benchmarks/plots/*.png``; ``--out ''`` writes
 nothing.
 
 ``retention`` trains whole curricula (hours; ``--quick``: minutes), one run after another in
-fresh processes rather than in interleaved rounds, so it runs only when named
-in ``--only``; the others run by default.
+fresh processes rather than in interleaved rounds, and ``distill`` trains kickstarted, scratch
+and distilled students from the policy zoo (hours; ``--quick``: minutes), so they run only when
+named in ``--only``; the others run by default.
 
 Every comparison runs side by side in this one process, in interleaved rounds, and is
 reported as a ratio of medians (or a median of per-round ratios), so that load from other
@@ -27,7 +28,7 @@ import gymnasium
 import stable_baselines3
 import torch
 
-from benchmarks import overhead, report, retention, sampling, scaling, throughput
+from benchmarks import distill, latency, overhead, parity, report, retention, sampling, scaling, throughput
 from benchmarks.common import Row
 
 BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
@@ -35,9 +36,12 @@ BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
     "scaling": scaling.run,
     "sampling": sampling.run,
     "overhead": overhead.run,
+    "latency": latency.run,
+    "parity": parity.run,
     "retention": retention.run,
+    "distill": distill.run,
 }
-LONG = ("retention",)
+LONG = ("retention", "distill")
 """Run only when named in ``--only``."""
 DEFAULT = [name for name in BENCHMARKS if name not in LONG]
 

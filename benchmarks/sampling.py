@@ -8,6 +8,12 @@ The figures are for freshly initialised weights: how many tokens sampling keeps 
 the significance the trained network assigns, so a trained policy can keep fewer (or more).
 Sampling keeps, in a batch, as many tokens as the row that keeps most and masks the rest, so
 its savings shrink as the batch grows.
+
+Return: every NB2 student of the policy zoo (``policies/zoo``) whose encoder samples tokens is
+evaluated twice on the same episode seeds, as trained (sampling on) and with sampling switched
+off at inference, same weights. That is not the design goal's comparison (a network trained
+without sampling): a network trained with sampling has only ever seen its kept tokens, so
+switching sampling off shows how much it depends on it, and the row has no goal.
 """
 
 from __future__ import annotations
@@ -30,8 +36,11 @@ from benchmarks.common import (
     median_ratio,
     time_calls,
 )
+from nb2_agents.envs_util import EnvSpec, check_env_id
 from nb2_agents.nn.config import get_config
+from nb2_agents.nn.encoder import HierarchicalEncoder
 from nb2_agents.nn.model import NB2
+from nb2_agents.zoo.card import Card
 
 IMAGE_SPACE = spaces.Box(0, 255, (64, 64, 3), np.uint8)
 VECTOR_SPACE = spaces.Box(-1.0, 1.0, (256,), np.float32)
@@ -122,6 +131,58 @@ def measure(space_name: str, preset: str, batch: int, quick: bool) -> list[Row]:
     ]
 
 
+def _encoders(model: object) -> list[HierarchicalEncoder]:
+    policy = model.policy  # type: ignore[attr-defined]
+    return [m for m in policy.modules() if isinstance(m, HierarchicalEncoder)]
+
+
+def return_change(card: Card, episodes: int) -> list[Row]:
+    """Return with sampling as trained vs switched off, same weights and episode seeds."""
+    from nb2_agents.evaluation import load_model, run_episodes
+
+    loaded = load_model(card.model_path, device="cpu")
+    encoders = [enc for enc in _encoders(loaded.model) if enc.sample]
+    if not encoders:
+        return []
+    settings = card.evaluation
+    check_env_id(card.env)  # registers the env's extra (minigrid) if it is installed
+    spec = EnvSpec(card.env, {}, loaded.algo)
+    means = {}
+    for label, on in (("on", True), ("off", False)):
+        for enc in encoders:
+            enc.sample = on
+        vec = spec.make_vec(1, seed=settings.seed)
+        returns, _, _ = run_episodes(loaded.model, vec, episodes, settings.deterministic)
+        vec.close()
+        means[label] = float(np.mean(returns))
+    base = abs(means["off"]) or 1.0
+    change = (means["on"] - means["off"]) / base
+    print(
+        f"   {card.name:<26} return off {means['off']:.3f} -> on {means['on']:.3f}"
+        f" ({change:+.1%}, {episodes} episodes, seed {settings.seed})"
+    )
+    return [
+        Row(
+            "sampling",
+            f"{card.name} ({card.env}): return as trained (on) vs sampling switched off at inference",
+            f"{means['on']:.3f} vs {means['off']:.3f} ({change:+.1%})",
+        )
+    ]
+
+
+def trained_rows(quick: bool) -> list[Row]:
+    from nb2_agents.zoo.registry import entries
+
+    students = [c for c in entries().values() if c.kind == "student" and c.built is not None]
+    print("\n   change in return, trained zoo students, sampling on (as trained) vs off:")
+    rows: list[Row] = []
+    for card in students:
+        rows += return_change(card, 5 if quick else card.evaluation.episodes)
+    if not rows:
+        print("   (no zoo student samples tokens: nothing to compare)")
+    return rows
+
+
 def run(quick: bool = False) -> list[Row]:
     presets = ("nano",) if quick else ("nano", "small")
     print("\n## Sampling: NB2 forward (no grad), adaptive token sampling on vs off, same weights")
@@ -134,4 +195,4 @@ def run(quick: bool = False) -> list[Row]:
         for space_name in SPACES:
             for batch in (1, 64):
                 rows += measure(space_name, preset, batch, quick)
-    return rows
+    return rows + trained_rows(quick)

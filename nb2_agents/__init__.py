@@ -9,7 +9,9 @@ Importing the package also registers the ``nb2/`` Gymnasium ids (CartPole physic
 
 from nb2_agents.curriculum import CurriculumResult, run_curriculum, run_references
 from nb2_agents.curriculum.variants import register_variants
+from nb2_agents.distill import DistillResult, distill
 from nb2_agents.evaluation import EvalResult, evaluate
+from nb2_agents.export import ExportedPolicy, ExportResult, export
 from nb2_agents.nn import NB2, PRESETS, NB2Config, get_config
 from nb2_agents.sb3 import (
     MaskableNB2Policy,
@@ -34,7 +36,10 @@ __all__ = [
     "NB2",
     "PRESETS",
     "CurriculumResult",
+    "DistillResult",
     "EvalResult",
+    "ExportResult",
+    "ExportedPolicy",
     "MaskableNB2Policy",
     "NB2ActorCriticPolicy",
     "NB2Config",
@@ -44,7 +49,9 @@ __all__ = [
     "NB2SACPolicy",
     "NB2TD3Policy",
     "TrainResult",
+    "distill",
     "evaluate",
+    "export",
     "get_config",
     "run_curriculum",
     "run_references",

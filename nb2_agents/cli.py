@@ -1,4 +1,6 @@
-"""The ``nb2`` command: ``train``, ``evaluate``, ``plot`` and ``info``, a thin layer over the API.
+"""The ``nb2`` command: train, evaluate, plot, info, curriculum, zoo, distill and export.
+
+A thin layer over the Python API.
 
 Bad input (unknown env, algorithm, preset or key, malformed YAML, unreadable model file)
 prints one line, ``nb2 <command>: error: ...``, and exits with 2; ``--debug`` shows the
@@ -14,9 +16,12 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from nb2_agents.distill import cli as distill_cli
 from nb2_agents.errors import UsageError
+from nb2_agents.export import cli as export_cli
 from nb2_agents.hyperparams import ALGOS, parse_steps
 from nb2_agents.nn.config import PRESETS
+from nb2_agents.zoo import cli as zoo_cli
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -82,7 +87,7 @@ def _add_train(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("evaluate", parents=[common], help="evaluate a run folder or model file")
-    p.add_argument("path", metavar="PATH", help="a run folder or a model .zip")
+    p.add_argument("path", metavar="PATH", help="a run folder, a model .zip, zoo:NAME or an nb2 export file")
     p.add_argument("--env", help="env id (default: the one it was trained on)")
     p.add_argument("--env-kwargs", metavar="JSON", help="gym.make keyword arguments as a JSON object")
     p.add_argument("--episodes", type=_steps, default=20, help="default 20")
@@ -117,7 +122,7 @@ def _add_plot(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _add_info(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("info", parents=[common], help="what a model file holds")
-    p.add_argument("path", metavar="PATH", help="a run folder or a model .zip")
+    p.add_argument("path", metavar="PATH", help="a run folder, a model .zip or zoo:NAME (a zoo entry)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -193,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nb2", description="NB2 transformer policies for Stable-Baselines3.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for add in (_add_train, _add_evaluate, _add_plot, _add_info, _add_curriculum):
+    adders = (_add_train, _add_evaluate, _add_plot, _add_info, _add_curriculum)
+    for add in (*adders, zoo_cli.add_parser, distill_cli.add_parser, export_cli.add_parser):
         add(sub, common)
     return parser
 
@@ -309,7 +315,16 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "plot": _plot, "info": _info, "curriculum": _curriculum}
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "plot": _plot,
+    "info": _info,
+    "curriculum": _curriculum,
+    "zoo": zoo_cli.run,
+    "distill": distill_cli.handle,
+    "export": export_cli.run,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

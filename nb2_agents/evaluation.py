@@ -136,7 +136,8 @@ def run_episodes(
     ``info[success_key]`` of each finished episode that reports one."""
     successes: list[bool] = []
     evaluate_fn: Any = evaluate_policy
-    if isinstance(model, MaskablePPO):  # the masked variant passes each step's action masks
+    # the masked variant passes each step's action masks (exported MaskablePPO files take them too)
+    if isinstance(model, MaskablePPO) or getattr(model, "algo", None) == "maskable_ppo":
         from sb3_contrib.common.maskable.evaluation import evaluate_policy as evaluate_fn
     returns, lengths = evaluate_fn(
         model,
@@ -160,7 +161,8 @@ def evaluate(
     env_kwargs: dict[str, Any] | None = None,
     device: str = "auto",
 ) -> EvalResult:
-    """Evaluate a run folder's ``model.zip`` (or any model zip) for ``episodes`` episodes.
+    """Evaluate a run folder's ``model.zip`` (or any model zip, or an ``.onnx`` / ``.pt`` file
+    from ``nb2 export``, deterministic actions only) for ``episodes`` episodes.
 
     :param env: env id; default: the one the model was trained on
     :param seed: seeds the env and the action sampling; default: the run's evaluation seed
@@ -171,7 +173,11 @@ def evaluate(
     """
     if episodes < 1:
         raise UsageError(f"--episodes must be a positive integer, got {episodes}")
-    loaded = load_model(path, device=device)
+    from nb2_agents.export.loader import ExportedPolicy, is_exported
+
+    # an `nb2 export` file runs through onnxruntime / TorchScript; its sidecar has nb2's metadata
+    exported = ExportedPolicy(path) if is_exported(path) else None
+    loaded: Any = exported or load_model(path, device=device)
     model, meta, algo = loaded.model, loaded.meta, loaded.algo
     env_id = env or meta.get("env")
     if not env_id:
@@ -206,6 +212,8 @@ def evaluate(
             )
 
     vec = spec.make_vec(1, seed, make=make)
+    if exported is not None:
+        exported.check_spaces(vec.observation_space, vec.action_space, env_id)
     if vec.observation_space != model.observation_space:
         raise UsageError(
             f"{env_id}'s observations {vec.observation_space} do not match the model's "
