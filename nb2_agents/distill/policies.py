@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 
+from nb2_agents.retention.heads import actor_critic_forward
+
 Obs = Any
 """A tensor, or a dict of tensors for Dict observation spaces (as SB3's ``obs_to_tensor`` gives)."""
 
@@ -32,19 +34,6 @@ class Outputs:
     """(B, d) the Gaussian's log standard deviation; None for a deterministic policy."""
     value: torch.Tensor | None = None
     """(B,) a value estimate (V, max Q or Q at the policy's action); None without a critic."""
-
-
-def actor_critic_forward(policy: Any, obs: Obs) -> tuple[Any, torch.Tensor]:
-    """SB3 actor-critic policy (PPO, A2C, MaskablePPO; MLP, CNN or NB2): the action
-    distribution and the value in one pass, as SB3's ``forward`` computes them, without sampling."""
-    features = policy.extract_features(obs)
-    if policy.share_features_extractor:
-        latent_pi, latent_vf = policy.mlp_extractor(features)
-    else:
-        pi_features, vf_features = features
-        latent_pi = policy.mlp_extractor.forward_actor(pi_features)
-        latent_vf = policy.mlp_extractor.forward_critic(vf_features)
-    return policy._get_action_dist_from_latent(latent_pi), policy.value_net(latent_vf).reshape(-1)
 
 
 def distribution_outputs(dist: Any, value: torch.Tensor | None, temperature: float = 1.0) -> Outputs:

@@ -71,8 +71,9 @@ def _rows(obs: Obs) -> Iterator[Obs]:
 # --------------------------------------------------------------------------- on-policy
 
 
-def _actor_critic(policy: Any, obs: Obs) -> tuple[Any, torch.Tensor]:
-    """Action distribution and value in one pass (SB3's ``forward`` without sampling)."""
+def actor_critic_forward(policy: Any, obs: Obs) -> tuple[Any, torch.Tensor]:
+    """SB3 actor-critic policy (PPO, A2C, MaskablePPO; MLP, CNN or NB2): the action
+    distribution and the (B,) value in one pass, as SB3's ``forward`` computes them, without sampling."""
     features = policy.extract_features(obs)
     if policy.share_features_extractor:
         latent_pi, latent_vf = policy.mlp_extractor(features)
@@ -80,7 +81,7 @@ def _actor_critic(policy: Any, obs: Obs) -> tuple[Any, torch.Tensor]:
         pi_features, vf_features = features
         latent_pi = policy.mlp_extractor.forward_actor(pi_features)
         latent_vf = policy.mlp_extractor.forward_critic(vf_features)
-    return policy._get_action_dist_from_latent(latent_pi), policy.value_net(latent_vf)
+    return policy._get_action_dist_from_latent(latent_pi), policy.value_net(latent_vf).reshape(-1)
 
 
 def _kl(old: Any, new: Any) -> torch.Tensor:
@@ -90,15 +91,15 @@ def _kl(old: Any, new: Any) -> torch.Tensor:
 
 def _distill_actor_critic(policy: Any, old: Any, obs: Obs) -> tuple[torch.Tensor, float]:
     with torch.no_grad():
-        dist_old, value_old = _actor_critic(old, obs)
-    dist_new, value_new = _actor_critic(policy, obs)
+        dist_old, value_old = actor_critic_forward(old, obs)
+    dist_new, value_new = actor_critic_forward(policy, obs)
     kl = _kl(dist_old, dist_new).mean()
     return kl + 0.5 * _rel_mse(value_new, value_old), float(kl.detach())
 
 
 def _ll_actions(policy: Any, obs: Obs) -> Iterator[torch.Tensor]:
     for row in _rows(obs):
-        dist, _ = _actor_critic(policy, row)
+        dist, _ = actor_critic_forward(policy, row)
         with torch.no_grad():
             action = dist.sample()
         yield dist.log_prob(action).sum()
@@ -106,7 +107,7 @@ def _ll_actions(policy: Any, obs: Obs) -> Iterator[torch.Tensor]:
 
 def _ll_value(policy: Any, obs: Obs) -> Iterator[torch.Tensor]:
     for row in _rows(obs):  # unit-variance Gaussian around V: the Fisher is (dV/dtheta)^2
-        yield _actor_critic(policy, row)[1].sum()
+        yield actor_critic_forward(policy, row)[1].sum()
 
 
 # --------------------------------------------------------------------------- DQN
