@@ -51,6 +51,9 @@ multi-teacher ~11), so about 2.5 hours of CPU for 3 seeds (give or take half), a
 of wall time with ``--workers 2`` on two free cores. ``--quick`` (seed 0, 3k steps, 5 final
 episodes) takes about 2.5 minutes of CPU and only checks that everything runs: its figures
 mean nothing.
+
+The benchmark resumes: each finished run's figures are kept under ``{runs-dir}/measured/``, and a
+later invocation reuses those of exactly the same job (an interrupted run starts again).
 """
 
 from __future__ import annotations
@@ -115,6 +118,8 @@ TEMPERATURE = {"dqn": 0.01}
 SEEDS = (0, 1, 2)
 WORKERS = 2
 RUNS_DIR = Path("runs/benchmarks/distill")
+MEASURED_DIR = "measured"
+"""Under the runs dir: one JSON per finished job; a later invocation resumes after them."""
 QUICK_SEEDS = (0,)
 QUICK_STEPS = 3_000
 QUICK_EVAL_FREQ = 1_500
@@ -179,19 +184,62 @@ def run_job(job: Job) -> Outcome:
     return outcome
 
 
+def measured_path(job: Job) -> Path:
+    """Where a finished job's outcome is kept, so that a later invocation resumes after it."""
+    name = f"{job.kind}__{job.target}__s{job.seed}.json".replace("/", "_")
+    return Path(job.runs_dir) / MEASURED_DIR / name
+
+
+def load_measured(job: Job) -> Outcome | None:
+    """The outcome of exactly this job (same kind, target, seed, teachers, budget, evaluation,
+    temperature, device and threads) from an earlier invocation, or None."""
+    path = measured_path(job)
+    try:
+        data = json.loads(path.read_text())
+        if data["job"] != json.loads(json.dumps(asdict(job))):
+            return None
+        fields = {k: v for k, v in data["outcome"].items() if k != "job"}
+        fields["curve"] = [(int(t), float(r)) for t, r in fields["curve"]]
+        return Outcome(job, **fields)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_measured(outcome: Outcome) -> None:
+    """Keep a successful outcome (temp file, then rename)."""
+    path = measured_path(outcome.job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"job": asdict(outcome.job), "outcome": asdict(outcome)}, indent=1))
+    tmp.replace(path)
+
+
 def run_jobs(jobs: Sequence[Job], workers: int) -> list[Outcome]:
     """Every job in a fresh spawned process, ``workers`` side by side; in ``jobs``' order.
-    A failed job is reported with its error, so it does not cost the other runs' figures."""
+    A failed job is reported with its error, so it does not cost the other runs' figures. A job
+    measured by an earlier invocation (``{runs-dir}/measured/``) is not run again."""
     done: dict[int, Outcome] = {}
+    todo: list[int] = []
+    for i, job in enumerate(jobs):
+        cached = load_measured(job)
+        if cached is None:
+            todo.append(i)
+            continue
+        done[i] = cached
+        print(
+            f"   [{len(done)}/{len(jobs)}] {job.label:<38} measured earlier: {measured_path(job)}", flush=True
+        )
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), max_tasks_per_child=1)
     with pool:
-        futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
+        futures = {pool.submit(run_job, jobs[i]): i for i in todo}
         for future in as_completed(futures):
             job = jobs[futures[future]]
             try:
                 outcome = future.result()
             except Exception as err:  # one failed run must not cost the others' hours
                 outcome = Outcome(job, error=f"{type(err).__name__}: {' '.join(str(err).split())}")
+            else:
+                save_measured(outcome)
             done[futures[future]] = outcome
             what = outcome.error or (
                 f"{outcome.wall_s:6.0f} s ({outcome.cpu_s:.0f} s CPU)  peak RSS {outcome.peak_mb:4.0f} MB  "

@@ -173,3 +173,22 @@ def test_cheapest_run_pure_cartpole_with_a_tiny_budget(tmp_path: Path) -> None:
     line = pure_line("CartPole-v1", [outcome], 22.69)
     assert line.met is not None and line.cells[0] != "failed"
     assert (Path(outcome.run_dir) / "teachers.json").is_file()
+
+
+def test_a_finished_job_is_kept_and_reused_only_for_the_same_job(tmp_path: Path) -> None:
+    job = Job(PURE, "CartPole-v1", 0, ("zoo:cartpole-ppo-mlp",), 256, 0, 1.0, 2, str(tmp_path))
+    outcome = _run(PURE, "CartPole-v1", 0, report=_pure_report(490.0, 500.0), steps=256)
+    outcome.job, outcome.curve = job, [(128, 20.5), (256, 31.0)]
+    bench.save_measured(outcome)
+    assert bench.load_measured(job) == outcome
+    assert (
+        bench.load_measured(
+            Job(PURE, "CartPole-v1", 0, ("zoo:cartpole-ppo-mlp",), 512, 0, 1.0, 2, str(tmp_path))
+        )
+        is None
+    )
+    assert bench.load_measured(Job(PURE, "CartPole-v1", 1, runs_dir=str(tmp_path))) is None
+    bench.measured_path(job).write_text("{not json")
+    assert bench.load_measured(job) is None
+    bench.save_measured(outcome)
+    assert bench.run_jobs([job], workers=1) == [outcome]  # nothing runs: it was measured
