@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from nb2_agents.cli_finish import EXIT_INTERRUPTED, finish
 from nb2_agents.distill import cli as distill_cli
 from nb2_agents.errors import UsageError
 from nb2_agents.export import cli as export_cli
@@ -24,7 +25,6 @@ from nb2_agents.nn.config import PRESETS
 from nb2_agents.zoo import cli as zoo_cli
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -227,15 +227,7 @@ def _train(args: argparse.Namespace) -> int:
         config=args.config,
         progress=False if args.no_progress else None,
     )
-    if result.interrupted:
-        print(
-            f"\ninterrupted at {result.steps:,} steps; model saved to {result.model_path}, "
-            f"checkpoint {result.checkpoint}",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
-    print(result.summary())
-    return 0
+    return finish(result)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

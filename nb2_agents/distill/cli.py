@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
+from nb2_agents.cli_finish import finish
 from nb2_agents.hyperparams import parse_steps
 from nb2_agents.nn.config import PRESETS
-
-EXIT_INTERRUPTED = 130
 
 
 def _positive(text: str) -> float:
@@ -137,12 +135,4 @@ def handle(args: argparse.Namespace) -> int:
         final_episodes=args.final_episodes,
         progress=False if args.no_progress else None,
     )
-    if result.interrupted:
-        print(
-            f"\ninterrupted at {result.steps:,} steps; model saved to {result.model_path}, "
-            f"checkpoint {result.checkpoint}",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
-    print(result.summary())
-    return 0
+    return finish(result)
