@@ -27,6 +27,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv
 
 from benchmarks.common import Row
 from nb2_agents.curriculum.evaluator import task_env_fns, task_vec_env, vec_env
@@ -43,9 +44,10 @@ INT8_AGREEMENT_GOAL = 0.99
 INT8_RETURN_GOAL = 0.02
 
 
-def record(model: BaseAlgorithm, n: int, seed: int = 0) -> Any:
-    """``n`` observations met while ``model`` acts (sampled actions) in its own env."""
-    vec = model.get_env()
+def record(model: BaseAlgorithm, n: int, seed: int = 0, vec: VecEnv | None = None) -> Any:
+    """``n`` observations met while ``model`` acts (sampled actions, for varied states) in ``vec``
+    (default: its own env)."""
+    vec = vec if vec is not None else model.get_env()
     assert vec is not None
     vec.seed(seed)
     obs = vec.reset()

@@ -16,11 +16,11 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from nb2_agents.cli_finish import EXIT_INTERRUPTED, finish
+from nb2_agents.cli_common import EXIT_INTERRUPTED, count_arg, finish, positive_arg, steps_arg
 from nb2_agents.distill import cli as distill_cli
 from nb2_agents.errors import UsageError
 from nb2_agents.export import cli as export_cli
-from nb2_agents.hyperparams import ALGOS, parse_steps
+from nb2_agents.hyperparams import ALGOS
 from nb2_agents.nn.config import PRESETS
 from nb2_agents.zoo import cli as zoo_cli
 
@@ -34,19 +34,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _steps(text: str) -> int:
-    try:
-        return parse_steps(text)
-    except UsageError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _count(text: str) -> int:
-    if text.strip() == "0":
-        return 0
-    return _steps(text)
-
-
 def _add_train(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "train",
@@ -58,10 +45,10 @@ def _add_train(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--algo", help=f"one of {', '.join(ALGOS)} (default ppo)")
     p.add_argument("--preset", help=f"NB2 size: {', '.join(PRESETS)} (default: the file's, else nano)")
     p.add_argument(
-        "--steps", type=_steps, help="env steps: 100000, 1e5 or 100k (default: the file's n_timesteps)"
+        "--steps", type=steps_arg, help="env steps: 100000, 1e5 or 100k (default: the file's n_timesteps)"
     )
     p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--n-envs", type=_steps, help="parallel envs (default: the file's n_envs)")
+    p.add_argument("--n-envs", type=steps_arg, help="parallel envs (default: the file's n_envs)")
     p.add_argument("--hyperparams", metavar="FILE", help="RL Zoo-style YAML (default policies/<algo>.yaml)")
     p.add_argument(
         "--set",
@@ -73,12 +60,14 @@ def _add_train(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--env-kwargs", metavar="JSON", help="gym.make keyword arguments as a JSON object")
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")
-    p.add_argument("--eval-freq", type=_count, help="evaluate every N steps (default steps/10; 0: never)")
-    p.add_argument("--eval-episodes", type=_steps, help="episodes per evaluation during training (default 5)")
+    p.add_argument("--eval-freq", type=count_arg, help="evaluate every N steps (default steps/10; 0: never)")
     p.add_argument(
-        "--final-episodes", type=_steps, help="episodes of the final evaluation, eval.json (default 20)"
+        "--eval-episodes", type=steps_arg, help="episodes per evaluation during training (default 5)"
     )
-    p.add_argument("--save-freq", type=_count, help="checkpoint every N steps (default steps/5; 0: never)")
+    p.add_argument(
+        "--final-episodes", type=steps_arg, help="episodes of the final evaluation, eval.json (default 20)"
+    )
+    p.add_argument("--save-freq", type=count_arg, help="checkpoint every N steps (default steps/5; 0: never)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=int, help="torch threads (default 1: fastest for small networks on CPU)")
     p.add_argument("--config", metavar="FILE", help="re-run a run's config.yaml; other options override it")
@@ -90,7 +79,7 @@ def _add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH", help="a run folder, a model .zip, zoo:NAME or an nb2 export file")
     p.add_argument("--env", help="env id (default: the one it was trained on)")
     p.add_argument("--env-kwargs", metavar="JSON", help="gym.make keyword arguments as a JSON object")
-    p.add_argument("--episodes", type=_steps, default=20, help="default 20")
+    p.add_argument("--episodes", type=steps_arg, default=20, help="default 20")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--deterministic",
@@ -116,7 +105,7 @@ def _add_plot(sub: Any, common: argparse.ArgumentParser) -> None:
         help="default learning_curves.png; curriculum runs: RUN/curves.png and RUN/heatmap.png",
     )
     p.add_argument(
-        "--window", type=_steps, help="smoothing window in episodes (default: 1/10 of them, <= 100)"
+        "--window", type=steps_arg, help="smoothing window in episodes (default: 1/10 of them, <= 100)"
     )
 
 
@@ -134,16 +123,6 @@ def _seeds(text: str) -> list[int]:
     if not seeds or any(s < 0 for s in seeds):
         raise argparse.ArgumentTypeError(f"expected non-negative integers, e.g. 0,1,2; got {text!r}")
     return seeds
-
-
-def _scale(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive number, e.g. 0.5; got {text!r}")
-    return value
 
 
 def _add_curriculum(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -179,13 +158,17 @@ def _add_curriculum(sub: Any, common: argparse.ArgumentParser) -> None:
         help="tell the agent which task it is on (default: with nb2 retention and multitask)",
     )
     p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated, e.g. 0,1,2 (default 0)")
-    p.add_argument("--steps-scale", type=_scale, default=1.0, help="multiply every task's budget (default 1)")
-    p.add_argument("--evals-per-task", type=_count, default=4, help="evaluations per task window (default 4)")
+    p.add_argument(
+        "--steps-scale", type=positive_arg, default=1.0, help="multiply every task's budget (default 1)"
+    )
+    p.add_argument(
+        "--evals-per-task", type=count_arg, default=4, help="evaluations per task window (default 4)"
+    )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyperparameter of the suite, e.g. n_epochs=10")  # fmt: skip
     p.add_argument("--references", action="store_true",
                    help="run (or reuse) the single-task runs that forward transfer needs")  # fmt: skip
-    p.add_argument("--workers", type=_count, default=1, help="seeds trained side by side (default 1)")
+    p.add_argument("--workers", type=count_arg, default=1, help="seeds trained side by side (default 1)")
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")

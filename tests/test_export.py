@@ -24,8 +24,9 @@ from gymnasium import spaces
 from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv
 
+from benchmarks.parity import record
 from nb2_agents import ExportedPolicy, export, train
 from nb2_agents.cli import main
 from nb2_agents.curriculum.adapter import TaskAdapter, common_spaces
@@ -68,20 +69,6 @@ def nb2(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def record(model: BaseAlgorithm, vec: VecEnv, n: int = RECORDED, seed: int = 0) -> Any:
-    """``n`` observations met while the model acts (sampled actions, for varied states)."""
-    vec.seed(seed)
-    obs = vec.reset()
-    seen: list[Any] = []
-    while len(seen) * vec.num_envs < n:
-        seen.append(obs)
-        action, _ = model.predict(obs, deterministic=False)
-        obs, *_ = vec.step(action)
-    if isinstance(obs, dict):
-        return {k: np.concatenate([o[k] for o in seen])[:n] for k in obs}
-    return np.concatenate(seen)[:n]
-
-
 def sb3_logits(model: BaseAlgorithm, obs: Any) -> np.ndarray:
     """What SB3's own API says the raw output is (normalised log-probabilities for Discrete)."""
     policy: Any = model.policy
@@ -122,7 +109,7 @@ def cartpole(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BaseAlgori
     run = _train(tmp_path_factory.mktemp("cartpole"), "CartPole-v1", steps=512)
     model = load_model(run).model
     vec = EnvSpec("CartPole-v1", {}).make_vec(2, 1)
-    return run, model, record(model, vec)
+    return run, model, record(model, RECORDED, vec=vec)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +143,7 @@ def minigrid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BaseAlgori
     env_id = "MiniGrid-Empty-5x5-v0"
     run = _train(tmp_path_factory.mktemp("minigrid"), env_id, steps=128)
     model = load_model(run).model
-    return run, model, record(model, EnvSpec(env_id, {}).make_vec(2, 1), n=128)
+    return run, model, record(model, 128, vec=EnvSpec(env_id, {}).make_vec(2, 1))
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +151,7 @@ def pendulum(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BaseAlgori
     overrides = {"learning_starts": 64, "buffer_size": 512, "batch_size": 32}
     run = _train(tmp_path_factory.mktemp("pendulum"), "Pendulum-v1", algo="sac", steps=96, **overrides)
     model = load_model(run).model
-    return run, model, record(model, EnvSpec("Pendulum-v1", {}, "sac").make_vec(2, 1))
+    return run, model, record(model, RECORDED, vec=EnvSpec("Pendulum-v1", {}, "sac").make_vec(2, 1))
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +170,7 @@ def curriculum(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BaseAlgo
     model.learn(384)
     path = tmp_path_factory.mktemp("curriculum") / "model.zip"
     save_model(model, path, {"algo": "ppo", "env": None, "curriculum": "classic-control", "preset": "nano"})
-    return path, model, record(model, vec)
+    return path, model, record(model, RECORDED, vec=vec)
 
 
 # --------------------------------------------------------------------------- spaces
@@ -356,7 +343,7 @@ def test_other_policies_parity(algo: type[BaseAlgorithm], policy: str, env_id: s
     path = save_model(model, tmp_path / "model.zip", {"algo": algo.__name__.lower(), "env": env_id})
     result = export(path, format="torchscript")
     assert result.path == tmp_path / "model.pt"
-    assert_parity(model, result.path, record(model, env, n=64))
+    assert_parity(model, result.path, record(model, 64, vec=env))
 
 
 # --------------------------------------------------------------------------- loading and evaluating

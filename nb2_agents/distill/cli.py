@@ -5,40 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nb2_agents.cli_finish import finish
-from nb2_agents.hyperparams import parse_steps
+from nb2_agents.cli_common import count_arg, finish, non_negative_arg, positive_arg, steps_arg
 from nb2_agents.nn.config import PRESETS
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, e.g. 0.5; got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, e.g. 0.5; got {text!r}")
-    return value
-
-
-def _steps(text: str) -> int:
-    try:
-        return parse_steps(text, "the value")
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _count(text: str) -> int:
-    return 0 if text.strip() == "0" else _steps(text)
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -64,7 +32,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     target.add_argument("--curriculum", metavar="SUITE", help="a built-in suite or a curriculum YAML file")
     p.add_argument("--preset", default="nano", help=f"student size: {', '.join(PRESETS)} (default nano)")
     p.add_argument(
-        "--steps", type=_steps, help="env steps (default: the env's ppo.yaml budget, the suite's total)"
+        "--steps", type=steps_arg, help="env steps (default: the env's ppo.yaml budget, the suite's total)"
     )
     p.add_argument(
         "--mode",
@@ -75,19 +43,19 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--temperature",
-        type=_positive,
+        type=positive_arg,
         default=1.0,
         help="τ of softmax(logits/τ) and softmax(Q/τ) for Discrete teachers (default 1)",
     )
     p.add_argument(
         "--kl-coef",
-        type=_non_negative,
+        type=non_negative_arg,
         default=1.0,
         help="kickstart: the distillation loss's initial weight λ (default 1)",
     )
     p.add_argument(
         "--value-coef",
-        type=_non_negative,
+        type=non_negative_arg,
         default=0.5,
         help="weight of the value regression to the teacher's value (default 0.5; 0: off)",
     )
@@ -96,10 +64,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="load teachers that need unpickling (custom classes) with SB3's load: only for files you trust",
     )
-    p.add_argument("--eval-freq", type=_count, help="evaluate every N steps (default steps/10; 0: never)")
+    p.add_argument("--eval-freq", type=count_arg, help="evaluate every N steps (default steps/10; 0: never)")
     p.add_argument(
         "--final-episodes",
-        type=_steps,
+        type=steps_arg,
         help="episodes of the final evaluation, student and teacher (default 20)",
     )
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")

@@ -11,17 +11,9 @@ import json
 import sys
 from typing import Any
 
-from nb2_agents.errors import UsageError
-from nb2_agents.hyperparams import parse_steps
+from nb2_agents.cli_common import steps_arg
 
 EXIT_DIFFERS = 1
-
-
-def _episodes(text: str) -> int:
-    try:
-        return parse_steps(text, "--episodes")
-    except UsageError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -38,7 +30,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     ls.add_argument("--json", action="store_true", help="print one JSON list of the cards")
     ev = zoo.add_parser("evaluate", parents=[common], help="evaluate an entry and compare with its card")
     ev.add_argument("name", metavar="NAME", help="a zoo entry (see nb2 zoo list)")
-    ev.add_argument("--episodes", type=_episodes, help="default: the card's (20)")
+    ev.add_argument("--episodes", type=steps_arg, help="default: the card's (20)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     bd = zoo.add_parser("build", parents=[common], help="retrain entries from their cards' recipes")

@@ -1,0 +1,74 @@
+"""What the ``nb2`` subcommands share: argparse value types that fail with a one-line message,
+and how ``nb2 train`` and ``nb2 distill`` end (the summary, or where an interrupted run's model
+and checkpoint are, with the shell's exit status for Ctrl-C)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Protocol
+
+from nb2_agents.hyperparams import parse_steps
+
+EXIT_INTERRUPTED = 130
+
+
+def steps_arg(text: str) -> int:
+    """A step count: ``100000``, ``1e5`` or ``100k``."""
+    try:
+        return parse_steps(text, "the value")
+    except ValueError as err:  # UsageError is a ValueError
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def count_arg(text: str) -> int:
+    """A step count or ``0`` (never)."""
+    return 0 if text.strip() == "0" else steps_arg(text)
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def positive_arg(text: str) -> float:
+    """A finite number > 0."""
+    value = _finite(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, e.g. 0.5; got {text!r}")
+    return value
+
+
+def non_negative_arg(text: str) -> float:
+    """A finite number >= 0."""
+    value = _finite(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, e.g. 0.5; got {text!r}")
+    return value
+
+
+class FinishedRun(Protocol):
+    interrupted: bool
+    steps: int
+    model_path: Path
+    checkpoint: Path | None
+
+    def summary(self) -> str: ...
+
+
+def finish(result: FinishedRun) -> int:
+    """Print what a user needs next; the exit status (0, or 130 when interrupted)."""
+    if result.interrupted:
+        print(
+            f"\ninterrupted at {result.steps:,} steps; model saved to {result.model_path}, "
+            f"checkpoint {result.checkpoint}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(result.summary())
+    return 0
