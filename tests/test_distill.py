@@ -40,6 +40,7 @@ from nb2_agents.distill.losses import (
     tempered_probs,
     value_loss,
 )
+from nb2_agents.distill.plan import Options, make_plan
 from nb2_agents.distill.policies import Outputs
 from nb2_agents.distill.sb3_zip import NeedsUnpickling
 from nb2_agents.distill.student import build_student
@@ -323,6 +324,17 @@ def _scalars(run: Path) -> dict[str, list[float]]:
     acc = EventAccumulator(str(run))
     acc.Reload()
     return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_student_hyperparameters_take_set_overrides(cartpole_teacher: Path, tmp_path: Path) -> None:
+    plan = make_plan([cartpole_teacher], env="CartPole-v1", options=Options(overrides={"n_epochs": 3}))
+    assert plan.hp.algo_kwargs["n_epochs"] == 3 and plan.config["hyperparams"]["n_epochs"] == 3
+    teachers = ["zoo:cartpole-ppo-mlp", "zoo:acrobot-dqn-mlp", "zoo:mountaincar-dqn-mlp"]
+    plan = make_plan(teachers, curriculum="classic-control", options=Options(overrides={"n_steps": 64}))
+    assert plan.hp.algo_kwargs["n_steps"] == 64
+    with pytest.raises(UsageError, match=r"--set bogus: unknown key for PPO; valid keys: .*n_epochs"):
+        distill(cartpole_teacher, env="CartPole-v1", overrides=["bogus=1"], runs_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_kickstart_anneals_lambda_and_logs(cartpole_teacher: Path, tmp_path: Path) -> None:

@@ -70,6 +70,15 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         type=steps_arg,
         help="episodes of the final evaluation, student and teacher (default 20)",
     )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a student hyperparameter (the env's policies/ppo.yaml entry or the curriculum's), "
+        "e.g. n_epochs=20",
+    )
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")
     p.add_argument("--seed", type=int, default=0, help="default 0")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
@@ -101,6 +110,7 @@ def handle(args: argparse.Namespace) -> int:
         device=args.device,
         eval_freq=args.eval_freq,
         final_episodes=args.final_episodes,
+        overrides=args.overrides,
         progress=False if args.no_progress else None,
     )
     return finish(result)

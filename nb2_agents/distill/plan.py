@@ -4,14 +4,15 @@ here, before any run folder exists.
 
 The student's hyperparameters are PPO's: ``policies/ppo.yaml``'s entry for the env (as
 ``nb2 train --env ENV`` uses), or the curriculum's own settings, trained as ``nb2 curriculum
---mode multitask`` does (envs split evenly across tasks, task ids shown).
+--mode multitask`` does (envs split evenly across tasks, task ids shown); ``--set key=value``
+overrides either, as it does for ``nb2 train`` and ``nb2 curriculum``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,9 @@ class Options:
     """Evaluate the student every this many steps (0: never; default: a tenth of the budget)."""
     final_episodes: int | None = None
     """Episodes of the final evaluation of student and teacher (one env; default 20)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """The student's hyperparameters over the env's ``policies/ppo.yaml`` entry or the
+    curriculum's settings (``--set key=value``; dotted keys reach into ``policy_kwargs``)."""
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -167,6 +171,7 @@ def _env_plan(env: str, teachers: Sequence[str | Path], options: Options) -> Pla
         device=options.device,
         eval_freq=options.eval_freq,
         final_episodes=options.final_episodes,
+        overrides=options.overrides,
     )
     hp = parse_entry(ALGOS[ALGO], cfg.hyperparams, f"policies/{ALGO}.yaml [{env}]")
     env_spec = EnvSpec(cfg.env, cfg.env_kwargs, ALGO)
@@ -199,6 +204,7 @@ def _curriculum_plan(curriculum: str | Path, teachers: Sequence[str | Path], opt
         seeds=[options.seed],
         device=options.device,
         task_ids=True,
+        overrides=options.overrides,
     )
     shared = probe_spaces(spec, ALGO)
     names = spec.task_names()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from nb2_agents.distill.report import (
 )
 from nb2_agents.distill.student import build_student
 from nb2_agents.evaluation import EvalResult, evaluate
+from nb2_agents.hyperparams import parse_assignment
 from nb2_agents.runs import (
     BEST_NAME,
     CHECKPOINTS,
@@ -212,6 +213,7 @@ def distill(
     device: str = "auto",
     eval_freq: int | str | None = None,
     final_episodes: int | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] | None = None,
     progress: bool | None = None,
     verbose: bool = True,
 ) -> DistillResult:
@@ -233,6 +235,8 @@ def distill(
     :param eval_freq: evaluate the student every this many steps (0: never; default: steps / 10)
     :param final_episodes: episodes of the final evaluation of student and teacher (one env;
         default 20; a curriculum uses each task's ``eval_episodes``)
+    :param overrides: the student's hyperparameters over the env's ``policies/ppo.yaml`` entry or
+        the curriculum's settings: ``{"n_epochs": 20}`` or ``["n_epochs=20"]`` (``--set``)
     :param progress: progress bar on stderr; None shows it on a terminal only
     """
     paths = [teachers] if isinstance(teachers, (str, Path)) else list(teachers)
@@ -248,6 +252,9 @@ def distill(
         trust=trust,
         eval_freq=eval_freq,
         final_episodes=final_episodes,
+        overrides=dict(
+            overrides.items() if isinstance(overrides, Mapping) else map(parse_assignment, overrides or ())
+        ),
     )
     plan = make_plan(paths, env, curriculum, options)
     return run(plan, runs_dir=runs_dir, progress=progress, verbose=verbose)
