@@ -40,7 +40,7 @@ from nb2_agents.distill.losses import (
     tempered_probs,
     value_loss,
 )
-from nb2_agents.distill.plan import Options, make_plan
+from nb2_agents.distill.plan import PURE_HYPERPARAMS, Options, make_plan
 from nb2_agents.distill.policies import Outputs
 from nb2_agents.distill.sb3_zip import NeedsUnpickling
 from nb2_agents.distill.student import build_student
@@ -326,9 +326,12 @@ def _scalars(run: Path) -> dict[str, list[float]]:
     return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
-def test_student_hyperparameters_take_set_overrides(cartpole_teacher: Path, tmp_path: Path) -> None:
+def test_student_hyperparameters_by_mode_and_set_overrides(cartpole_teacher: Path, tmp_path: Path) -> None:
     plan = make_plan([cartpole_teacher], env="CartPole-v1", options=Options(overrides={"n_epochs": 3}))
     assert plan.hp.algo_kwargs["n_epochs"] == 3 and plan.config["hyperparams"]["n_epochs"] == 3
+    assert plan.config["source"].startswith(str(PURE_HYPERPARAMS))  # pure: a supervised schedule
+    kick = make_plan([cartpole_teacher], env="CartPole-v1", options=Options(mode="kickstart"))
+    assert kick.config["source"].startswith(str(PURE_HYPERPARAMS.with_name("ppo.yaml")))  # RL's
     teachers = ["zoo:cartpole-ppo-mlp", "zoo:acrobot-dqn-mlp", "zoo:mountaincar-dqn-mlp"]
     plan = make_plan(teachers, curriculum="classic-control", options=Options(overrides={"n_steps": 64}))
     assert plan.hp.algo_kwargs["n_steps"] == 64

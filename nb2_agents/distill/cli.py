@@ -32,7 +32,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     target.add_argument("--curriculum", metavar="SUITE", help="a built-in suite or a curriculum YAML file")
     p.add_argument("--preset", default="nano", help=f"student size: {', '.join(PRESETS)} (default nano)")
     p.add_argument(
-        "--steps", type=steps_arg, help="env steps (default: the env's ppo.yaml budget, the suite's total)"
+        "--steps",
+        type=steps_arg,
+        help="env steps (default: the hyperparameter entry's n_timesteps; the suite's total)",
     )
     p.add_argument(
         "--mode",
@@ -76,8 +78,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a student hyperparameter (the env's policies/ppo.yaml entry or the curriculum's), "
-        "e.g. n_epochs=20",
+        help="override a student hyperparameter (the env's policies/distill.yaml entry for pure, "
+        "ppo.yaml for kickstart, or the curriculum's), e.g. n_epochs=20",
     )
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")
     p.add_argument("--seed", type=int, default=0, help="default 0")

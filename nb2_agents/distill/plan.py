@@ -2,10 +2,11 @@
 teachers loaded against those envs. Bad input raises :class:`~nb2_agents.errors.UsageError`
 here, before any run folder exists.
 
-The student's hyperparameters are PPO's: ``policies/ppo.yaml``'s entry for the env (as
-``nb2 train --env ENV`` uses), or the curriculum's own settings, trained as ``nb2 curriculum
---mode multitask`` does (envs split evenly across tasks, task ids shown); ``--set key=value``
-overrides either, as it does for ``nb2 train`` and ``nb2 curriculum``.
+The student's hyperparameters are PPO's: for ``--mode pure``, ``policies/distill.yaml``'s entry
+for the env (a supervised schedule: many gradient steps per labelled state); for ``--mode
+kickstart``, ``policies/ppo.yaml``'s (as ``nb2 train --env ENV`` uses); for a curriculum, its own
+settings, trained as ``nb2 curriculum --mode multitask`` does (envs split evenly across tasks,
+task ids shown). ``--set key=value`` overrides any of them, as for ``nb2 train``.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from nb2_agents.distill.teachers import Teacher, load_teacher
 from nb2_agents.envs_util import EnvSpec
 from nb2_agents.errors import UsageError
 from nb2_agents.evaluation import EVAL_SEED_OFFSET
-from nb2_agents.hyperparams import ALGOS, Hyperparams, parse_entry, parse_steps, plain
+from nb2_agents.hyperparams import ALGOS, DATA_DIR, Hyperparams, parse_entry, parse_steps, plain
 from nb2_agents.nn.config import PRESETS
 from nb2_agents.runs import safe_name
 
 ALGO = "ppo"
 """The student's algorithm."""
+PURE_HYPERPARAMS = DATA_DIR / "policies" / "distill.yaml"
+"""The student's settings for pure distillation, keyed by env id (``policies/distill.yaml``)."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,9 @@ class Options:
     final_episodes: int | None = None
     """Episodes of the final evaluation of student and teacher (one env; default 20)."""
     overrides: dict[str, Any] = field(default_factory=dict)
-    """The student's hyperparameters over the env's ``policies/ppo.yaml`` entry or the
-    curriculum's settings (``--set key=value``; dotted keys reach into ``policy_kwargs``)."""
+    """The student's hyperparameters over the env's ``policies/distill.yaml`` (pure) or
+    ``ppo.yaml`` (kickstart) entry or the curriculum's settings (``--set key=value``; dotted keys
+    reach into ``policy_kwargs``)."""
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -165,6 +169,7 @@ def _env_plan(env: str, teachers: Sequence[str | Path], options: Options) -> Pla
     cfg: TrainConfig = resolve_config(
         env=env,
         algo=ALGO,
+        hyperparams=PURE_HYPERPARAMS if options.mode == "pure" else None,
         preset=options.preset,
         steps=options.steps,
         seed=options.seed,

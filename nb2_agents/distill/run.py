@@ -225,7 +225,7 @@ def distill(
     :param teachers: a model zip, run folder or ``zoo:NAME``; for a curriculum, one per task, in order
     :param env: the env id (one teacher) ...
     :param curriculum: ... or a curriculum (built-in suite or YAML file): one multi-task student
-    :param steps: env steps (default: the env's ``policies/ppo.yaml`` budget; the curriculum's total)
+    :param steps: env steps (default: the entry's ``n_timesteps``; the curriculum's total)
     :param mode: ``pure`` (distillation loss only) or ``kickstart`` (PPO's loss plus the
         distillation loss, its weight falling linearly from ``kl_coef`` to 0)
     :param temperature: τ of ``softmax(logits / τ)`` / ``softmax(Q / τ)`` for Discrete teachers
@@ -235,8 +235,9 @@ def distill(
     :param eval_freq: evaluate the student every this many steps (0: never; default: steps / 10)
     :param final_episodes: episodes of the final evaluation of student and teacher (one env;
         default 20; a curriculum uses each task's ``eval_episodes``)
-    :param overrides: the student's hyperparameters over the env's ``policies/ppo.yaml`` entry or
-        the curriculum's settings: ``{"n_epochs": 20}`` or ``["n_epochs=20"]`` (``--set``)
+    :param overrides: the student's hyperparameters over the env's ``policies/distill.yaml``
+        (pure) or ``ppo.yaml`` (kickstart) entry or the curriculum's settings: ``{"n_epochs": 20}``
+        or ``["n_epochs=20"]`` (``--set``)
     :param progress: progress bar on stderr; None shows it on a terminal only
     """
     paths = [teachers] if isinstance(teachers, (str, Path)) else list(teachers)
