@@ -21,8 +21,8 @@ side by side, all seeds of all measures in this one invocation. The issue's targ
   interval (5 % of the budget): a kickstarted CartPole student that scores 500 at its first
   evaluation is counted at 5k steps.
 * **Pure** (CartPole, Acrobot, MountainCar, DoorKey-5x5 when its teacher and MiniGrid are
-  there): ``nb2 distill --mode pure`` into NB2-nano; ``teachers.json`` evaluates student and
-  teacher on the same 20 episodes. Kept: ``(R_student − R_random) / (R_teacher − R_random)``,
+  there): ``nb2 distill --mode pure`` into NB2-nano (settings: ``policies/distill.yaml``);
+  ``teachers.json`` evaluates student and teacher on the same 20 episodes. Kept: ``(R_student − R_random) / (R_teacher − R_random)``,
   unclipped, so that negative returns (Acrobot, MountainCar) read the right way round;
   ``R_random`` is the env's ``random_return`` in ``envs/classic-control.yaml`` /
   ``envs/minigrid.yaml`` (CartPole's 22.7 makes it within 5 % of the plain return ratio).
@@ -53,7 +53,9 @@ episodes) takes about 2.5 minutes of CPU and only checks that everything runs: i
 mean nothing.
 
 The benchmark resumes: each finished run's figures are kept under ``{runs-dir}/measured/``, and a
-later invocation reuses those of exactly the same job (an interrupted run starts again).
+later invocation reuses those of exactly the same job (an interrupted run starts again). The key
+is the job (measure, env, seed, teachers, budget, τ, device), not the code or the hyperparameter
+files: delete a measure's files there to measure it again after changing either.
 """
 
 from __future__ import annotations
