@@ -22,8 +22,9 @@ side by side, all seeds of all measures in this one invocation. The issue's targ
   evaluation is counted at 5k steps.
 * **Pure** (CartPole, Acrobot, MountainCar, DoorKey-5x5 when its teacher and MiniGrid are
   there): ``nb2 distill --mode pure`` into NB2-nano (settings: ``policies/distill.yaml``);
-  ``teachers.json`` evaluates student and teacher on the same 20 episodes. Kept: ``(R_student − R_random) / (R_teacher − R_random)``,
-  unclipped, so that negative returns (Acrobot, MountainCar) read the right way round;
+  ``teachers.json`` evaluates student and teacher on the same 20 episodes. Kept:
+  ``(R_student − R_random) / (R_teacher − R_random)``, unclipped, so that negative returns
+  (Acrobot, MountainCar) read the right way round;
   ``R_random`` is the env's ``random_return`` in ``envs/classic-control.yaml`` /
   ``envs/minigrid.yaml`` (CartPole's 22.7 makes it within 5 % of the plain return ratio).
   Target: mean over seeds >= 0.95.
