@@ -40,11 +40,6 @@ def test_cartpole_100k_is_solved(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="policies/ppo.yaml's DoorKey entry reached 0.94 / 0.93 / 0.95 / 0.94 on seeds 0-3 on a 16-core "
-    "machine but 0.61 on seed 0 here (issue: >= 0.9)",
-    strict=False,
-)
 def test_doorkey_150k(tmp_path: Path) -> None:
     _, result = train_and_evaluate(
         tmp_path, "--env", "MiniGrid-DoorKey-5x5-v0", "--steps", "150000", "--seed", "0"
