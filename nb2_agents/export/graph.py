@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nb2_agents.nn.decoder import Decoder
@@ -84,19 +83,7 @@ def encode(encoder: HierarchicalEncoder, ts: TokenSet) -> Memory:
     fine = x.reshape(b, g * G, c)  # (B, g*G, C): dropped tokens stay, masked
     fine_mask = mask.reshape(b, g * G)  # (B, g*G)
 
-    levels = [summaries]
-    for level in encoder.level_list[1:]:
-        n_groups, size = level.group_mask.shape
-        pad = n_groups * size - summaries.shape[1]
-        s = F.pad(summaries, (0, 0, 0, pad)).view(b * n_groups, size, c)  # (B*n, size, C)
-        _, pooled = level(s, level.group_mask.repeat(b, 1))
-        summaries = pooled.view(b, n_groups, c)  # (B, n, C)
-        levels.append(summaries)
-
-    task = encoder._task(ts, b)  # (B, C)
-    top = torch.cat([encoder.global_token.expand(b, 1, c), task.unsqueeze(1), summaries], dim=1)
-    for blk in encoder.global_blocks:
-        top = blk(top)  # (B, 2 + n_top, C)
+    levels, top, task = encoder.summarize(summaries, ts)
     memory = torch.cat([fine, *levels[:-1], top], dim=1)  # (B, g*G + S, C)
     rest = torch.ones(b, memory.shape[1] - fine.shape[1], dtype=torch.bool, device=memory.device)
     return Memory(memory, torch.cat([fine_mask, rest], dim=1), top[:, 0], task, None, ts.task_ids)

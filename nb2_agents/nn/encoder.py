@@ -141,6 +141,26 @@ class HierarchicalEncoder(nn.Module):
             return self.task_embed.weight[:1].expand(b, -1)  # (B, C): task 0
         return self.task_embed(ts.task_ids)  # (B, C)
 
+    def summarize(
+        self, summaries: torch.Tensor, ts: TokenSet
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Level-0 group summaries (B, g, C) → every level's summaries, the global stage's output
+        (B, 2 + n_top, C: global token, task token, top summaries) and the task embedding (B, C)."""
+        b, _, c = summaries.shape
+        levels = [summaries]
+        for level in self.level_list[1:]:
+            n_groups, size = level.group_mask.shape
+            pad = n_groups * size - summaries.shape[1]
+            s = F.pad(summaries, (0, 0, 0, pad)).view(b * n_groups, size, c)  # (B*n, size, C)
+            _, pooled = level(s, level.group_mask.repeat(b, 1))
+            summaries = pooled.view(b, n_groups, c)  # (B, n, C)
+            levels.append(summaries)
+        task = self._task(ts, b)  # (B, C)
+        top = torch.cat([self.global_token.expand(b, 1, c), task.unsqueeze(1), summaries], dim=1)
+        for blk in self.global_blocks:
+            top = blk(top)  # (B, 2 + n_top, C)
+        return levels, top, task
+
     def forward(self, ts: TokenSet) -> Memory:
         if self.single_group:
             return self._forward_single(ts)
@@ -155,19 +175,7 @@ class HierarchicalEncoder(nn.Module):
         fine = x.reshape(b, -1, c)  # (B, g*K, C)
         fine_mask = None if mask is None else mask.reshape(b, -1)  # (B, g*K)
 
-        levels = [summaries]
-        for level in self.level_list[1:]:
-            n_groups, size = level.group_mask.shape
-            pad = n_groups * size - summaries.shape[1]
-            s = F.pad(summaries, (0, 0, 0, pad)).view(b * n_groups, size, c)  # (B*n, size, C)
-            _, pooled = level(s, level.group_mask.repeat(b, 1))
-            summaries = pooled.view(b, n_groups, c)  # (B, n, C)
-            levels.append(summaries)
-
-        task = self._task(ts, b)
-        top = torch.cat([self.global_token.expand(b, 1, c), task.unsqueeze(1), summaries], dim=1)
-        for blk in self.global_blocks:
-            top = blk(top)  # (B, 2 + n_top, C)
+        levels, top, task = self.summarize(summaries, ts)
         memory = torch.cat([fine, *levels[:-1], top], dim=1)  # (B, N + S, C)
         mask = None
         if fine_mask is not None:
