@@ -32,6 +32,7 @@ from nb2_agents.hyperparams import (
     set_dotted,
 )
 from nb2_agents.nn.config import PRESETS, NB2Config, get_config
+from nb2_agents.sb3.registry import SHORT_NAME
 
 VERSION = "0.1.0"
 
@@ -62,12 +63,18 @@ class TrainConfig:
     threads: int = 1
     """torch threads; small networks on a shared CPU run fastest on one (0: torch's default)."""
     architecture: dict[str, Any] = field(default_factory=dict)
-    """The NB2Config that the preset and nb2_kwargs resolve to (checked when re-run)."""
+    """The NB2Config that the preset and nb2_kwargs resolve to (checked when re-run); empty for
+    one of SB3's own policies (``policy: MlpPolicy``)."""
     source: str = ""
     """Where the hyperparameters came from (file and entry, or config file) plus --set items."""
 
     @property
     def preset(self) -> str:
+        """NB2's preset; for one of SB3's policies, its name without "Policy" (``MlpPolicy``: ``mlp``),
+        so that the run folder says which network was trained."""
+        policy = str(self.hyperparams.get("policy", SHORT_NAME))
+        if policy != SHORT_NAME:
+            return policy.removesuffix("Policy").lower()
         return str((self.hyperparams.get("policy_kwargs") or {}).get("preset", "nano"))
 
     @property
@@ -159,6 +166,23 @@ def _check_observations(env: str, obs_space: Any, arch: NB2Config) -> None:
         raise UsageError(f"{env}: NB2 cannot read its observations: {err}") from None
 
 
+def _nb2_architecture(
+    env: str, policy_kwargs: dict[str, Any], obs_space: Any, touched: bool, base: dict[str, Any], config: Any
+) -> NB2Config:
+    """The NB2Config of an NB2 policy's ``policy_kwargs`` (completed in place), checked on the env."""
+    policy_kwargs.setdefault("preset", "nano")
+    arch = _architecture(policy_kwargs)
+    recorded = base.get("architecture") if config is not None and not touched else None
+    if recorded and recorded != dataclasses.asdict(arch):
+        try:  # the run's own architecture wins over a preset that changed since
+            arch = NB2Config(**recorded)
+        except TypeError as err:
+            raise UsageError(f"{config}: architecture: {err}") from None
+        policy_kwargs["nb2_kwargs"] = dict(recorded)
+    _check_observations(env, obs_space, arch)
+    return arch
+
+
 def resolve_config(
     env: str | None = None,
     algo: str | None = None,
@@ -214,20 +238,14 @@ def resolve_config(
     obs_space, action_space, minigrid = probe(spec)
     check_algo(algo, env, action_space)
     policy_kwargs = dict(entry.get("policy_kwargs") or {})
-    policy_kwargs.setdefault("preset", "nano")
+    architecture: dict[str, Any] = {}  # none for SB3's own policies (MlpPolicy ...)
+    if hp.policy == SHORT_NAME:
+        touched = preset is not None or any(str(o).startswith("policy_kwargs") for o in overrides or [])
+        arch = _nb2_architecture(env, policy_kwargs, obs_space, touched, base, config)
+        architecture = dataclasses.asdict(arch)
     if minigrid:
         policy_kwargs.setdefault("normalize_images", False)  # cells hold small ids, not pixels
     entry["policy_kwargs"] = policy_kwargs
-    arch = _architecture(policy_kwargs)
-    touched = preset is not None or any(str(o).startswith("policy_kwargs") for o in overrides or [])
-    recorded = base.get("architecture") if config is not None and not touched else None
-    if recorded and recorded != dataclasses.asdict(arch):
-        try:  # the run's own architecture wins over a preset that changed since
-            arch = NB2Config(**recorded)
-        except TypeError as err:
-            raise UsageError(f"{config}: architecture: {err}") from None
-        policy_kwargs["nb2_kwargs"] = dict(recorded)
-    _check_observations(env, obs_space, arch)
 
     total = parse_steps(steps, "--steps") if steps is not None else int(base.get("steps") or hp.n_timesteps)
     ef = eval_freq if eval_freq is not None else base.get("eval_freq")
@@ -246,6 +264,6 @@ def resolve_config(
         deterministic_eval=bool(base.get("deterministic_eval", not minigrid)),
         device=_check_device(device or base.get("device", "auto")),
         threads=int(threads if threads is not None else base.get("threads", 1)),
-        architecture=dataclasses.asdict(arch),
+        architecture=architecture,
         source=source,
     )

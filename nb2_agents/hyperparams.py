@@ -4,6 +4,8 @@ An entry is merged over the file's ``default`` entry. Values written ``lin_X`` b
 schedule decaying linearly from X to 0 over training, as in RL Zoo. Besides the algorithm's
 constructor arguments an entry may hold ``n_envs``, ``n_timesteps``, ``policy`` and, for
 SAC / TD3, RL Zoo's ``noise_type`` (``normal`` or ``ornstein-uhlenbeck``) and ``noise_std``.
+``policy`` is ``NB2Policy`` or one of SB3's own (``MlpPolicy`` ...), which trains a baseline
+on the same entry once the NB2-only ``policy_kwargs`` (:func:`nb2_only_policy_kwargs`) are dropped.
 
 Every error is a :class:`~nb2_agents.errors.UsageError` (a ``ValueError``) that names the
 file, the entry and the key, and lists what would be accepted.
@@ -184,20 +186,41 @@ def valid_keys(algo_class: type[BaseAlgorithm]) -> list[str]:
 
 def policy_kwarg_keys(algo_class: type[BaseAlgorithm]) -> list[str]:
     """``policy_kwargs`` keys of the NB2 policy class behind ``"NB2Policy"`` for ``algo_class``."""
-    names: set[str] = set()
-    for cls in POLICY_FOR_ALGO[algo_class].__mro__:
-        if "__init__" in cls.__dict__:
-            names |= set(inspect.signature(cls.__dict__["__init__"]).parameters)
     return sorted(
-        names
+        _init_keys(POLICY_FOR_ALGO[algo_class])
         - {"self", "args", "kwargs", "observation_space", "action_space", "lr_schedule"}
         - _HIDDEN_POLICY_KWARGS
     )
 
 
-def _check_policy_kwargs(algo_class: type[BaseAlgorithm], value: Any, where: str) -> None:
+def _init_keys(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" in klass.__dict__:
+            names |= set(inspect.signature(klass.__dict__["__init__"]).parameters)
+    return names
+
+
+def nb2_only_policy_kwargs(algo_class: type[BaseAlgorithm]) -> list[str]:
+    """The ``policy_kwargs`` keys that only NB2's policy takes, not SB3's ``MlpPolicy``
+    (``preset``, ``sampling``, ``nb2_kwargs``, ...): drop them to train the same entry with SB3's."""
+    return sorted(set(policy_kwarg_keys(algo_class)) - _init_keys(algo_class.policy_aliases["MlpPolicy"]))
+
+
+def policy_names(algo_class: type[BaseAlgorithm]) -> list[str]:
+    """The ``policy`` values an entry for ``algo_class`` may hold: NB2's and SB3's own aliases
+    (``MlpPolicy`` ..., for side-by-side baselines with the same hyperparameters)."""
+    return sorted({SHORT_NAME, *algo_class.policy_aliases})
+
+
+def _check_policy_kwargs(algo_class: type[BaseAlgorithm], policy: str, value: Any, where: str) -> None:
     if not isinstance(value, dict):
         raise UsageError(f"{where}: expected a mapping of policy options, got {value!r}")
+    if policy != SHORT_NAME:  # SB3 checks its own policies' options; NB2's would be a TypeError there
+        nb2_only = sorted(set(value) & set(nb2_only_policy_kwargs(algo_class)))
+        if nb2_only:
+            raise UsageError(f"{where}: {nb2_only} are NB2Policy options; {policy} does not take them")
+        return
     valid = policy_kwarg_keys(algo_class)
     for key in value:
         if key not in valid:
@@ -223,13 +246,18 @@ def parse_entry(
     """
     valid = valid_keys(algo_class)
     hp = Hyperparams(entry=dict(entry))
+    hp.policy = str(entry.get("policy") or hp.policy)  # first: it decides which policy_kwargs are valid
     for key, value in entry.items():
         lab = label if isinstance(label, str) else label[key]
         where = f"{lab}{key}" if lab.endswith(" ") else f"{lab}.{key}"
         if key not in valid:
             raise UsageError(f"{where}: unknown key for {algo_class.__name__}; valid keys: {valid}")
         if key == "policy":
-            hp.policy = str(value)
+            if hp.policy not in policy_names(algo_class):
+                raise UsageError(
+                    f"{where}: {hp.policy!r} is not a policy for {algo_class.__name__}; "
+                    f"valid: {policy_names(algo_class)}"
+                )
         elif key in ("n_envs", "n_timesteps"):
             setattr(hp, key, parse_steps(value, where))
         elif key == "noise_type":
@@ -239,8 +267,8 @@ def parse_entry(
         elif key == "noise_std":
             hp.noise_std = float(value)
         else:
-            if key == "policy_kwargs" and hp.policy == SHORT_NAME:
-                _check_policy_kwargs(algo_class, value, where)
+            if key == "policy_kwargs":
+                _check_policy_kwargs(algo_class, hp.policy, value, where)
             parsed = _parse_value(value, where)
             if isinstance(parsed, LinearSchedule) and key not in schedule_keys(algo_class):
                 raise UsageError(
@@ -248,11 +276,6 @@ def parse_entry(
                     f"lin_X is accepted for {sorted(schedule_keys(algo_class))}"
                 )
             hp.algo_kwargs[key] = parsed
-    if hp.policy != SHORT_NAME and entry.get("policy") is not None:
-        raise UsageError(
-            f"{label if isinstance(label, str) else label['policy']}.policy: "
-            f"{hp.policy!r} is not an NB2 policy; valid: [{SHORT_NAME!r}]"
-        )
     return hp
 
 
