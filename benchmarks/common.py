@@ -1,13 +1,23 @@
-"""What the benchmarks share: result rows, interleaved timing, attention FLOP counting."""
+"""What the benchmarks share: result rows, interleaved timing, attention FLOP counting, and the
+long benchmarks' runs, each in a fresh process, kept so that a later invocation resumes."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import resource
 import statistics
+import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from functools import partial
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
@@ -128,3 +138,145 @@ def fmt_time(seconds: float) -> str:
     if seconds >= 1e-3:
         return f"{seconds * 1e3:.2f} ms"
     return f"{seconds * 1e6:.0f} µs"
+
+
+# --------------------------------------------------------------------------- runs in fresh processes
+
+MB = 1024 * 1024
+MEASURED_DIR = "measured"
+"""Under a long benchmark's runs dir: one JSON per finished job; a later invocation resumes after them."""
+
+
+def cpu_s() -> float:
+    """User + system CPU seconds of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def maxrss_mb() -> float:
+    """This process's peak resident set (``ru_maxrss``) in MB (Linux reports kilobytes, macOS bytes)."""
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return value / MB if sys.platform == "darwin" else value * 1024 / MB
+
+
+def eval_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, mean return) from SB3's ``eval/evaluations.npz``; empty if there is none."""
+    path = run_dir / "eval" / "evaluations.npz"
+    if not path.is_file():
+        return []
+    data = np.load(path)
+    return [(int(t), float(np.mean(r))) for t, r in zip(data["timesteps"], data["results"], strict=True)]
+
+
+class Job(Protocol):
+    """A run of a long benchmark: a frozen dataclass of plain values (the key of its kept outcome)."""
+
+    @property
+    def label(self) -> str: ...
+
+
+class Outcome(Protocol):
+    """What a job produced: a dataclass of plain values (it crosses processes and goes to JSON)."""
+
+    error: str | None
+
+    def summary(self) -> str:
+        """The figures of the progress line."""
+        ...
+
+
+J = TypeVar("J", bound=Job)
+R = TypeVar("R", bound=Outcome)
+
+
+def load_kept(path: Path, job: Any, rebuild: Callable[[dict[str, Any]], R]) -> R | None:
+    """The outcome kept at ``path`` for exactly ``job`` (every field equal), rebuilt from its
+    fields (``job`` left out); None where there is none, it was another job's, or it cannot be read."""
+    try:
+        data = json.loads(path.read_text())
+        if data["job"] != json.loads(json.dumps(asdict(job))):
+            return None
+        return rebuild({k: v for k, v in data["outcome"].items() if k != "job"})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_kept(path: Path, job: Any, outcome: Any) -> None:
+    """Keep a finished job's outcome at ``path`` (temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"job": asdict(job), "outcome": asdict(outcome)}, indent=1))
+    tmp.replace(path)
+
+
+def run_jobs(
+    jobs: Sequence[J],
+    workers: int,
+    run: Callable[[J], R],
+    where: Callable[[J], Path],
+    rebuild: Callable[[J, dict[str, Any]], R],
+    failed: Callable[[J, str], R],
+) -> list[R]:
+    """``run(job)`` for every job, each in a fresh spawned process, ``workers`` side by side; in
+    ``jobs``' order. A job kept by an earlier invocation (``where(job)``, see :func:`load_kept`) is
+    not run again; a finished one is kept there. A job that raises becomes ``failed(job, error)``,
+    so that one failed run does not cost the others' hours; it is not kept (it runs again)."""
+    done: dict[int, R] = {}
+    todo: list[int] = []
+    for i, job in enumerate(jobs):
+        cached = load_kept(where(job), job, partial(rebuild, job))
+        if cached is None:
+            todo.append(i)
+            continue
+        done[i] = cached
+        print(f"   [{len(done)}/{len(jobs)}] {job.label:<38} measured earlier: {where(job)}", flush=True)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), max_tasks_per_child=1)
+    with pool:
+        futures = {pool.submit(run, jobs[i]): i for i in todo}
+        for future in as_completed(futures):
+            job = jobs[futures[future]]
+            err = future.exception()
+            if err is None:
+                outcome = future.result()
+                save_kept(where(job), job, outcome)
+            else:
+                outcome = failed(job, f"{type(err).__name__}: {' '.join(str(err).split())}")
+            done[futures[future]] = outcome
+            print(
+                f"   [{len(done)}/{len(jobs)}] {job.label:<38} {outcome.error or outcome.summary()}",
+                flush=True,
+            )
+    return [done[i] for i in range(len(jobs))]
+
+
+def names_of(valid: Sequence[str], what: str) -> Callable[[str], list[str]]:
+    """An argparse ``type``: comma-separated names, each one of ``valid`` (``what`` names them)."""
+
+    def parse(value: str) -> list[str]:
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = sorted(set(names) - set(valid))
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"unknown {what}(s) {unknown}; choose from {', '.join(valid)}")
+        return names
+
+    return parse
+
+
+def add_run_options(
+    parser: argparse.ArgumentParser, workers: int, runs_dir: Path, quick_runs_dir: Path
+) -> None:
+    """A long benchmark's options for its runs: ``--workers``, ``--runs-dir``, ``--device``, ``--threads``."""
+    parser.add_argument("--workers", type=int, default=workers, help=f"runs side by side (default {workers})")
+    parser.add_argument("--runs-dir", type=Path, help=f"default {runs_dir} ({quick_runs_dir} with --quick)")
+    parser.add_argument("--device", default="auto", help="torch device (default auto)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run (default 1)")
+
+
+def parse_run_options(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """Parse ``argv``, set torch's threads, and return the arguments and the run options of
+    :func:`add_run_options` as ``run(...)`` keywords (``workers``, ``runs_dir``, ``device``)."""
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args, dict(workers=args.workers, runs_dir=args.runs_dir, device=args.device)

@@ -65,20 +65,28 @@ import argparse
 import importlib.util
 import json
 import math
-import resource
-import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from benchmarks.common import Row
+from benchmarks import common
+from benchmarks.common import (
+    MEASURED_DIR,
+    Row,
+    add_run_options,
+    cpu_s,
+    eval_curve,
+    load_kept,
+    maxrss_mb,
+    names_of,
+    parse_run_options,
+    save_kept,
+)
 from benchmarks.distill_figures import (
     KICKSTART,
     MULTI,
@@ -121,36 +129,12 @@ TEMPERATURE = {"dqn": 0.01}
 SEEDS = (0, 1, 2)
 WORKERS = 2
 RUNS_DIR = Path("runs/benchmarks/distill")
-MEASURED_DIR = "measured"
-"""Under the runs dir: one JSON per finished job; a later invocation resumes after them."""
 QUICK_SEEDS = (0,)
 QUICK_STEPS = 3_000
 QUICK_EVAL_FREQ = 1_500
 """Kickstart and scratch, twice; pure and multi-teacher once, at :data:`QUICK_STEPS`."""
 QUICK_FINAL_EPISODES = 5
 QUICK_RUNS_DIR = Path("runs/benchmarks/distill-quick")
-
-MB = 1024 * 1024
-
-
-def cpu_s() -> float:
-    """User + system CPU seconds of this process so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def maxrss_mb() -> float:
-    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return value / MB if sys.platform == "darwin" else value * 1024 / MB
-
-
-def eval_curve(run_dir: Path) -> list[tuple[int, float]]:
-    """(step, mean return) from SB3's ``eval/evaluations.npz``; empty if there is none."""
-    path = run_dir / "eval" / "evaluations.npz"
-    if not path.is_file():
-        return []
-    data = np.load(path)
-    return [(int(t), float(np.mean(r))) for t, r in zip(data["timesteps"], data["results"], strict=True)]
 
 
 def run_job(job: Job) -> Outcome:
@@ -193,63 +177,29 @@ def measured_path(job: Job) -> Path:
     return Path(job.runs_dir) / MEASURED_DIR / name
 
 
+def _rebuild(job: Job, fields: dict[str, Any]) -> Outcome:
+    fields["curve"] = [(int(t), float(r)) for t, r in fields["curve"]]
+    return Outcome(job, **fields)
+
+
 def load_measured(job: Job) -> Outcome | None:
     """The outcome of exactly this job (same kind, target, seed, teachers, budget, evaluation,
     temperature, device and threads) from an earlier invocation, or None."""
-    path = measured_path(job)
-    try:
-        data = json.loads(path.read_text())
-        if data["job"] != json.loads(json.dumps(asdict(job))):
-            return None
-        fields = {k: v for k, v in data["outcome"].items() if k != "job"}
-        fields["curve"] = [(int(t), float(r)) for t, r in fields["curve"]]
-        return Outcome(job, **fields)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return load_kept(measured_path(job), job, partial(_rebuild, job))
 
 
 def save_measured(outcome: Outcome) -> None:
     """Keep a successful outcome (temp file, then rename)."""
-    path = measured_path(outcome.job)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"job": asdict(outcome.job), "outcome": asdict(outcome)}, indent=1))
-    tmp.replace(path)
+    save_kept(measured_path(outcome.job), outcome.job, outcome)
 
 
 def run_jobs(jobs: Sequence[Job], workers: int) -> list[Outcome]:
     """Every job in a fresh spawned process, ``workers`` side by side; in ``jobs``' order.
     A failed job is reported with its error, so it does not cost the other runs' figures. A job
     measured by an earlier invocation (``{runs-dir}/measured/``) is not run again."""
-    done: dict[int, Outcome] = {}
-    todo: list[int] = []
-    for i, job in enumerate(jobs):
-        cached = load_measured(job)
-        if cached is None:
-            todo.append(i)
-            continue
-        done[i] = cached
-        print(
-            f"   [{len(done)}/{len(jobs)}] {job.label:<38} measured earlier: {measured_path(job)}", flush=True
-        )
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), max_tasks_per_child=1)
-    with pool:
-        futures = {pool.submit(run_job, jobs[i]): i for i in todo}
-        for future in as_completed(futures):
-            job = jobs[futures[future]]
-            try:
-                outcome = future.result()
-            except Exception as err:  # one failed run must not cost the others' hours
-                outcome = Outcome(job, error=f"{type(err).__name__}: {' '.join(str(err).split())}")
-            else:
-                save_measured(outcome)
-            done[futures[future]] = outcome
-            what = outcome.error or (
-                f"{outcome.wall_s:6.0f} s ({outcome.cpu_s:.0f} s CPU)  peak RSS {outcome.peak_mb:4.0f} MB  "
-                f"{outcome.run_dir}"
-            )
-            print(f"   [{len(done)}/{len(jobs)}] {job.label:<38} {what}", flush=True)
-    return [done[i] for i in range(len(jobs))]
+    return common.run_jobs(
+        jobs, workers, run_job, measured_path, _rebuild, lambda job, err: Outcome(job, error=err)
+    )
 
 
 # --------------------------------------------------------------------------- the plan
@@ -469,35 +419,19 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _measures(value: str) -> list[str]:
-    names = _csv(value)
-    unknown = sorted(set(names) - set(MEASURES))
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown measure(s) {unknown}; choose from {', '.join(MEASURES)}")
-    return names
-
-
 def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.distill", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"seed 0, {QUICK_STEPS:,} steps per run")
     parser.add_argument("--seeds", type=lambda v: [int(s) for s in _csv(v)], help="default 0,1,2")
     parser.add_argument(
-        "--measures", type=_measures, default=list(MEASURES), help=f"default {','.join(MEASURES)}"
+        "--measures",
+        type=names_of(MEASURES, "measure"),
+        default=list(MEASURES),
+        help=f"default {','.join(MEASURES)}",
     )
-    parser.add_argument("--workers", type=int, default=WORKERS, help=f"runs side by side (default {WORKERS})")
-    parser.add_argument("--runs-dir", type=Path, help=f"default {RUNS_DIR} ({QUICK_RUNS_DIR} with --quick)")
-    parser.add_argument("--device", default="auto", help="torch device (default auto)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run (default 1)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    return run(
-        args.quick,
-        seeds=args.seeds,
-        measures=args.measures,
-        workers=args.workers,
-        runs_dir=args.runs_dir,
-        device=args.device,
-    )
+    add_run_options(parser, WORKERS, RUNS_DIR, QUICK_RUNS_DIR)
+    args, options = parse_run_options(parser, argv)
+    return run(args.quick, seeds=args.seeds, measures=args.measures, **options)
 
 
 if __name__ == "__main__":

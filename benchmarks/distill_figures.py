@@ -72,6 +72,12 @@ class Outcome:
     """``teachers.json`` (distillation runs)."""
     error: str | None = None
 
+    def summary(self) -> str:
+        """The figures of the benchmark's progress line."""
+        return (
+            f"{self.wall_s:6.0f} s ({self.cpu_s:.0f} s CPU)  peak RSS {self.peak_mb:4.0f} MB  {self.run_dir}"
+        )
+
 
 def random_returns() -> dict[str, float]:
     """Each env's uniform-random return, from the suites' normalisers (``envs/*.yaml``)."""

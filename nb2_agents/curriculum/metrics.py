@@ -42,7 +42,7 @@ import io
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -267,13 +267,20 @@ def multitask_metrics(
 
 
 def bootstrap_ci(
-    values: Sequence[float], confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0
+    values: Sequence[float],
+    confidence: float = 0.95,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    statistic: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[float, float, float]:
-    """``(mean, low, high)``: the mean over seeds and its percentile-bootstrap confidence interval.
+    """``(mean, low, high)``: the mean over seeds and its percentile-bootstrap confidence interval
+    (``(statistic, low, high)`` with ``statistic``).
 
-    Deterministic given ``seed``. One value gives ``(v, v, v)``. The interval is widened to
-    contain the mean if resampling (or float rounding, e.g. identical values) puts it outside.
-    Raises ValueError on an empty or non-finite input or a ``confidence`` outside (0, 1).
+    ``statistic`` replaces the mean (e.g. the interquartile mean): it maps each row of a 2-D
+    array of resamples to one value. Deterministic given ``seed``. One value gives ``(v, v, v)``.
+    The interval is widened to contain the statistic if resampling (or float rounding, e.g.
+    identical values) puts it outside. Raises ValueError on an empty or non-finite input or a
+    ``confidence`` outside (0, 1).
     """
     arr = np.asarray(values, dtype=np.float64).ravel()
     if arr.size == 0:
@@ -284,15 +291,16 @@ def bootstrap_ci(
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    mean = float(np.mean(arr))
+    stat = statistic or (lambda rows: rows.mean(axis=1))
+    value = float(stat(arr[None, :])[0])
     if arr.size == 1:
-        return mean, mean, mean
+        return value, value, value
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, arr.size, size=(n_resamples, arr.size))
-    means = arr[idx].mean(axis=1)
+    resampled = stat(arr[idx])
     alpha = 1.0 - confidence
-    low, high = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return mean, min(float(low), mean), max(float(high), mean)
+    low, high = np.quantile(resampled, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return value, min(float(low), value), max(float(high), value)
 
 
 def aggregate(per_seed: Sequence[SeedMetrics], seeds: Sequence[int]) -> dict[str, Any]:
