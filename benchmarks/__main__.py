@@ -1,13 +1,15 @@
 """Run the benchmarks: ``python -m benchmarks [--quick] [--only NAME[,NAME]] [--threads N] [--out FILE]``.
 
-``make bench`` runs them all (but ``retention`` and ``distill``) and writes ``benchmarks/RESULTS.md`` (the
-machine, the table, the targets missed) and ``benchmarks/plots/*.png``; ``--out ''`` writes
-nothing.
+``make bench`` runs them all (but ``retention``, ``distill`` and ``reliability``) and writes
+``benchmarks/RESULTS.md`` (the machine, the table, the targets missed) and
+``benchmarks/plots/*.png``; ``--out ''`` writes nothing.
 
 ``retention`` trains whole curricula (hours; ``--quick``: minutes), one run after another in
 fresh processes rather than in interleaved rounds, and ``distill`` trains kickstarted, scratch
-and distilled students from the policy zoo (hours; ``--quick``: minutes), so they run only when
-named in ``--only``; the others run by default.
+and distilled students from the policy zoo (hours; ``--quick``: minutes), and ``reliability``
+trains NB2-nano and SB3's MlpPolicy on 8 env / algorithm rows over 10 seeds each (about 7 hours
+on two cores; ``--quick``: minutes), so they run only when named in ``--only``; the others run
+by default.
 
 Every comparison runs side by side in this one process, in interleaved rounds, and is
 reported as a ratio of medians (or a median of per-round ratios), so that load from other
@@ -28,7 +30,18 @@ import gymnasium
 import stable_baselines3
 import torch
 
-from benchmarks import distill, latency, overhead, parity, report, retention, sampling, scaling, throughput
+from benchmarks import (
+    distill,
+    latency,
+    overhead,
+    parity,
+    reliability,
+    report,
+    retention,
+    sampling,
+    scaling,
+    throughput,
+)
 from benchmarks.common import Row
 
 BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
@@ -40,8 +53,9 @@ BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
     "parity": parity.run,
     "retention": retention.run,
     "distill": distill.run,
+    "reliability": reliability.run,
 }
-LONG = ("retention", "distill")
+LONG = ("retention", "distill", "reliability")
 """Run only when named in ``--only``."""
 DEFAULT = [name for name in BENCHMARKS if name not in LONG]
 
