@@ -349,25 +349,8 @@ def test_unknown_preset_lists_presets(policy_class, action_space, preset: str) -
         assert repr(name) in str(info.value)
 
 
-@pytest.mark.parametrize(("policy_class", "action_space"), ALL_POLICIES, ids=POLICY_IDS)
-@pytest.mark.parametrize(
-    "key", ["features_extractor_class", "features_extractor_kwargs", "share_features_extractor"]
-)
-def test_owned_kwargs_are_rejected(policy_class, action_space, key: str) -> None:
-    value = {
-        "features_extractor_class": NB2Extractor,
-        "features_extractor_kwargs": {},
-        "share_features_extractor": True,
-    }[key]
-    with pytest.raises(ValueError, match=key):
-        policy_class(spaces.Box(-1, 1, (5,)), action_space, lr_schedule, **{key: value})
-
-
-@pytest.mark.parametrize("algo", [PPO, DQN])
-def test_features_extractor_class_rejected_through_policy_kwargs(algo) -> None:
-    env = IdentityEnv(3)
-    with pytest.raises(ValueError, match="features_extractor_class"):
-        algo("NB2Policy", env, policy_kwargs={"features_extractor_class": NB2Extractor})
+# SB3's own extractor options (share_features_extractor, features_extractor_class / _kwargs):
+# tests/test_sb3_idioms.py
 
 
 @pytest.mark.parametrize(("policy_class", "action_space"), ALL_POLICIES, ids=POLICY_IDS)

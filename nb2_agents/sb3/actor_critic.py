@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from gymnasium import spaces
@@ -14,13 +14,19 @@ from torch import nn
 
 from nb2_agents.nn.config import NB2Config
 from nb2_agents.nn.tokenizer import ACTION_MASK_KEY
-from nb2_agents.sb3.extractor import NB2Extractor, NB2PolicyMixin
+from nb2_agents.sb3.extractor import NB2Extractor, NB2PolicyMixin, reject_options, resolve_share_encoder
+
+DEFAULT_SHARE_ENCODER = True
+"""One NB2 encoder for actor and critic unless ``share_encoder`` (or SB3's
+``share_features_extractor``) says otherwise: the one place this default is set."""
 
 
 class NB2Heads(nn.Module):
     """SB3's ``mlp_extractor`` slot: splits NB2's (actor, critic) query outputs.
 
-    Optional hidden layers (``net_arch=dict(pi=[...], vf=[...])``) run on each half.
+    Optional hidden layers run on each half, as SB3's ``MlpExtractor`` builds them:
+    ``net_arch=[64]`` for both, ``dict(pi=[...], vf=[...])`` for each, each layer followed by
+    ``activation_fn``.
     ``critic_grad_scale`` scales the value loss's gradient on its way back into the network
     that the actor shares (the forward pass is unchanged); 1.0 leaves it as is.
     """
@@ -35,6 +41,12 @@ class NB2Heads(nn.Module):
         super().__init__()
         self.critic_grad_scale = critic_grad_scale
         arch = net_arch if isinstance(net_arch, dict) else {"pi": net_arch, "vf": net_arch}
+        unknown = sorted(set(arch) - {"pi", "vf"})
+        if unknown:
+            raise ValueError(
+                f"net_arch keys {unknown} are not actor-critic heads; use dict(pi=[...], vf=[...]) "
+                "or a list for both"
+            )
         self.d_model = d_model
         self.pi = nn.Sequential(*create_mlp(d_model, -1, list(arch.get("pi", [])), activation_fn))
         self.vf = nn.Sequential(*create_mlp(d_model, -1, list(arch.get("vf", [])), activation_fn))
@@ -60,7 +72,10 @@ class _ActorCriticMixin(NB2PolicyMixin):
 
     net_arch: Any
     activation_fn: type[nn.Module]
+    ortho_init: bool
     _share_encoder: bool
+    # SB3 options this policy's base class does not take, and why
+    _not_applicable: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -69,18 +84,20 @@ class _ActorCriticMixin(NB2PolicyMixin):
         lr_schedule: Schedule,
         preset: str | NB2Config = "nano",
         sampling: bool | None = None,
-        share_encoder: bool = True,
+        share_encoder: bool | None = None,
         critic_grad_scale: float = 0.2,
-        check_finite: bool = True,
+        check_finite: bool | None = None,
         nb2_kwargs: dict[str, Any] | None = None,
         net_arch: list[int] | dict[str, list[int]] | None = None,
         **kwargs: Any,
     ) -> None:
+        reject_options(type(self).__name__, kwargs, self._not_applicable)
+        share = resolve_share_encoder(type(self).__name__, share_encoder, kwargs)
         # SB3's actor-critic policies use Adam with eps=1e-5 (from OpenAI baselines)
         extractor_kwargs = self._nb2_setup(
             preset, sampling, check_finite, nb2_kwargs, 2, kwargs, adam_defaults={"eps": 1e-5}
         )
-        self._share_encoder = share_encoder
+        self._share_encoder = DEFAULT_SHARE_ENCODER if share is None else share
         self._critic_grad_scale = critic_grad_scale
         super().__init__(  # type: ignore[call-arg]
             observation_space,
@@ -89,7 +106,7 @@ class _ActorCriticMixin(NB2PolicyMixin):
             net_arch=net_arch if net_arch is not None else [],
             features_extractor_class=NB2Extractor,
             features_extractor_kwargs=extractor_kwargs,
-            share_features_extractor=share_encoder,
+            share_features_extractor=self._share_encoder,
             **kwargs,
         )
 
@@ -101,10 +118,13 @@ class _ActorCriticMixin(NB2PolicyMixin):
 
     def _build(self, lr_schedule: Schedule) -> None:
         super()._build(lr_schedule)  # type: ignore[misc]
-        # SB3's orthogonal init (gain sqrt 2, zero biases) would reset NB2's gate biases, which
-        # must start near the identity; keep it for the action / value heads only.
-        for net in self.nb2_networks():
-            net.reset_parameters()
+        # With ortho_init, SB3's orthogonal init (gain sqrt 2, zero biases) also reaches the
+        # features extractor, and would reset NB2's gate biases, which must start near the
+        # identity: the heads keep SB3's init (hidden layers sqrt 2, action_net 0.01,
+        # value_net 1), NB2 gets its own back. Without it SB3 leaves every module as built.
+        if self.ortho_init:
+            for net in self.nb2_networks():
+                net.reset_parameters()
 
     # An ``action_mask`` observation key (curricula whose tasks have fewer actions than the
     # shared space) is kept for _get_action_dist_from_latent, which each SB3 path that builds a
@@ -141,21 +161,34 @@ class NB2ActorCriticPolicy(_ActorCriticMixin, ActorCriticPolicy):  # type: ignor
 
     :param preset: ``"nano"``, ``"small"``, ``"base"`` or an :class:`NB2Config`
     :param sampling: adaptive token sampling on / off (None: the preset's)
-    :param share_encoder: one NB2 encoder for actor and critic (True) or one each
+    :param share_encoder: one NB2 encoder for actor and critic (True) or one each (False);
+        ``share_features_extractor``, SB3's name for it, is accepted too. Default:
+        :data:`DEFAULT_SHARE_ENCODER`
     :param critic_grad_scale: with a shared encoder, the value loss's gradient into the shared
         network is scaled by this. Value targets (returns) are orders of magnitude larger than
         the policy loss, and at full scale they reshaped the features under the actor: PPO +
         NB2-nano on CartPole collapsed late in 2 of 4 seeds; at 0.2, none did (SB3's MlpPolicy
         avoids this with separate actor and critic networks). Ignored with separate encoders.
-    :param check_finite: raise ``ValueError`` on NaN / Inf observations
+    :param check_finite: raise ``ValueError`` on NaN / Inf observations (None: True)
     :param nb2_kwargs: other :class:`NB2Config` fields to override
-    :param net_arch: optional hidden layers after NB2, ``dict(pi=[...], vf=[...])``; none by default
-    :param kwargs: the rest of SB3's ``ActorCriticPolicy`` arguments
+    :param net_arch: hidden layers after NB2, a list (both heads) or ``dict(pi=[...], vf=[...])``;
+        none by default
+    :param kwargs: the rest of SB3's ``ActorCriticPolicy`` arguments, with SB3's meaning:
+        ``activation_fn`` after each ``net_arch`` layer; ``ortho_init`` SB3's orthogonal init of
+        the heads (NB2 keeps its own); ``use_sde``, ``log_std_init``, ``full_std``, ``use_expln``,
+        ``squash_output`` for ``Box`` actions; ``features_extractor_kwargs`` as in
+        :class:`~nb2_agents.sb3.extractor.NB2PolicyMixin`
     """
 
 
 class MaskableNB2Policy(_ActorCriticMixin, MaskableActorCriticPolicy):  # type: ignore[misc]
     """NB2 actor-critic policy for sb3-contrib's MaskablePPO; invalid actions get zero probability.
 
-    Takes the same options as :class:`NB2ActorCriticPolicy`.
+    Takes the same options as :class:`NB2ActorCriticPolicy`, except the ``Box`` ones.
     """
+
+    _not_applicable: ClassVar[dict[str, str]] = {
+        key: "MaskablePPO's actions are discrete, and sb3-contrib's MaskableActorCriticPolicy has no "
+        "Gaussian (or gSDE) distribution for it to configure"
+        for key in ("use_sde", "log_std_init", "full_std", "use_expln", "squash_output")
+    }

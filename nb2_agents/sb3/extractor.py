@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -38,7 +39,136 @@ class NB2Extractor(BaseFeaturesExtractor):
         self.net.reset_parameters()
 
 
-_OWNED = ("features_extractor_class", "features_extractor_kwargs", "share_features_extractor")
+# SB3's extractor options: read by _nb2_setup, and replaced by NB2's own names when saved
+_SB3_EXTRACTOR_KEYS = ("features_extractor_class", "features_extractor_kwargs", "share_features_extractor")
+_FE = "policy_kwargs['features_extractor_kwargs']"
+_NB2_FIELDS = tuple(sorted(f.name for f in dataclasses.fields(NB2Config)))
+EXTRACTOR_KWARGS = tuple(sorted((*_NB2_FIELDS, "check_finite", "features_dim")))
+"""The ``features_extractor_kwargs`` keys NB2 policies accept."""
+
+
+def _agree(name_a: str, a: Any, name_b: str, b: Any) -> None:
+    """Two names for one option: both given with different values is an error naming both."""
+    if a is not None and b is not None and a != b:
+        raise ValueError(f"{name_a}={a!r} and {name_b}={b!r} set the same option; give one of them")
+
+
+def resolve_share_encoder(policy: str, share_encoder: bool | None, kwargs: dict[str, Any]) -> bool | None:
+    """``share_encoder``, or SB3's name for it, ``share_features_extractor`` (popped from ``kwargs``).
+
+    None when neither is given.
+    """
+    sb3_value = kwargs.pop("share_features_extractor", None)
+    _agree(
+        "policy_kwargs['share_encoder']",
+        share_encoder,
+        "policy_kwargs['share_features_extractor']",
+        sb3_value,
+    )
+    value = share_encoder if share_encoder is not None else sb3_value
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{policy}: share_encoder must be True or False, got {value!r}")
+    return value
+
+
+def _apply_features_dim(fe: dict[str, Any], nb2_kwargs: dict[str, Any] | None, n_queries: int) -> Any:
+    """Replace ``features_dim`` in ``fe`` by the ``d_model`` it means; return it (None: not given).
+
+    SB3's ``features_dim`` is the extractor's output width, ``n_queries * d_model`` for NB2.
+    """
+    features_dim = fe.pop("features_dim", None)
+    if features_dim is None:
+        return None
+    if not isinstance(features_dim, int) or isinstance(features_dim, bool) or features_dim < 1:
+        raise ValueError(f"{_FE}['features_dim'] must be a positive integer, got {features_dim!r}")
+    if features_dim % n_queries:
+        raise ValueError(
+            f"{_FE}['features_dim']={features_dim}: NB2's output is n_queries * d_model with "
+            f"{n_queries} queries here, so features_dim must be a multiple of {n_queries}"
+        )
+    d_model = features_dim // n_queries
+    given = (("features_extractor_kwargs", fe), ("nb2_kwargs", nb2_kwargs or {}))
+    for where, options in given:
+        if options.get("d_model", d_model) != d_model:
+            raise ValueError(
+                f"{_FE}['features_dim']={features_dim} means d_model {d_model} ({n_queries} queries), "
+                f"but policy_kwargs[{where!r}]['d_model']={options['d_model']!r}; give one of them"
+            )
+    fe["d_model"] = d_model
+    return features_dim
+
+
+def _check_extractor_keys(extractor_kwargs: Any) -> dict[str, Any]:
+    if not isinstance(extractor_kwargs, dict):
+        raise ValueError(f"{_FE} must be a dict, got {extractor_kwargs!r}")
+    hints = {
+        "config": "; pass an NB2Config as policy_kwargs['preset']",
+        "n_queries": "; the policy sets it (2: actor + critic, 1: one per network off-policy)",
+    }
+    for key in extractor_kwargs:
+        if key not in EXTRACTOR_KWARGS:
+            raise ValueError(
+                f"{_FE}[{key!r}] has no meaning for NB2{hints.get(key, '')}; accepted keys: "
+                f"{list(EXTRACTOR_KWARGS)}"
+            )
+    return dict(extractor_kwargs)
+
+
+def resolve_nb2_options(
+    preset: str | NB2Config,
+    sampling: bool | None,
+    check_finite: bool | None,
+    nb2_kwargs: dict[str, Any] | None,
+    extractor_kwargs: dict[str, Any] | None,
+    n_queries: int,
+) -> tuple[NB2Config, dict[str, Any]]:
+    """Fold SB3's ``features_extractor_kwargs`` into NB2's own options and build the config.
+
+    Returns the config and the options in NB2's names only (``preset``, ``sampling``,
+    ``check_finite``, ``nb2_kwargs``), which rebuild the same policy when saved.
+
+    >>> cfg, opts = resolve_nb2_options("nano", None, None, None, {"features_dim": 48}, 2)
+    >>> cfg.d_model, opts["nb2_kwargs"]
+    (24, {'d_model': 24})
+    """
+    fe = _check_extractor_keys(extractor_kwargs if extractor_kwargs is not None else {})
+    if "check_finite" in fe:
+        _agree("policy_kwargs['check_finite']", check_finite, f"{_FE}['check_finite']", fe["check_finite"])
+        check_finite = fe.pop("check_finite")
+    if "sampling" in fe:
+        _agree("policy_kwargs['sampling']", sampling, f"{_FE}['sampling']", fe["sampling"])
+        sampling = fe.pop("sampling")
+    features_dim = _apply_features_dim(fe, nb2_kwargs, n_queries)
+    merged = dict(nb2_kwargs or {})
+    for key, value in fe.items():
+        _agree(f"policy_kwargs['nb2_kwargs'][{key!r}]", merged.get(key), f"{_FE}[{key!r}]", value)
+        merged[key] = value
+    overrides = dict(merged)
+    if sampling is not None:
+        overrides["sampling"] = sampling
+    try:
+        config = get_config(preset, **overrides)
+    except ValueError as err:
+        if features_dim is None:
+            raise
+        raise ValueError(
+            f"{_FE}['features_dim']={features_dim} gives d_model {features_dim // n_queries} "
+            f"({n_queries} queries): {err}"
+        ) from err
+    options = dict(
+        preset=preset,
+        sampling=sampling,
+        check_finite=True if check_finite is None else check_finite,
+        nb2_kwargs=merged if merged or nb2_kwargs is not None else None,
+    )
+    return config, options
+
+
+def reject_options(policy: str, kwargs: dict[str, Any], reasons: dict[str, str]) -> None:
+    """Raise for SB3 options that have no meaning for ``policy``, saying why."""
+    for key, reason in reasons.items():
+        if key in kwargs:
+            raise ValueError(f"{policy}: policy_kwargs[{key!r}] does not apply: {reason}")
 
 
 class NB2PolicyMixin:
@@ -50,6 +180,11 @@ class NB2PolicyMixin:
     * ``sampling``: adaptive token sampling on / off (default: the preset's, on);
     * ``nb2_kwargs``: other :class:`NB2Config` fields to override;
     * ``check_finite``: reject NaN / Inf observations (default True).
+
+    SB3's own extractor options keep their meaning: ``features_extractor_class`` may only be
+    :class:`NB2Extractor` (these policies *are* NB2; use ``"MlpPolicy"`` and friends for another
+    extractor), and ``features_extractor_kwargs`` takes ``features_dim`` (the extractor's output
+    width, ``n_queries * d_model``), ``check_finite`` and any :class:`NB2Config` field.
     """
 
     nb2_config: NB2Config
@@ -59,7 +194,7 @@ class NB2PolicyMixin:
         self,
         preset: str | NB2Config,
         sampling: bool | None,
-        check_finite: bool,
+        check_finite: bool | None,
         nb2_kwargs: dict[str, Any] | None,
         n_queries: int,
         kwargs: dict[str, Any],
@@ -67,34 +202,40 @@ class NB2PolicyMixin:
     ) -> dict[str, Any]:
         """Validate the NB2 options and return the features-extractor kwargs for SB3.
 
+        Pops ``features_extractor_class`` and ``features_extractor_kwargs`` from ``kwargs``.
         Also defaults the optimizer to fused Adam (``adam_defaults`` are the algorithm's
         usual Adam kwargs): NB2 has many small parameter tensors, and the per-tensor loop of
         plain Adam cost ~2 ms of every update on a CPU (fused: ~0.4 ms).
         """
-        for key in _OWNED:
-            if key in kwargs:
-                raise ValueError(
-                    f"policy_kwargs[{key!r}] is set by {type(self).__name__}; use 'preset', "
-                    "'sampling', 'share_encoder' or 'nb2_kwargs' instead"
-                )
-        overrides = dict(nb2_kwargs or {})
-        if sampling is not None:
-            overrides["sampling"] = sampling
-        self.nb2_config = get_config(preset, **overrides)
+        extractor_class = kwargs.pop("features_extractor_class", NB2Extractor)
+        if extractor_class is not NB2Extractor:
+            name = getattr(extractor_class, "__name__", repr(extractor_class))
+            raise ValueError(
+                f"policy_kwargs['features_extractor_class']={name}: {type(self).__name__} is NB2 "
+                "as the features extractor (NB2Extractor) with SB3's heads on top; to use another "
+                "extractor, use SB3's 'MlpPolicy' / 'CnnPolicy' / 'MultiInputPolicy' with it"
+            )
+        self.nb2_config, self._nb2_options = resolve_nb2_options(
+            preset,
+            sampling,
+            check_finite,
+            nb2_kwargs,
+            kwargs.pop("features_extractor_kwargs", None),
+            n_queries,
+        )
         if (
             kwargs.get("optimizer_kwargs") is None
             and kwargs.get("optimizer_class", torch.optim.Adam) is torch.optim.Adam
         ):
             kwargs["optimizer_kwargs"] = {**adam_defaults, "fused": True}
-        self._nb2_options = dict(
-            preset=preset, sampling=sampling, check_finite=check_finite, nb2_kwargs=nb2_kwargs
+        return dict(
+            config=self.nb2_config, n_queries=n_queries, check_finite=self._nb2_options["check_finite"]
         )
-        return dict(config=self.nb2_config, n_queries=n_queries, check_finite=check_finite)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data: dict[str, Any] = super()._get_constructor_parameters()  # type: ignore[misc]
-        for key in _OWNED:
-            data.pop(key, None)
+        for key in _SB3_EXTRACTOR_KEYS:
+            data.pop(key, None)  # saved in NB2's names instead: one name per option
         data.update(self._nb2_options)
         return data
 
