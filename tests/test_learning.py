@@ -42,12 +42,6 @@ def _mean_return(model: BaseAlgorithm, env_id: str, episodes: int, seed: int) ->
     return float(mean)
 
 
-@pytest.mark.xfail(
-    reason="issue 13: 293.6 on this 2-core machine (seed 0, torch 2.13; 500 on earlier runs): "
-    "NB2-nano's PPO updates overshoot (constant lr 1e-3: approx_kl > 0.1 in 20-58 of 390 "
-    "updates, MlpPolicy 1)",
-    strict=False,
-)
 def test_ppo_cartpole_rl_zoo_budget() -> None:
     """PPO + NB2-nano: mean return >= 475 over 20 episodes after RL Zoo's 100k steps."""
     hp = load_hyperparams(PPO, "CartPole-v1", DATA_DIR / "policies" / "ppo.yaml")
@@ -67,10 +61,10 @@ DISCRETE_CASES = [
     pytest.param(A2C, IdentityEnv, 3000, id="a2c-discrete"),
     pytest.param(PPO, IdentityEnv, 3000, id="ppo-discrete"),
     pytest.param(DQN, IdentityEnv, 4000, id="dqn-discrete"),
-    pytest.param(A2C, IdentityEnvMultiDiscrete, 3000, id="a2c-multidiscrete", marks=_known_miss("41.0")),
-    pytest.param(PPO, IdentityEnvMultiDiscrete, 3000, id="ppo-multidiscrete", marks=_known_miss("61.9")),
-    pytest.param(A2C, IdentityEnvMultiBinary, 3000, id="a2c-multibinary", marks=_known_miss("12.6")),
-    pytest.param(PPO, IdentityEnvMultiBinary, 3000, id="ppo-multibinary", marks=_known_miss("63.5")),
+    pytest.param(A2C, IdentityEnvMultiDiscrete, 3000, id="a2c-multidiscrete"),
+    pytest.param(PPO, IdentityEnvMultiDiscrete, 3000, id="ppo-multidiscrete", marks=_known_miss("88.1")),
+    pytest.param(A2C, IdentityEnvMultiBinary, 3000, id="a2c-multibinary"),
+    pytest.param(PPO, IdentityEnvMultiBinary, 3000, id="ppo-multibinary"),
 ]
 
 
@@ -85,9 +79,11 @@ def test_identity_env(algo: type[BaseAlgorithm], env_class: type[IdentityEnv], s
 
 
 BOX_CASES = [
+    # A2C at 3,500 steps is close to a coin flip here for MlpPolicy: >= 90 on 3 of seeds 0-9
+    # (84.8 on seed 0); NB2-nano with unit-scale tokens: 93.2, 94.8, 84.8, 100 on seeds 0-3
     pytest.param(A2C, 3500, id="a2c"),
     pytest.param(PPO, 3000, id="ppo"),
-    pytest.param(SAC, 700, id="sac", marks=_known_miss("86.2")),
+    pytest.param(SAC, 700, id="sac"),
     pytest.param(TD3, 500, id="td3"),
     pytest.param(DDPG, 500, id="ddpg"),
 ]
@@ -124,9 +120,6 @@ def test_ppo_cartpole_seeds(seed: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 13: TD3 + NB2-nano on Pendulum: -1471 at 20k (seed 0); the MLP solves it", strict=False
-)
 def test_td3_pendulum() -> None:
     """TD3 + NB2-nano with td3.yaml's Pendulum entry (RL Zoo's, 20k steps) reaches >= -300."""
     hp = load_hyperparams(TD3, "Pendulum-v1", DATA_DIR / "policies" / "td3.yaml")

@@ -154,6 +154,7 @@ def test_zero_initialised_parts() -> None:
     assert not net.encoder.task_embed.weight.any()
     assert all(not level.pool.seed.any() for level in net.encoder.levels)
     assert not net.decoder.head_gate.weight.any() and not net.decoder.head_gate.bias.any()
+    assert not net.decoder.queries.any()
     # hence every task starts with the same output
     obs = sample_obs(DICT_SPACE, 1)
     obs = {k: v.expand(3, *v.shape[1:]) for k, v in obs.items()}
@@ -181,9 +182,25 @@ def test_reset_parameters_restores_gates_and_zero_inits() -> None:
             assert torch.equal(m.logit, torch.full_like(m.logit, cfg.gate_bias))
     assert not net.decoder.head_gate.weight.any()
     assert not net.encoder.global_token.any()
+    assert not net.decoder.queries.any()
     with torch.no_grad():
         net(sample_obs(DICT_SPACE, 2))
     assert torch.equal(net.decoder.last_gates, torch.ones_like(net.decoder.last_gates))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_output_depends_on_the_observation_at_init(seed: int) -> None:
+    """Prevents the TD3 Pendulum defect (issue 13): with random decoder queries the features
+    were 97.5 % one constant vector at init (spread / mean norm 0.025), so TD3's actor learned
+    a single action for every state. Zero queries start each one at the observation's summary."""
+    torch.manual_seed(seed)
+    space = spaces.Box(-8.0, 8.0, (3,))  # Pendulum's scale
+    net = NB2(space, get_config("nano"), n_queries=1)
+    obs = torch.rand(256, 3) * 16.0 - 8.0
+    with torch.no_grad():
+        out = net(obs)[:, 0]  # (B, C)
+    spread = (out - out.mean(0)).norm(dim=-1).mean()
+    assert float(spread / out.mean(0).norm()) > 0.5
 
 
 def test_reset_parameters_reinitialises_every_weight() -> None:

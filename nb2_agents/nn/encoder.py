@@ -6,6 +6,14 @@ they are grouped again, attended and pooled (H-Transformer-1D / Swin). Finally t
 summaries attend together with a global token and the task token. Cost is about
 O(N·G + (N/G)·G + ...) instead of O(N²) for flat attention.
 
+Scale: tokens are embedded at unit scale (``tokenizer.py``), each summary is its group's mean
+plus the pooling query's read, and the global token starts as the mean of the top summaries
+plus a learned offset. The observation thus stays O(1) up the hierarchy. With nanoGPT's 0.02
+embeddings, attention-only pooling and a learned global token, the observation's part of the
+global summary had norm 0.002: within 50 A2C updates the learned constants (global token,
+decoder queries) outgrew it, the features became one vector for every observation (spread /
+mean norm 0.007), and A2C scored 13.4 on SB3's ``IdentityEnvMultiDiscrete`` (MlpPolicy 100).
+
 Adaptive token sampling (``sampling.py``) runs as tokens enter level 0: each group keeps the
 tokens its pooling query finds most significant, so the local attention, the pooling and the
 decoder all read fewer tokens.
@@ -46,12 +54,25 @@ class Memory:
     """(B,) task ids when the observation carries them, else None."""
 
 
+def masked_mean(x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of (B*, G, C) over its real tokens, given an SDPA keep-mask (B*|1, 1, 1, G): (B*, 1, C)."""
+    if key_mask is None:
+        return x.mean(dim=1, keepdim=True)
+    m = key_mask[:, 0, 0, :].unsqueeze(-1).to(x.dtype)  # (B*|1, G, 1)
+    return (x * m).sum(dim=1, keepdim=True) / m.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
 class Pool(nn.Module):
-    """Pool each group (B*, G, C) into one summary (B*, 1, C) with a learned query."""
+    """Pool each group (B*, G, C) into one summary (B*, 1, C): the group's mean plus what a
+    learned query reads from it.
+
+    The mean carries the tokens' own scale into the summaries, so the observation, not a
+    learned constant, dominates every level above (see :class:`HierarchicalEncoder`).
+    """
 
     def __init__(self, cfg: NB2Config) -> None:
         super().__init__()
-        self.seed = nn.Parameter(torch.zeros(1, 1, cfg.d_model))  # zero: mean pooling at init
+        self.seed = nn.Parameter(torch.zeros(1, 1, cfg.d_model))  # zero: reads every token alike at init
         self.ln = nn.LayerNorm(cfg.d_model)
         self.attn = Attention(cfg.d_model, cfg.n_heads)
 
@@ -60,7 +81,8 @@ class Pool(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         k, v = self.attn.keys_values(self.ln(x))  # (B*, nh, G, hs)
-        return self.attn.attend(self.query(x.shape[0]), k, v, key_mask)  # (B*, 1, C)
+        read = self.attn.attend(self.query(x.shape[0]), k, v, key_mask)  # (B*, 1, C)
+        return masked_mean(x, key_mask) + read  # (B*, 1, C)
 
     @torch.no_grad()
     def significance(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -156,7 +178,8 @@ class HierarchicalEncoder(nn.Module):
             summaries = pooled.view(b, n_groups, c)  # (B, n, C)
             levels.append(summaries)
         task = self._task(ts, b)  # (B, C)
-        top = torch.cat([self.global_token.expand(b, 1, c), task.unsqueeze(1), summaries], dim=1)
+        glob = self.global_token + summaries.mean(dim=1, keepdim=True)  # (B, 1, C)
+        top = torch.cat([glob, task.unsqueeze(1), summaries], dim=1)
         for blk in self.global_blocks:
             top = blk(top)  # (B, 2 + n_top, C)
         return levels, top, task
@@ -186,14 +209,16 @@ class HierarchicalEncoder(nn.Module):
     def _forward_single(self, ts: TokenSet) -> Memory:
         b, c = ts.tokens.shape[0], ts.tokens.shape[-1]
         task = self._task(ts, b)
-        x = torch.cat([self.global_token.expand(b, 1, c), task.unsqueeze(1), ts.tokens[:, 0]], dim=1)
+        tokens = ts.tokens[:, 0]  # (B, G, C)
         mask = None
         if ts.sample_mask is not None:  # global and task tokens always kept: no empty rows
-            special = torch.ones(b, 2, dtype=torch.bool, device=x.device)
+            special = torch.ones(b, 2, dtype=torch.bool, device=tokens.device)
             mask = torch.cat([special, ts.sample_mask[:, 0]], dim=1)  # (B, 2+G)
         elif not ts.full:
-            special = torch.ones(2, dtype=torch.bool, device=x.device)
+            special = torch.ones(2, dtype=torch.bool, device=tokens.device)
             mask = torch.cat([special, ts.mask[0]]).unsqueeze(0)  # (1, 2+G)
+        glob = self.global_token + masked_mean(tokens, _key_mask(None if mask is None else mask[:, 2:]))
+        x = torch.cat([glob.expand(b, 1, c), task.unsqueeze(1), tokens], dim=1)  # (B, 2+G, C)
         for blk in [*self.local_blocks, *self.global_blocks]:
             x = blk(x, mask=_key_mask(mask))  # (B, 2+G, C)
         return Memory(x, mask, x[:, 0], task, None, ts.task_ids)

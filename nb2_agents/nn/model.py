@@ -47,7 +47,7 @@ class NB2(nn.Module):
         self.apply(init_weights)  # Linear, Conv, Embedding, LayerNorm, gated residuals
         self.tokenizer.reset_parameters()
         self.decoder.reset_parameters()
-        # zero global token and pooling seeds: mean pooling at init, no constant offset
+        # zero global offset and pooling seeds: uniform pooling reads at init, no constant offset
         nn.init.zeros_(self.encoder.global_token)
         nn.init.zeros_(self.encoder.task_embed.weight)
         for level in self.encoder.level_list:

@@ -41,6 +41,9 @@ TASK_KEY = "task_id"
 ACTION_MASK_KEY = "action_mask"
 """A Dict key with this name holds the valid actions; the policy applies it, the tokenizer skips it."""
 MASK_SUFFIX = "_mask"
+EMBED_STD = 1.0
+"""Embedding tables start at unit scale, so tokens are O(1) like an MLP's first layer (why:
+``encoder.py``); image patches get a fan-in init for the same reason."""
 """``<k>_mask``: per-sample validity of vector key ``k``'s scalars (1 real, 0 padding)."""
 
 
@@ -97,9 +100,9 @@ class Segment(nn.Module):
     mask: torch.Tensor  # (n_groups, group_len) keep-mask, a buffer
 
     def reset_parameters(self) -> None:
-        """Re-draw this segment's own embedding tables (submodules reset themselves)."""
+        """Re-draw this segment's own embedding tables at unit scale (see ``encoder.py``)."""
         for param in self.parameters(recurse=False):
-            nn.init.normal_(param, std=0.02)
+            nn.init.normal_(param, std=EMBED_STD)
 
 
 class VectorEmbed(Segment):
@@ -112,8 +115,8 @@ class VectorEmbed(Segment):
         self.n_tokens = math.ceil(size / self.chunk)
         self.group_len = min(cfg.group_size, self.n_tokens)
         # value projection per token (per feature when chunk == 1) plus a feature-id embedding
-        self.weight = nn.Parameter(torch.randn(self.n_tokens, self.chunk, cfg.d_model) * 0.02)
-        self.feature = nn.Parameter(torch.randn(self.n_tokens, cfg.d_model) * 0.02)
+        self.weight = nn.Parameter(torch.randn(self.n_tokens, self.chunk, cfg.d_model))
+        self.feature = nn.Parameter(torch.randn(self.n_tokens, cfg.d_model))
         self.n_groups = math.ceil(self.n_tokens / self.group_len)
         self.register_buffer(
             "mask", _contiguous_mask(self.n_tokens, self.n_groups, self.group_len), persistent=False
@@ -155,8 +158,8 @@ class ImageEmbed(Segment):
         # partial patches at the right / bottom edge are zero-padded, so every pixel is seen
         self.hp, self.wp = math.ceil(h / patch), math.ceil(w / patch)
         self.pad = (0, self.wp * patch - w, 0, self.hp * patch - h)  # F.pad order: W then H
-        self.row = nn.Parameter(torch.randn(self.hp, 1, cfg.d_model) * 0.02)
-        self.col = nn.Parameter(torch.randn(1, self.wp, cfg.d_model) * 0.02)
+        self.row = nn.Parameter(torch.randn(self.hp, 1, cfg.d_model))
+        self.col = nn.Parameter(torch.randn(1, self.wp, cfg.d_model))
         n = self.hp * self.wp
         # a window of win x win patches is one local group; a small image is a single group
         self.win = max(1, math.isqrt(cfg.group_size))
@@ -173,6 +176,15 @@ class ImageEmbed(Segment):
             mask = valid.view(nh, s, nw, s).permute(0, 2, 1, 3).reshape(nh * nw, s * s)
         self.register_buffer("mask", mask, persistent=False)
         self.n_tokens = n
+
+    def reset_parameters(self) -> None:
+        """Position tables at unit scale; the patch projection at fan-in scale (unit-variance
+        tokens from unit-variance pixels), where ``init_weights`` left it at 0.02."""
+        super().reset_parameters()
+        fan_in = self.proj.weight[0].numel()  # channels * patch * patch
+        nn.init.normal_(self.proj.weight, std=1.0 / math.sqrt(fan_in))
+        if self.proj.bias is not None:
+            nn.init.zeros_(self.proj.bias)
 
     @staticmethod
     def _auto_patch(h: int, w: int, max_tokens: int) -> int:
@@ -212,8 +224,8 @@ class CategoricalEmbed(Segment):
         for i in range(self.n_tokens):
             select[i, offsets[i] : offsets[i + 1]] = 1.0
         self.register_buffer("select", select, persistent=False)
-        self.table = nn.Parameter(torch.randn(total, cfg.d_model) * 0.02)
-        self.feature = nn.Parameter(torch.randn(self.n_tokens, cfg.d_model) * 0.02)
+        self.table = nn.Parameter(torch.randn(total, cfg.d_model))
+        self.feature = nn.Parameter(torch.randn(self.n_tokens, cfg.d_model))
         self.group_len = min(cfg.group_size, self.n_tokens)
         self.n_groups = math.ceil(self.n_tokens / self.group_len)
         self.register_buffer(
@@ -323,9 +335,7 @@ class Tokenizer(nn.Module):
         self.n_groups = sum(seg.n_groups for seg in self.segment_list)
         self.n_tokens = sum(seg.n_tokens for seg in self.segment_list)
         # one embedding per Dict key tells the encoder which part a token came from
-        self.key_embed = (
-            nn.Parameter(torch.randn(len(self.keys), cfg.d_model) * 0.02) if self.is_dict else None
-        )
+        self.key_embed = nn.Parameter(torch.randn(len(self.keys), cfg.d_model)) if self.is_dict else None
         # static (n_groups, G) keep-mask: each segment's groups, padded to the widest group
         masks = [F.pad(seg.mask, (0, self.group_len - seg.group_len)) for seg in self.segment_list]
         self.register_buffer("mask", torch.cat(masks, dim=0), persistent=False)
@@ -335,7 +345,7 @@ class Tokenizer(nn.Module):
         for seg in self.segment_list:
             seg.reset_parameters()
         if self.key_embed is not None:
-            nn.init.normal_(self.key_embed, std=0.02)
+            nn.init.normal_(self.key_embed, std=EMBED_STD)
 
     def forward(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> TokenSet:
         if not isinstance(obs, dict):
