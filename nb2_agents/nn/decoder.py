@@ -13,7 +13,8 @@ depend on the observation from the first step. Random queries (std 0.02) outweig
 cross-attention output about 13:1, ``ln_out`` kept the constant, and the features were 97.5 %
 one vector at init (spread / mean norm 0.025 on Pendulum states, MlpPolicy 8.3). TD3's actor
 then learned one action for every state (−1.00 everywhere; Pendulum −1432 and −1466 on seeds
-0 and 2). Zero queries give a spread ratio of 1.0 and solve those seeds (−197, −193).
+0 and 2). With zero queries and the encoder's unit-scale stream (``encoder.py``), TD3 scores
+−169.2, −172.0, −135.0 on seeds 0–2 (MlpPolicy −164.5, −165.8, −129.3).
 
 Per-task output gains: when observations carry a task id, each query's output is scaled by
 ``exp(task_gain[task, query])`` (0 at init: gain 1); without one they are not used (a learned

@@ -207,7 +207,7 @@ class HierarchicalEncoder(nn.Module):
         return Memory(memory, mask, top[:, 0], task, kept, ts.task_ids)
 
     def _forward_single(self, ts: TokenSet) -> Memory:
-        b, c = ts.tokens.shape[0], ts.tokens.shape[-1]
+        b = ts.tokens.shape[0]
         task = self._task(ts, b)
         tokens = ts.tokens[:, 0]  # (B, G, C)
         mask = None
@@ -218,7 +218,7 @@ class HierarchicalEncoder(nn.Module):
             special = torch.ones(2, dtype=torch.bool, device=tokens.device)
             mask = torch.cat([special, ts.mask[0]]).unsqueeze(0)  # (1, 2+G)
         glob = self.global_token + masked_mean(tokens, _key_mask(None if mask is None else mask[:, 2:]))
-        x = torch.cat([glob.expand(b, 1, c), task.unsqueeze(1), tokens], dim=1)  # (B, 2+G, C)
+        x = torch.cat([glob, task.unsqueeze(1), tokens], dim=1)  # (B, 2+G, C); glob (B, 1, C)
         for blk in [*self.local_blocks, *self.global_blocks]:
             x = blk(x, mask=_key_mask(mask))  # (B, 2+G, C)
         return Memory(x, mask, x[:, 0], task, None, ts.task_ids)

@@ -41,10 +41,10 @@ TASK_KEY = "task_id"
 ACTION_MASK_KEY = "action_mask"
 """A Dict key with this name holds the valid actions; the policy applies it, the tokenizer skips it."""
 MASK_SUFFIX = "_mask"
+"""``<k>_mask``: per-sample validity of vector key ``k``'s scalars (1 real, 0 padding)."""
 EMBED_STD = 1.0
 """Embedding tables start at unit scale, so tokens are O(1) like an MLP's first layer (why:
 ``encoder.py``); image patches get a fan-in init for the same reason."""
-"""``<k>_mask``: per-sample validity of vector key ``k``'s scalars (1 real, 0 padding)."""
 
 
 @dataclass
