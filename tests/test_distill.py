@@ -314,8 +314,8 @@ def test_pure_distillation_raises_agreement(cartpole_teacher: Path) -> None:
     record = _Agreement()
     model.learn(6144, callback=[*callbacks, record])
     first, last = np.mean(record.history[:2]), np.mean(record.history[-4:])
-    # disagreement with the teacher falls at least 3x (measured 0.25 -> 0.044 since NB2's
-    # features depend on the observation at init; 0.5 -> 0.1 before, near chance at the start)
+    # disagreement with the teacher falls at least 3x (measured 0.25 -> 0.044 with NB2's
+    # unit-scale tokens, whose features depend on the observation from the start)
     assert last > 0.85 and (1 - last) < (1 - first) / 3, record.history
 
 
