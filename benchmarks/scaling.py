@@ -4,8 +4,8 @@ N tokens are laid out as a long vector is: g = N / group_size contiguous groups.
 hierarchical encoder attends inside each group (n_local_layers), pools every group into a
 summary, regroups the summaries while more remain than fit in one group, and lets the top
 summaries attend together with the global and task tokens (n_global_layers). The flat encoder
-runs n_local_layers + n_global_layers full self-attention blocks over the N tokens plus a
-global token. Both use the same Block class and width.
+(``attention: flat``) runs n_local_layers + n_global_layers full self-attention blocks over
+the N tokens plus the global and task tokens. Both are the same class, with the same width.
 
 Token sampling is off here, so only the attention pattern differs (``sampling.py`` measures
 sampling). The time is one forward + backward of a batch, the loss summing every output token.
@@ -33,7 +33,6 @@ from benchmarks.common import (
     median_ratio,
     time_calls,
 )
-from benchmarks.flat import FlatEncoder
 from nb2_agents.nn.blocks import init_weights
 from nb2_agents.nn.config import NB2Config, get_config
 from nb2_agents.nn.encoder import HierarchicalEncoder
@@ -64,14 +63,16 @@ def hierarchical_step(cfg: NB2Config, n_tokens: int, batch: int) -> Callable[[],
 
 
 def flat_step(cfg: NB2Config, n_tokens: int, batch: int) -> Callable[[], None]:
-    """One forward + backward of :class:`FlatEncoder` on ``n_tokens`` random tokens."""
-    enc = FlatEncoder(cfg)
+    """One forward + backward of the encoder under ``attention: flat`` on ``n_tokens`` random tokens."""
+    enc = HierarchicalEncoder(cfg.replace(attention="flat"), 1, n_tokens)
     enc.apply(init_weights)
-    tokens = torch.randn(batch, n_tokens, cfg.d_model)
+    tokens = torch.randn(batch, 1, n_tokens, cfg.d_model)
+    mask = torch.ones(1, n_tokens, dtype=torch.bool)
 
     def step() -> None:
         enc.zero_grad(set_to_none=True)
-        enc(tokens).sum().backward()
+        mem = enc(TokenSet(tokens, mask, None, full=True))
+        mem.tokens.sum().backward()
 
     return step
 

@@ -4,8 +4,9 @@ Steps per second of ``model.learn`` (rollouts and updates together) with RL Zoo'
 hyperparameters, every model in this one process, in interleaved rounds.
 
 NB2 on CartPole sees 4 tokens, a single group, so its encoder runs max(n_local_layers,
-n_global_layers) blocks; the flat baseline by default runs n_local + n_global. Both depths of
-the flat transformer are measured, so the attention pattern can be told apart from depth.
+n_global_layers) blocks of attention over all of them: flat attention at that depth. The flat
+baseline (``attention: flat``, NB2's tokenizer and decoder) runs n_local + n_global blocks, so
+the two differ by depth alone here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import nb2_agents  # noqa: F401  (registers "NB2Policy")
 from benchmarks.common import Point, Row, check, interleave, median, median_ratio
-from benchmarks.flat import FlatTransformerPolicy
 from nb2_agents.nn.config import get_config
 
 ENV_ID = "CartPole-v1"
@@ -41,19 +41,15 @@ GOAL_VS_MLP = 0.5
 def policies(preset: str) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Name → (policy, policy_kwargs) for every contender."""
     cfg = get_config(preset)
-    nb2_depth = max(cfg.n_local_layers, cfg.n_global_layers)  # NB2 on a single group
     flat_depth = cfg.n_local_layers + cfg.n_global_layers
-    contenders: dict[str, tuple[Any, dict[str, Any]]] = {
+    return {
         "Mlp": ("MlpPolicy", {}),
         f"NB2-{preset}": ("NB2Policy", {"preset": preset}),
-        f"flat-{preset} ({flat_depth} blocks)": (FlatTransformerPolicy, {"preset": preset}),
+        f"flat-{preset} ({flat_depth} blocks)": (
+            "NB2Policy",
+            {"preset": preset, "nb2_kwargs": {"attention": "flat", "sampling": False}},
+        ),
     }
-    if nb2_depth != flat_depth:
-        contenders[f"flat-{preset} ({nb2_depth} block{'s' * (nb2_depth > 1)})"] = (
-            FlatTransformerPolicy,
-            {"preset": preset, "n_layers": nb2_depth},
-        )
-    return contenders
 
 
 def make_model(policy: Any, policy_kwargs: dict[str, Any], seed: int = 0) -> PPO:

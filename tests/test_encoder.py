@@ -127,6 +127,47 @@ def test_single_group() -> None:
     assert len(HierarchicalEncoder(NANO, 1, 10).local_blocks or []) == 0
 
 
+@pytest.mark.parametrize(
+    ("space", "n_tokens"),
+    [(spaces.Box(-1, 1, (40,)), 40), (image((3, 56, 56)), 196)],
+    ids=["vector", "image"],
+)
+def test_flat_attention_is_one_sequence_at_nb2s_depth(space: spaces.Space, n_tokens: int) -> None:
+    """``attention: flat``: one group of every token, n_local + n_global blocks, no sampling."""
+    cfg = get_config("nano-flat")
+    tok, ts = token_set(space, cfg, batch=3)
+    assert (tok.n_groups, tok.group_len) == (1, n_tokens)
+    enc = HierarchicalEncoder(cfg, tok.n_groups, tok.group_len)
+    assert enc.single_group and not enc.sample and len(enc.levels) == 0
+    assert len(enc.local_blocks) + len(enc.global_blocks) == cfg.n_local_layers + cfg.n_global_layers
+    mem = enc(ts)
+    assert mem.tokens.shape == (3, 2 + n_tokens, cfg.d_model) and mem.mask is None
+    # every token reaches the global token in one block: full attention, not local groups
+    obs = sample_obs(space, 1)
+    assert isinstance(obs, torch.Tensor)
+    obs.requires_grad_(True)
+    enc(tok(obs)).global_token.sum().backward()
+    assert obs.grad is not None
+    per_token = obs.grad.abs().flatten(1).sum(0)
+    assert (per_token > 0).float().mean() > 0.99
+
+
+def test_flat_attention_masks_the_padding_between_dict_keys() -> None:
+    """A Dict's shorter key leaves padded slots in the one sequence: they never reach the output."""
+    cfg = get_config("nano-flat")
+    space = spaces.Dict({"a": spaces.Box(-1, 1, (5,)), "b": spaces.Box(-1, 1, (20,))})
+    tok, ts = token_set(space, cfg, batch=2)
+    assert (tok.n_groups, tok.group_len) == (2, 20)
+    enc = HierarchicalEncoder(cfg, tok.n_groups, tok.group_len)
+    perturb_zero_inits(enc)
+    mem = enc(ts)
+    assert mem.mask is not None and int(mem.mask.sum()) == 2 + 25
+    garbage = ts.tokens.clone()
+    garbage[:, 0, 5:] = 100.0  # the padded slots of key "a"
+    again = enc(TokenSet(garbage, ts.mask, None, ts.full))
+    torch.testing.assert_close(again.global_token, mem.global_token)
+
+
 def test_memory_mask_marks_padding() -> None:
     cfg = NANO.replace(sampling=False)
     tok, ts = token_set(spaces.Box(-1, 1, (20,)), cfg)  # 2 groups of 16, 12 padded slots

@@ -330,13 +330,16 @@ def test_image_parity_minigrid(
         (PPO, "NB2Policy", "Pendulum-v1"),
         (A2C, "MlpPolicy", "CartPole-v1"),
         (PPO, "MlpPolicy", "Pendulum-v1"),
+        (PPO, "nano-flat", "CartPole-v1"),
     ],
     ids=lambda x: getattr(x, "__name__", x),
 )
 def test_other_policies_parity(algo: type[BaseAlgorithm], policy: str, env_id: str, tmp_path: Path) -> None:
-    """Q-networks, TD3 actors, Gaussian means clipped to the bounds, SB3's own Mlp policies."""
+    """Q-networks, TD3 actors, Gaussian means clipped to the bounds, SB3's own Mlp policies, and
+    the flat-attention baseline (``policy`` names its preset)."""
     env = EnvSpec(env_id, {}).make_vec(1, 0)
-    model = algo(policy, env, seed=0, device="cpu")
+    kwargs = {"policy_kwargs": {"preset": policy}} if policy.endswith("-flat") else {}
+    model = algo("NB2Policy" if kwargs else policy, env, seed=0, device="cpu", **kwargs)
     if isinstance(model, PPO) and isinstance(model.action_space, spaces.Box):
         with torch.no_grad():  # a mean far outside [-2, 2], so clipping matters
             model.policy.action_net.bias.fill_(3.0)  # type: ignore[union-attr]

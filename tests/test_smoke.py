@@ -278,6 +278,25 @@ def test_continuous_off_policy(algo, env_name: str) -> None:
     check_predict(model)
 
 
+FLAT_CASES = (
+    [(algo, env) for algo in (PPO, A2C) for env in ON_POLICY_ENVS]
+    + [(MaskablePPO, env) for env in MASKABLE_ENVS]
+    + [(DQN, env) for env in DQN_ENVS]
+    + [(algo, env) for algo in (SAC, TD3) for env in CONTINUOUS_ENVS]
+)
+
+
+@pytest.mark.parametrize(("algo", "env_name"), FLAT_CASES, ids=[f"{a.__name__}-{e}" for a, e in FLAT_CASES])
+def test_flat_attention_baseline(algo, env_name: str) -> None:
+    """The flat-attention baseline (preset ``nano-flat``) trains wherever NB2 does."""
+    model = make_model(algo, env_name, policy_kwargs={"preset": "nano-flat"})
+    assert model.policy.nb2_config.attention == "flat"
+    before = snapshot(model)
+    model.learn(64)
+    check_training(model, before, 64)
+    check_predict(model)
+
+
 @pytest.mark.parametrize("share_encoder", [True, False])
 def test_sac_encoder_sharing(share_encoder: bool) -> None:
     model = make_model(SAC, "dict-box", policy_kwargs={"share_encoder": share_encoder})

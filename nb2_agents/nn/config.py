@@ -9,6 +9,9 @@ from typing import Any
 
 import yaml
 
+ATTENTION = ("hierarchical", "flat")
+"""The values of :attr:`NB2Config.attention`."""
+
 
 @dataclass(frozen=True)
 class NB2Config:
@@ -50,6 +53,11 @@ class NB2Config:
     """Sampling never keeps fewer tokens than this (and does nothing below this many tokens)."""
     gate_bias: float = -2.0
     """Initial bias of the gated residuals: sigmoid(-2) ≈ 0.12, so each block starts near the identity."""
+    attention: str = "hierarchical"
+    """``hierarchical``: attention inside local groups, then across group summaries (NB2).
+    ``flat``: the baseline it is measured against. Every token attends to every other, with
+    the global and task tokens, in each of ``n_local_layers + n_global_layers`` blocks. The
+    tokenizer and decoder are NB2's, and token sampling does not run."""
 
     def __post_init__(self) -> None:
         positive = [
@@ -80,6 +88,8 @@ class NB2Config:
             raise ValueError(
                 f"NB2Config.patch_size must be 0 (auto) or a positive integer, got {self.patch_size!r}"
             )
+        if self.attention not in ATTENTION:
+            raise ValueError(f"NB2Config.attention must be one of {ATTENTION}, got {self.attention!r}")
         if not 0.0 < self.keep_mass <= 1.0:
             raise ValueError(f"NB2Config.keep_mass must be in (0, 1], got {self.keep_mass!r}")
 

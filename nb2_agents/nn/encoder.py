@@ -136,8 +136,12 @@ class HierarchicalEncoder(nn.Module):
         # attention across the whole observation coincide. Pooling the group into one summary
         # only to attend over [global, task, summary] would be redundant, so the group's tokens
         # attend together with the global and task tokens, through max(local, global) blocks.
-        self.single_group = n_groups == 1
+        # Flat attention (the baseline) is that single level over every token, through
+        # n_local + n_global blocks: NB2's depth when the observation spans several groups.
+        self.flat = cfg.attention == "flat"
+        self.single_group = n_groups == 1 or self.flat
         extra = cfg.n_local_layers - cfg.n_global_layers if self.single_group else 0
+        extra = cfg.n_local_layers if self.flat else extra
         self.local_blocks = nn.ModuleList(Block(*args) for _ in range(max(extra, 0)))
         self.level_list: list[Level] = [] if self.single_group else [Level(cfg, cfg.n_local_layers)]
         g = n_groups
@@ -207,20 +211,22 @@ class HierarchicalEncoder(nn.Module):
         return Memory(memory, mask, top[:, 0], task, kept, ts.task_ids)
 
     def _forward_single(self, ts: TokenSet) -> Memory:
-        b = ts.tokens.shape[0]
+        """One sequence: the single group, or under flat attention every group's tokens (the
+        tokenizer gives each segment one group, so only a Dict's shorter keys leave padding)."""
+        b, _, _, c = ts.tokens.shape
         task = self._task(ts, b)
-        tokens = ts.tokens[:, 0]  # (B, G, C)
+        tokens = ts.tokens.reshape(b, -1, c)  # (B, g*G, C); g is 1 unless flat
         mask = None
         if ts.sample_mask is not None:  # global and task tokens always kept: no empty rows
             special = torch.ones(b, 2, dtype=torch.bool, device=tokens.device)
-            mask = torch.cat([special, ts.sample_mask[:, 0]], dim=1)  # (B, 2+G)
+            mask = torch.cat([special, ts.sample_mask.reshape(b, -1)], dim=1)  # (B, 2+N)
         elif not ts.full:
             special = torch.ones(2, dtype=torch.bool, device=tokens.device)
-            mask = torch.cat([special, ts.mask[0]]).unsqueeze(0)  # (1, 2+G)
+            mask = torch.cat([special, ts.mask.reshape(-1)]).unsqueeze(0)  # (1, 2+N)
         glob = self.global_token + masked_mean(tokens, _key_mask(None if mask is None else mask[:, 2:]))
-        x = torch.cat([glob, task.unsqueeze(1), tokens], dim=1)  # (B, 2+G, C); glob (B, 1, C)
+        x = torch.cat([glob, task.unsqueeze(1), tokens], dim=1)  # (B, 2+N, C); glob (B, 1, C)
         for blk in [*self.local_blocks, *self.global_blocks]:
-            x = blk(x, mask=_key_mask(mask))  # (B, 2+G, C)
+            x = blk(x, mask=_key_mask(mask))  # (B, 2+N, C)
         return Memory(x, mask, x[:, 0], task, None, ts.task_ids)
 
     def _sample(

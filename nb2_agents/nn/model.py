@@ -131,7 +131,7 @@ def preset_param_counts(
 
     >>> import gymnasium as gym
     >>> counts = preset_param_counts(gym.spaces.Box(-1, 1, (4,)))
-    >>> sorted(counts) == ["base", "nano", "small"]
+    >>> sorted(counts) == ["base", "nano", "nano-flat", "small", "small-flat"]
     True
     """
     from nb2_agents.nn.config import PRESETS

@@ -46,6 +46,9 @@ EMBED_STD = 1.0
 """Embedding tables start at unit scale, so tokens are O(1) like an MLP's first layer (why:
 ``encoder.py``); image patches get a fan-in init for the same reason."""
 
+FLAT_GROUP_SIZE = 1 << 30
+"""``group_size`` under flat attention: larger than any segment, so each forms a single group."""
+
 
 @dataclass
 class TokenSet:
@@ -306,6 +309,8 @@ class Tokenizer(nn.Module):
     def __init__(self, observation_space: spaces.Space, cfg: NB2Config) -> None:
         super().__init__()
         check_observation_space(observation_space)
+        if cfg.attention == "flat":  # one group per segment: the encoder attends over all at once
+            cfg = cfg.replace(group_size=FLAT_GROUP_SIZE)
         self.is_dict = isinstance(observation_space, spaces.Dict)
         items: list[tuple[str, spaces.Space]]
         if isinstance(observation_space, spaces.Dict):
