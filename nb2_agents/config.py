@@ -244,7 +244,8 @@ def resolve_config(
         arch = _nb2_architecture(env, policy_kwargs, obs_space, touched, base, config)
         architecture = dataclasses.asdict(arch)
     if minigrid:
-        policy_kwargs.setdefault("normalize_images", False)  # cells hold small ids, not pixels
+        # cells hold small ids, not pixels; RGB views (minigrid_obs: rgb) are pixels
+        policy_kwargs.setdefault("normalize_images", spec.minigrid_view()[0] == "rgb")
     entry["policy_kwargs"] = policy_kwargs
 
     total = parse_steps(steps, "--steps") if steps is not None else int(base.get("steps") or hp.n_timesteps)

@@ -2,9 +2,12 @@
 
 MiniGrid: the observation is reduced to the agent's 7x7 egocentric grid of cells
 (``minigrid.wrappers.ImgObsWrapper``; each cell holds object, colour and state ids), which
-NB2 tokenizes as one token per cell. The mission string and the direction are dropped: for
-the single-task MiniGrid envs used here the mission is constant. Episodes that end by
-reaching the goal (terminated with a positive reward) report ``info["is_success"]``.
+NB2 tokenizes as one token per cell. With ``env_kwargs={"minigrid_obs": "rgb"}`` it is the same
+view as pixels instead (``RGBImgPartialObsWrapper``): 7 x ``minigrid_tile`` pixels a side (8 by
+default: 56x56x3). These two keys are nb2's, not the env's, so ``gym.make`` never sees them. The
+mission string and the direction are dropped: for the single-task MiniGrid envs used here the
+mission is constant. Episodes that end by reaching the goal (terminated with a positive reward)
+report ``info["is_success"]``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ ACTION_SPACES: dict[str, tuple[type[spaces.Space], ...]] = {
     "td3": (spaces.Box,),
 }
 """Which action spaces each algorithm accepts (SB3's own support table)."""
+
+
+MINIGRID_OBS = ("cells", "rgb")
+"""Values of the ``minigrid_obs`` env kwarg: the 7x7 view as cell ids, or as RGB pixels."""
+NB2_ENV_KEYS = ("minigrid_obs", "minigrid_tile")
+"""``env_kwargs`` keys nb2's wrappers read; they are not passed to ``gym.make``."""
 
 
 def _extra_for(env_id: str) -> tuple[str, str] | None:
@@ -112,12 +121,35 @@ class EnvSpec:
     env_kwargs: dict[str, Any]
     algo: str = "ppo"
 
+    @property
+    def gym_kwargs(self) -> dict[str, Any]:
+        """``env_kwargs`` without nb2's own keys: what ``gym.make`` gets."""
+        return {k: v for k, v in self.env_kwargs.items() if k not in NB2_ENV_KEYS}
+
+    def minigrid_view(self) -> tuple[str, int]:
+        """(``minigrid_obs``, ``minigrid_tile``) from ``env_kwargs``, checked."""
+        obs = self.env_kwargs.get("minigrid_obs", "cells")
+        tile = self.env_kwargs.get("minigrid_tile", 8)
+        if obs not in MINIGRID_OBS:
+            raise UsageError(f"env_kwargs['minigrid_obs']={obs!r}: expected one of {list(MINIGRID_OBS)}")
+        if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
+            raise UsageError(f"env_kwargs['minigrid_tile']={tile!r}: expected a positive integer (pixels)")
+        if "minigrid_tile" in self.env_kwargs and obs != "rgb":
+            raise UsageError("env_kwargs['minigrid_tile'] applies with env_kwargs['minigrid_obs']='rgb' only")
+        return obs, tile
+
     def wrap(self, env: gym.Env) -> gym.Env:
         """NB2's wrappers, applied outside SB3's Monitor (so Monitor logs the env's own rewards)."""
         if is_minigrid(env):
-            from minigrid.wrappers import ImgObsWrapper
+            from minigrid.wrappers import ImgObsWrapper, RGBImgPartialObsWrapper
 
+            obs, tile = self.minigrid_view()
+            if obs == "rgb":
+                env = RGBImgPartialObsWrapper(env, tile_size=tile)
             env = SuccessInfo(ImgObsWrapper(env))
+        elif any(key in self.env_kwargs for key in NB2_ENV_KEYS):
+            keys = [key for key in NB2_ENV_KEYS if key in self.env_kwargs]
+            raise UsageError(f"env_kwargs {keys} apply to MiniGrid envs only, not {self.env_id}")
         if self.algo == "maskable_ppo" and not hasattr(env.unwrapped, "action_masks"):
             from sb3_contrib.common.wrappers import ActionMasker
 
@@ -126,7 +158,7 @@ class EnvSpec:
 
     def make(self, render_mode: str | None = None) -> gym.Env:
         """One wrapped env (no Monitor): for checks and recording."""
-        kwargs = dict(self.env_kwargs)
+        kwargs = self.gym_kwargs
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
         return self.wrap(gym.make(self.env_id, **kwargs))
@@ -149,7 +181,7 @@ class EnvSpec:
             n_envs=n_envs,
             seed=seed,
             monitor_dir=monitor_dir,
-            env_kwargs=None if make is not None else dict(self.env_kwargs),
+            env_kwargs=None if make is not None else self.gym_kwargs,
             wrapper_class=self.wrap,
         )
         space = vec.observation_space

@@ -202,7 +202,7 @@ def evaluate(
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen
 
         def make(**_: Any) -> gym.Env:
-            inner = gym.make(env_id, render_mode="rgb_array", **kwargs)
+            inner = gym.make(env_id, render_mode="rgb_array", **spec.gym_kwargs)
             return gym.wrappers.RecordVideo(
                 inner,
                 str(folder),

@@ -249,3 +249,33 @@ def test_ent_coef_schedule_anneals(tmp_path: Path) -> None:
     assert values[0] == pytest.approx(0.02 * (1 - 32 / 256)) and values[-1] == pytest.approx(0.0, abs=1e-9)
     assert all(a > b for a, b in itertools.pairwise(values))
     assert PPO.load(result.model_path).ent_coef == pytest.approx(0.0, abs=1e-9)
+
+
+def test_minigrid_rgb_view(tmp_path: Path) -> None:
+    """``minigrid_obs: rgb``: the same 7x7 view as 56x56 pixels, normalised, in NB2's patches."""
+    out = nb2(
+        "train", "--env", "MiniGrid-DoorKey-5x5-v0", "--steps", "128", "--set", "n_steps=8",
+        "--set", "policy_kwargs.nb2_kwargs.patch_size=4", "--env-kwargs", '{"minigrid_obs": "rgb"}',
+        "--eval-freq", "0", "--final-episodes", "1", "--runs-dir", tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    run = only_run(tmp_path)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["hyperparams"]["policy_kwargs"]["normalize_images"] is True
+    assert config["env_kwargs"] == {"minigrid_obs": "rgb"}
+    info = json.loads(nb2("info", run, "--json").stdout)
+    assert info["env"] == "MiniGrid-DoorKey-5x5-v0"
+    from nb2_agents.evaluation import load_model
+
+    net = load_model(run / "model.zip").model.policy.nb2_networks()[0]
+    assert net.tokenizer.n_tokens == 196  # 14 x 14 patches of 4 x 4 pixels
+
+
+def test_minigrid_view_errors_name_the_key(tmp_path: Path) -> None:
+    out = nb2("train", "--env", "MiniGrid-Empty-5x5-v0", "--env-kwargs", '{"minigrid_obs": "pixels"}',
+              "--steps", "64", "--runs-dir", tmp_path)  # fmt: skip
+    assert out.returncode == 2 and "minigrid_obs" in out.stderr and "'rgb'" in out.stderr
+    out = nb2("train", "--env", "CartPole-v1", "--env-kwargs", '{"minigrid_obs": "rgb"}',
+              "--steps", "64", "--runs-dir", tmp_path)  # fmt: skip
+    assert out.returncode == 2 and "MiniGrid envs only" in out.stderr
+    assert not list(tmp_path.iterdir())  # nothing written

@@ -120,8 +120,8 @@ def test_plan_mlp_drops_nb2_options_and_keeps_the_rest(tmp_path: Path) -> None:
     assert by[("cartpole-ppo", "nb2", 0)].overrides == {}
     assert by[("cartpole-ppo", "mlp", 0)].overrides == {"policy": "MlpPolicy", "policy_kwargs": {}}
     assert by[("cartpole-ppo-const", "mlp", 1)].overrides["clip_range"] == 0.2
-    if "doorkey-ppo" not in skipped:  # normalize_images stays; preset and sampling go
-        assert by[("doorkey-ppo", "mlp", 0)].overrides["policy_kwargs"] == {"normalize_images": False}
+    if "doorkey-ppo" not in skipped:  # preset and sampling go (nb2 sets normalize_images)
+        assert by[("doorkey-ppo", "mlp", 0)].overrides["policy_kwargs"] == {}
     full, _ = bench.plan_jobs(["cartpole-a2c", "acrobot-ppo"], ["nb2"], [0], base)
     assert [(j.row, j.steps) for j in full] == [("cartpole-a2c", 500_000), ("acrobot-ppo", 200_000)]
     scaled, _ = bench.plan_jobs(["cartpole-a2c"], ["nb2"], [0], base, steps_scale=0.01, quick=True)

@@ -59,7 +59,7 @@ def task_env_fns(
 
     def make(rank: int) -> Callable[[], gym.Env]:
         def init() -> gym.Env:
-            env = gym.make(env_spec.env_id, **env_spec.env_kwargs)
+            env = gym.make(env_spec.env_id, **env_spec.gym_kwargs)
             env = Monitor(env, filename=None if monitor_dir is None else str(monitor_dir / str(rank)))
             env = TaskAdapter(env_spec.wrap(env), common, index, index if task_ids else 0)
             env.action_space.seed(seed + rank)
