@@ -8,8 +8,9 @@
 fresh processes rather than in interleaved rounds, and ``distill`` trains kickstarted, scratch
 and distilled students from the policy zoo (hours; ``--quick``: minutes), and ``reliability``
 trains NB2-nano and SB3's MlpPolicy on 8 env / algorithm rows over 10 seeds each (about 7 hours
-on two cores; ``--quick``: minutes), so they run only when named in ``--only``; the others run
-by default.
+on two cores; ``--quick``: minutes), and ``speed`` trains NB2, flat attention and SB3's networks
+on DoorKey as cells and as pixels to the same return (hours; ``--quick``: minutes), so they run
+only when named in ``--only``; the others run by default.
 
 Every comparison runs side by side in this one process, in interleaved rounds, and is
 reported as a ratio of medians (or a median of per-round ratios), so that load from other
@@ -40,6 +41,7 @@ from benchmarks import (
     retention,
     sampling,
     scaling,
+    speed,
     throughput,
 )
 from benchmarks.common import Row
@@ -54,8 +56,9 @@ BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
     "retention": retention.run,
     "distill": distill.run,
     "reliability": reliability.run,
+    "speed": speed.run,
 }
-LONG = ("retention", "distill", "reliability")
+LONG = ("retention", "distill", "reliability", "speed")
 """Run only when named in ``--only``."""
 DEFAULT = [name for name in BENCHMARKS if name not in LONG]
 

@@ -114,6 +114,7 @@ from benchmarks.reliability_figures import (
     summary_table,
     target_line,
 )
+from nb2_agents.envs_util import EnvSpec
 from nb2_agents.runs import write_json
 
 SEEDS = tuple(range(10))
@@ -139,15 +140,19 @@ def policy_overrides(spec: Spec, policy: str) -> dict[str, Any]:
     return {"policy": "MlpPolicy", "policy_kwargs": kwargs, **spec.overrides}
 
 
-def held_out_returns(model_path: Path, job: Job, seeds: Sequence[int], deterministic: bool) -> list[float]:
+def held_out_returns(
+    model_path: Path,
+    spec: EnvSpec,
+    seeds: Sequence[int],
+    deterministic: bool,
+    device: str = "auto",
+) -> list[float]:
     """One episode of the saved model on each env seed, the action sampling seeded alike."""
     from stable_baselines3.common.utils import set_random_seed
 
-    from nb2_agents.envs_util import EnvSpec
     from nb2_agents.evaluation import load_model, run_episodes
 
-    model = load_model(model_path, device=job.device).model
-    spec = EnvSpec(job.env, {}, job.algo)
+    model = load_model(model_path, device=device).model
     returns: list[float] = []
     for seed in seeds:
         vec = spec.make_vec(1, seed)
@@ -184,7 +189,9 @@ def run_job(job: Job) -> Outcome:
         raise RuntimeError(f"training was interrupted ({result.run_dir})")
     deterministic = result.config.deterministic_eval
     seeds = [eval_seed(job.seed, e) for e in range(job.episodes)]
-    returns = held_out_returns(result.model_path, job, seeds, deterministic)
+    returns = held_out_returns(
+        result.model_path, EnvSpec(job.env, {}, job.algo), seeds, deterministic, job.device
+    )
     return Outcome(
         job,
         run_dir=str(result.run_dir),
