@@ -41,6 +41,7 @@ from nb2_agents.config import TrainConfig, resolve_config
 from nb2_agents.envs_util import EnvSpec
 from nb2_agents.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
 from nb2_agents.hyperparams import ALGOS, Hyperparams, LinearSchedule, parse_entry
+from nb2_agents.nn.model import NB2
 from nb2_agents.runs import (
     BEST_NAME,
     CHECKPOINTS,
@@ -163,6 +164,10 @@ def run(
     eval_env = spec.make_vec(1, cfg.seed + EVAL_SEED_OFFSET, monitor_dir=str(run_dir / "eval"))
     model, extra_callbacks = make_algorithm(cfg.algo, hp, env, cfg.seed, cfg.device)
     model.set_logger(configure(str(run_dir), ["tensorboard"]))
+    if verbose:
+        nets = [m for m in model.policy.modules() if isinstance(m, NB2)]
+        for reason in sorted({str(n.encoder.sampling_off) for n in nets if n.encoder.sampling_off}):
+            print(f"nb2 train: token sampling is off: {reason}", flush=True)
     meta = {
         "algo": cfg.algo,
         "env": cfg.env,

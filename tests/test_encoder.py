@@ -317,3 +317,13 @@ def test_task_token() -> None:
     plain = enc(TokenSet(ts.tokens, ts.mask, None, ts.full))
     task0 = enc(TokenSet(ts.tokens, ts.mask, torch.zeros(3, dtype=torch.long), ts.full))
     torch.testing.assert_close(plain.tokens, task0.tokens)
+
+
+def test_sampling_says_why_it_is_off() -> None:
+    """Asked for but unable to drop anything, sampling switches itself off and says why."""
+    cfg = NANO.replace(sampling=True)
+    assert HierarchicalEncoder(cfg, 4, 16).sampling_off is None  # groups of 16: it runs
+    assert "groups of 7 tokens" in str(HierarchicalEncoder(cfg, 7, 7).sampling_off)  # MiniGrid's rows
+    assert "single group" in str(HierarchicalEncoder(cfg, 1, 10).sampling_off)
+    assert "flat" in str(HierarchicalEncoder(cfg.replace(attention="flat"), 4, 16).sampling_off)
+    assert HierarchicalEncoder(NANO.replace(sampling=False), 7, 7).sampling_off is None  # not asked

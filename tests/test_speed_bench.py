@@ -15,11 +15,12 @@ from benchmarks.speed import Job, Outcome
 def test_the_data_file_names_every_contender_and_its_source() -> None:
     assert set(speed.TASKS) == {"doorkey-cells", "doorkey-rgb-49", "doorkey-rgb-196"}
     for task in speed.TASKS.values():
-        assert {"nb2", "nb2-sampling", "flat"} <= set(task.policies)
+        assert {"nb2", "flat"} <= set(task.policies)
         assert all(body["source"] for body in task.policies.values())
     assert speed.TASKS["doorkey-cells"].policies["mlp"]["overrides"]["policy"] == "MlpPolicy"
     assert speed.TASKS["doorkey-rgb-196"].policies["cnn"]["overrides"]["policy"] == "CnnPolicy"
     assert speed.TASKS["doorkey-rgb-196"].env_kwargs == {"minigrid_obs": "rgb"}
+    assert "nb2-sampling" in speed.TASKS["doorkey-rgb-196"].policies  # rows of 7 elsewhere: nothing to drop
 
 
 def test_a_malformed_task_names_the_file_and_key(tmp_path: Path) -> None:

@@ -156,6 +156,16 @@ class HierarchicalEncoder(nn.Module):
             g = n
         self.levels = nn.ModuleList(self.level_list)  # registers the parameters
         self.sample = cfg.sampling and not self.single_group and group_len > cfg.min_keep
+        self.sampling_off: str | None = None
+        """Why token sampling does not run though the config asks for it (None: it runs, or was not asked)."""
+        if cfg.sampling and not self.sample:
+            self.sampling_off = (
+                "flat attention never samples"
+                if self.flat
+                else "the observation is a single group"
+                if self.single_group
+                else f"groups of {group_len} tokens leave nothing to drop below min_keep={cfg.min_keep}"
+            )
 
     @property
     def level_masks(self) -> list[torch.Tensor]:
