@@ -1,7 +1,11 @@
-"""PPO training throughput on CartPole-v1: SB3's MlpPolicy vs NB2-nano vs a flat transformer.
+"""Training throughput: SB3's MlpPolicy vs NB2-nano (vs a flat transformer, PPO), per algorithm.
 
-Steps per second of ``model.learn`` (rollouts and updates together) with RL Zoo's CartPole
-hyperparameters, every model in this one process, in interleaved rounds.
+Steps per second of ``model.learn`` (rollouts and updates together), every model of a
+comparison in this one process, in interleaved rounds. PPO on CartPole-v1 with RL Zoo's
+hyperparameters; off-policy, DQN on CartPole-v1 and SAC on Pendulum-v1 with the entries of
+``policies/dqn.yaml`` and ``policies/sac.yaml`` (RL Zoo's values), NB2's entry against the same
+entry with ``MlpPolicy`` (as :mod:`benchmarks.reliability` pairs them), each past its
+``learning_starts`` before timing, so every round collects and trains.
 
 NB2 on CartPole sees 4 tokens, a single group, so its encoder runs max(n_local_layers,
 n_global_layers) blocks of attention over all of them: flat attention at that depth. The flat
@@ -36,6 +40,12 @@ ZOO_PPO: dict[str, Any] = dict(
     clip_range=0.2,
 )
 GOAL_VS_MLP = 0.5
+OFF_POLICY = {
+    "DQN on CartPole-v1": ("CartPole-v1", "dqn", 512),
+    "SAC on Pendulum-v1": ("Pendulum-v1", "sac", 256),
+}
+"""Name → (env, algo, env steps per round): DQN trains 128 gradient steps every 256 env steps."""
+GOAL_OFF_POLICY = 0.3
 
 
 def policies(preset: str) -> dict[str, tuple[Any, dict[str, Any]]]:
@@ -98,4 +108,42 @@ def run(quick: bool = False, preset: str = "nano") -> list[Row]:
             ratio = median_ratio(rates[nb2], rates[name])
             print(f"   {nb2} / {name} = {ratio:.2f}")
             rows.append(Row("throughput", f"{nb2} / {name}", f"{ratio:.2f}"))
+    return rows + run_off_policy(quick)
+
+
+def off_policy_model(env_id: str, algo: str, policy: str) -> Any:
+    """``policies/<algo>.yaml``'s entry for ``env_id`` as ``nb2 train`` builds it, with NB2
+    (``policy="nb2"``) or with ``MlpPolicy`` and without NB2's options (``"mlp"``)."""
+    from benchmarks.reliability import policy_overrides
+    from benchmarks.reliability_figures import Spec
+    from nb2_agents.config import resolve_config
+    from nb2_agents.envs_util import EnvSpec
+    from nb2_agents.hyperparams import ALGOS, parse_entry
+    from nb2_agents.training import make_algorithm
+
+    cfg = resolve_config(env=env_id, algo=algo, overrides=policy_overrides(Spec(env_id, algo), policy))
+    hp = parse_entry(ALGOS[algo], cfg.hyperparams, f"policies/{algo}.yaml [{env_id}]")
+    vec = EnvSpec(env_id, {}, algo).make_vec(hp.n_envs, 0)
+    model, _ = make_algorithm(algo, hp, vec, 0, "cpu")
+    return model
+
+
+def run_off_policy(quick: bool = False) -> list[Row]:
+    rounds = 3 if quick else 5
+    rows: list[Row] = []
+    print("\n## Throughput, off-policy: NB2-nano vs MlpPolicy on the same policies/ entry")
+    for name, (env_id, algo, steps) in OFF_POLICY.items():
+        models = {policy: off_policy_model(env_id, algo, policy) for policy in ("nb2", "mlp")}
+        for model in models.values():  # past learning_starts, so that every round trains
+            steps_per_second(model, int(getattr(model, "learning_starts", 0)) + steps)
+        rates = interleave({p: partial(steps_per_second, m, steps) for p, m in models.items()}, rounds)
+        ratio = median_ratio(rates["nb2"], rates["mlp"])
+        print(
+            f"   {name}: NB2 {median(rates['nb2']):.0f} steps/s, MLP {median(rates['mlp']):.0f} steps/s, "
+            f"NB2 / MLP = {ratio:.2f} (goal >= {GOAL_OFF_POLICY})"
+        )
+        goal = f">= {GOAL_OFF_POLICY}"
+        rows.append(
+            Row("throughput", f"{name}: NB2-nano / Mlp", f"{ratio:.2f}", goal, check(ratio, GOAL_OFF_POLICY))
+        )
     return rows
