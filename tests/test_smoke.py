@@ -512,3 +512,20 @@ def test_package_import_registers_names() -> None:
     assert nb2_agents.__version__
     for algo, policy in POLICY_CLASS.items():
         assert algo.policy_aliases[POLICY] is policy
+
+
+def test_ppo_update_log_probs_equal_the_rollouts_with_token_sampling() -> None:
+    """With sampling on (196 patches in 14 windows of 14), which tokens are kept depends on the
+    observation alone, so PPO's minibatches re-score each action exactly as the rollout did."""
+    env = FakeImageEnv(action_dim=4, screen_height=56, screen_width=56, n_channels=3, discrete=True)
+    kwargs = {"preset": "nano", "sampling": True, "nb2_kwargs": {"patch_size": 4}}
+    model = PPO(POLICY, env, n_steps=64, batch_size=16, n_epochs=1, policy_kwargs=kwargs, seed=0)
+    model.learn(64)  # weights away from their init
+    _, callback = model._setup_learn(64, callback=None, reset_num_timesteps=False)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=64)
+    net = model.policy.nb2_networks()[0]
+    for batch in model.rollout_buffer.get(16):
+        with torch.no_grad():
+            _, log_prob, _ = model.policy.evaluate_actions(batch.observations, batch.actions.long().flatten())
+        torch.testing.assert_close(log_prob, batch.old_log_prob, rtol=0, atol=1e-5)
+        assert net.last_kept is not None and float(net.last_kept.mean()) < 1.0  # tokens were dropped
