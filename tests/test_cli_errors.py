@@ -55,11 +55,11 @@ BAD_TRAIN = [
     ),
     (
         ["--env", "CartPole-v1", "--set", "policy_kwargs.nb2_kwargs.dmodel=48"],
-        "valid keys: ['chunk_size', 'd_model'",
+        "valid keys: ['attention', 'chunk_size', 'd_model'",
     ),
     (
         ["--env", "CartPole-v1", "--set", "policy_kwargs.preset=huge"],
-        "valid presets: ['base', 'nano', 'small']",
+        "valid presets: ['base', 'nano', 'nano-flat', 'small', 'small-flat']",
     ),
     (["--env", "CartPole-v1", "--set", "n_steps"], "expected key=value"),
     (["--env", "Pendulum-v1", "--algo", "dqn"], "algorithms for it: ppo, a2c, sac, td3 (valid pairs:"),
