@@ -8,8 +8,7 @@ key of a Dict) becomes tokens arranged in local groups:
 * Box vector: one token per scalar (value x per-feature weight + feature-id embedding);
   vectors longer than ``max_vector_tokens`` are cut into chunks of ``chunk_size`` scalars.
   Groups are contiguous runs of at most ``group_size`` tokens.
-* Box image (uint8, HWC or CHW): patches; groups are spatial windows that tile the patch grid
-  (Swin-style; see :func:`image_window`).
+* Box image (uint8, HWC or CHW): patches; groups are square spatial windows (Swin-style).
 * Discrete: one token. MultiDiscrete: one token per dimension. MultiBinary: one per bit.
 * Dict: per-key tokens plus a key embedding; each key forms its own group(s).
 
@@ -147,8 +146,7 @@ class VectorEmbed(Segment):
 
 
 class ImageEmbed(Segment):
-    """uint8 image: non-overlapping patches with 2-D position embeddings, in windows
-    (:func:`image_window`)."""
+    """uint8 image: non-overlapping patches with 2-D position embeddings, in square windows."""
 
     def __init__(self, space: spaces.Box, cfg: NB2Config) -> None:
         super().__init__()
@@ -166,18 +164,19 @@ class ImageEmbed(Segment):
         self.row = nn.Parameter(torch.randn(self.hp, 1, cfg.d_model))
         self.col = nn.Parameter(torch.randn(1, self.wp, cfg.d_model))
         n = self.hp * self.wp
-        # a window of wh x ww patches is one local group; a small image is a single group
-        self.window = (0, 0) if n <= cfg.group_size else image_window(self.hp, self.wp, cfg.group_size)
-        if self.window == (0, 0):
+        # a window of win x win patches is one local group; a small image is a single group
+        self.win = max(1, math.isqrt(cfg.group_size))
+        if n <= cfg.group_size:
+            self.win = 0
             self.group_len, self.n_groups = n, 1
             mask = torch.ones(1, n, dtype=torch.bool)
         else:
-            wh, ww = self.window
-            nh, nw = math.ceil(self.hp / wh), math.ceil(self.wp / ww)
-            self.group_len, self.n_groups = wh * ww, nh * nw
-            valid = torch.zeros(nh * wh, nw * ww, dtype=torch.bool)
+            s = self.win
+            nh, nw = math.ceil(self.hp / s), math.ceil(self.wp / s)
+            self.group_len, self.n_groups = s * s, nh * nw
+            valid = torch.zeros(nh * s, nw * s, dtype=torch.bool)
             valid[: self.hp, : self.wp] = True
-            mask = valid.view(nh, wh, nw, ww).permute(0, 2, 1, 3).reshape(nh * nw, wh * ww)
+            mask = valid.view(nh, s, nw, s).permute(0, 2, 1, 3).reshape(nh * nw, s * s)
         self.register_buffer("mask", mask, persistent=False)
         self.n_tokens = n
 
@@ -204,39 +203,13 @@ class ImageEmbed(Segment):
             x = F.pad(x, self.pad)  # (B, ch, hp*patch, wp*patch)
         p = self.proj(x).permute(0, 2, 3, 1) + self.row + self.col  # (B, hp, wp, C)
         b, c = p.shape[0], p.shape[-1]
-        if self.window == (0, 0):
+        if self.win == 0:
             return p.reshape(b, 1, self.n_tokens, c)  # (B, 1, hp*wp, C)
-        wh, ww = self.window
-        nh, nw = math.ceil(self.hp / wh), math.ceil(self.wp / ww)
-        p = F.pad(p, (0, 0, 0, nw * ww - self.wp, 0, nh * wh - self.hp))  # (B, nh*wh, nw*ww, C)
-        p = p.view(b, nh, wh, nw, ww, c).permute(0, 1, 3, 2, 4, 5)  # (B, nh, nw, wh, ww, C)
-        return p.reshape(b, nh * nw, wh * ww, c)  # (B, windows, wh*ww, C)
-
-
-def image_window(hp: int, wp: int, group_size: int) -> tuple[int, int]:
-    """Window (rows, columns of patches) for an hp x wp patch grid: the largest that tiles the
-    grid exactly within ``group_size`` patches (the squarest of equals), or, where no exact
-    tiling holds a quarter of a group, isqrt(group_size)-square windows padded at the edges.
-
-    Exact tiling leaves no padded slot: no slot computed for nothing, no attention mask (masked
-    attention runs about twice as slow on a CPU). MiniGrid's 7x7 view gets 7 windows of 1 x 7
-    (square 4 x 4 windows padded it to 64 slots), 14 x 14 patches 14 windows of 2 x 7.
-
-    >>> image_window(7, 7, 16), image_window(14, 14, 16), image_window(16, 16, 16), image_window(17, 17, 16)
-    ((1, 7), (2, 7), (4, 4), (4, 4))
-    """
-    best = (0, 0)
-    for wh in range(1, hp + 1):
-        for ww in range(1, wp + 1):
-            if hp % wh or wp % ww or wh * ww > group_size:
-                continue
-            area, squareness = wh * ww, -abs(wh - ww)
-            if (area, squareness) > (best[0] * best[1], -abs(best[0] - best[1])):
-                best = (wh, ww)
-    if best[0] * best[1] * 4 >= group_size:
-        return best
-    side = max(1, math.isqrt(group_size))
-    return side, side
+        s = self.win
+        nh, nw = math.ceil(self.hp / s), math.ceil(self.wp / s)
+        p = F.pad(p, (0, 0, 0, nw * s - self.wp, 0, nh * s - self.hp))  # (B, nh*s, nw*s, C)
+        p = p.view(b, nh, s, nw, s, c).permute(0, 1, 3, 2, 4, 5)  # (B, nh, nw, s, s, C)
+        return p.reshape(b, nh * nw, s * s, c)  # (B, windows, s*s, C)
 
 
 class CategoricalEmbed(Segment):
