@@ -8,7 +8,7 @@ on MiniGrid-DoorKey-5x5-v0, three ways: the 7x7 view as cell ids (49 tokens), an
 RGB pixels in 8x8 patches (49 tokens) or 4x4 patches (196 tokens). The contenders are:
 
 * ``nb2``: NB2-nano;
-* ``nb2-sampling``: the same with adaptive token sampling on (196 tokens only);
+* ``nb2-sampling``: the same with adaptive token sampling on (cells and 196 tokens);
 * ``flat``: the flat-attention baseline (preset ``nano-flat``): the same width, depth,
   tokenizer and decoder, with every token attending to every other;
 * ``mlp`` (cells) / ``cnn`` (pixels): SB3's ``MlpPolicy`` / ``CnnPolicy``.

@@ -323,7 +323,7 @@ def test_sampling_says_why_it_is_off() -> None:
     """Asked for but unable to drop anything, sampling switches itself off and says why."""
     cfg = NANO.replace(sampling=True)
     assert HierarchicalEncoder(cfg, 4, 16).sampling_off is None  # groups of 16: it runs
-    assert "groups of 7 tokens" in str(HierarchicalEncoder(cfg, 7, 7).sampling_off)  # MiniGrid's rows
+    assert "groups of 7 tokens" in str(HierarchicalEncoder(cfg, 7, 7).sampling_off)
     assert "single group" in str(HierarchicalEncoder(cfg, 1, 10).sampling_off)
     assert "flat" in str(HierarchicalEncoder(cfg.replace(attention="flat"), 4, 16).sampling_off)
     assert HierarchicalEncoder(NANO.replace(sampling=False), 7, 7).sampling_off is None  # not asked

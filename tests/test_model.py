@@ -413,8 +413,14 @@ def test_preset_sizes() -> None:
 
 # the table in README.md ("Presets")
 README_COUNTS = {
-    "cartpole": (spaces.Box(-1, 1, (4,)), {"nano": 18_914, "small": 153_924, "base": 804_560}),
-    "image-64x64x3": (image((64, 64, 3)), {"nano": 34_178, "small": 225_540, "base": 1_277_392}),
+    "cartpole": (
+        spaces.Box(-1, 1, (4,)),
+        {"nano": 18_914, "small": 153_924, "base": 804_560, "nano-flat": 27_522, "small-flat": 204_036},
+    ),
+    "image-64x64x3": (
+        image((64, 64, 3)),
+        {"nano": 34_178, "small": 225_540, "base": 1_277_392, "nano-flat": 29_858, "small-flat": 208_708},
+    ),
 }
 
 

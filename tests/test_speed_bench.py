@@ -20,7 +20,7 @@ def test_the_data_file_names_every_contender_and_its_source() -> None:
     assert speed.TASKS["doorkey-cells"].policies["mlp"]["overrides"]["policy"] == "MlpPolicy"
     assert speed.TASKS["doorkey-rgb-196"].policies["cnn"]["overrides"]["policy"] == "CnnPolicy"
     assert speed.TASKS["doorkey-rgb-196"].env_kwargs == {"minigrid_obs": "rgb"}
-    assert "nb2-sampling" in speed.TASKS["doorkey-rgb-196"].policies  # rows of 7 elsewhere: nothing to drop
+    assert "nb2-sampling" in speed.TASKS["doorkey-rgb-196"].policies
 
 
 def test_a_malformed_task_names_the_file_and_key(tmp_path: Path) -> None:
