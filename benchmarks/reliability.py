@@ -165,20 +165,23 @@ def held_out_returns(
     return returns
 
 
-def run_job(job: Job) -> Outcome:
-    """Train and evaluate ``job`` in this process (the pool gives each job a fresh one)."""
+def train_for_benchmark(
+    job: Any, algo: str, eval_freq: int | None, env_kwargs: dict[str, Any] | None = None
+) -> Any:
+    """One quiet :func:`nb2_agents.train` run of a benchmark job (``env``, ``steps``, ``seed``,
+    ``overrides``, ``runs_dir``, ``device``, ``threads``); an interrupted run raises."""
     from nb2_agents import train
 
     torch.set_num_threads(job.threads)
-    baseline, start, cpu_start = maxrss_mb(), time.perf_counter(), cpu_s()
     result = train(
         env=job.env,
-        algo=job.algo,
+        algo=algo,
         steps=job.steps,
         seed=job.seed,
         overrides=job.overrides,
+        env_kwargs=env_kwargs,
         runs_dir=job.runs_dir,
-        eval_freq=job.eval_freq,
+        eval_freq=eval_freq,
         final_episodes=1,
         device=job.device,
         threads=job.threads,
@@ -187,6 +190,13 @@ def run_job(job: Job) -> Outcome:
     )
     if result.interrupted:
         raise RuntimeError(f"training was interrupted ({result.run_dir})")
+    return result
+
+
+def run_job(job: Job) -> Outcome:
+    """Train and evaluate ``job`` in this process (the pool gives each job a fresh one)."""
+    baseline, start, cpu_start = maxrss_mb(), time.perf_counter(), cpu_s()
+    result = train_for_benchmark(job, job.algo, job.eval_freq)
     deterministic = result.config.deterministic_eval
     seeds = [eval_seed(job.seed, e) for e in range(job.episodes)]
     returns = held_out_returns(

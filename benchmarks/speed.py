@@ -57,7 +57,7 @@ import yaml
 
 from benchmarks import common
 from benchmarks.common import MEASURED_DIR, Row, add_run_options, cpu_s, names_of, parse_run_options
-from benchmarks.reliability import held_out_returns, parse_seeds
+from benchmarks.reliability import held_out_returns, parse_seeds, train_for_benchmark
 from benchmarks.reliability_figures import eval_seed
 from nb2_agents.envs_util import EnvSpec
 from nb2_agents.hyperparams import DATA_DIR
@@ -204,26 +204,8 @@ def time_to_threshold(
 
 def run_job(job: Job) -> Outcome:
     """Train and evaluate ``job`` in this process (the pool gives each job a fresh one)."""
-    from nb2_agents import train
-
-    torch.set_num_threads(job.threads)
     start_cpu = cpu_s()
-    result = train(
-        env=job.env,
-        steps=job.steps,
-        seed=job.seed,
-        overrides=job.overrides,
-        env_kwargs=job.env_kwargs,
-        runs_dir=job.runs_dir,
-        eval_freq=0,
-        final_episodes=1,
-        device=job.device,
-        threads=job.threads,
-        progress=False,
-        verbose=False,
-    )
-    if result.interrupted:
-        raise RuntimeError(f"training was interrupted ({result.run_dir})")
+    result = train_for_benchmark(job, "ppo", 0, job.env_kwargs)
     seeds = [eval_seed(job.seed, e) for e in range(job.episodes)]
     spec = EnvSpec(job.env, job.env_kwargs, "ppo")
     returns = held_out_returns(result.model_path, spec, seeds, result.config.deterministic_eval, job.device)
