@@ -176,7 +176,16 @@ def test_minigrid_run(tmp_path: Path) -> None:
 def test_ctrl_c_saves_model_and_checkpoint(tmp_path: Path, sig: signal.Signals) -> None:
     cmd = [sys.executable, "-m", "nb2_agents.cli", "train", "--env", "CartPole-v1", "--steps", "1000000",
            "--set", "n_steps=32", "--runs-dir", str(tmp_path)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    # as from a terminal: a job started in the background (nohup ... &) inherits SIGINT ignored,
+    # and Python then installs no KeyboardInterrupt handler
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 120
         while not list(tmp_path.glob("*/0.monitor.csv")) or not _has_episodes(tmp_path):
