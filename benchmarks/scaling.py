@@ -45,29 +45,15 @@ TARGET_S = 0.1
 """Seconds of back-to-back steps per timing."""
 
 
-def hierarchical_step(cfg: NB2Config, n_tokens: int, batch: int) -> Callable[[], None]:
-    """One forward + backward of :class:`HierarchicalEncoder` on ``n_tokens`` random tokens."""
+def encoder_step(cfg: NB2Config, n_tokens: int, batch: int) -> Callable[[], None]:
+    """One forward + backward of :class:`HierarchicalEncoder` on ``n_tokens`` random tokens in
+    groups of ``group_size`` (one sequence of them under ``attention: flat``)."""
     group = min(cfg.group_size, n_tokens)
     n_groups = n_tokens // group
     enc = HierarchicalEncoder(cfg, n_groups, group)
     enc.apply(init_weights)
     tokens = torch.randn(batch, n_groups, group, cfg.d_model)
     mask = torch.ones(n_groups, group, dtype=torch.bool)
-
-    def step() -> None:
-        enc.zero_grad(set_to_none=True)
-        mem = enc(TokenSet(tokens, mask, None, full=True))
-        mem.tokens.sum().backward()
-
-    return step
-
-
-def flat_step(cfg: NB2Config, n_tokens: int, batch: int) -> Callable[[], None]:
-    """One forward + backward of the encoder under ``attention: flat`` on ``n_tokens`` random tokens."""
-    enc = HierarchicalEncoder(cfg.replace(attention="flat"), 1, n_tokens)
-    enc.apply(init_weights)
-    tokens = torch.randn(batch, 1, n_tokens, cfg.d_model)
-    mask = torch.ones(1, n_tokens, dtype=torch.bool)
 
     def step() -> None:
         enc.zero_grad(set_to_none=True)
@@ -92,7 +78,8 @@ class Result:
 def compare(preset: str, n_tokens: int, batch: int, quick: bool) -> Result:
     """Time and count FLOPs of one forward + backward of each encoder."""
     cfg = get_config(preset, sampling=False)
-    steps = {"hier": hierarchical_step(cfg, n_tokens, batch), "flat": flat_step(cfg, n_tokens, batch)}
+    flat = cfg.replace(attention="flat")
+    steps = {"hier": encoder_step(cfg, n_tokens, batch), "flat": encoder_step(flat, n_tokens, batch)}
     flops = {name: count_flops(step) for name, step in steps.items()}
     # each timing lasts about TARGET_S (one call at least), so both sides see the same load
     tasks = {name: partial(time_calls, step, calibrate(step, TARGET_S)) for name, step in steps.items()}

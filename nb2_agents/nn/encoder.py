@@ -140,8 +140,10 @@ class HierarchicalEncoder(nn.Module):
         # n_local + n_global blocks: NB2's depth when the observation spans several groups.
         self.flat = cfg.attention == "flat"
         self.single_group = n_groups == 1 or self.flat
-        extra = cfg.n_local_layers - cfg.n_global_layers if self.single_group else 0
-        extra = cfg.n_local_layers if self.flat else extra
+        if self.flat:
+            extra = cfg.n_local_layers
+        else:
+            extra = cfg.n_local_layers - cfg.n_global_layers if self.single_group else 0
         self.local_blocks = nn.ModuleList(Block(*args) for _ in range(max(extra, 0)))
         self.level_list: list[Level] = [] if self.single_group else [Level(cfg, cfg.n_local_layers)]
         g = n_groups
@@ -158,13 +160,13 @@ class HierarchicalEncoder(nn.Module):
         self.sample = cfg.sampling and not self.single_group and group_len > cfg.min_keep
         self.sampling_off: str | None = None
         """Why token sampling does not run though the config asks for it (None: it runs, or was not asked)."""
-        if cfg.sampling and not self.sample:
+        if cfg.sampling and self.flat:
+            self.sampling_off = "flat attention never samples"
+        elif cfg.sampling and self.single_group:
+            self.sampling_off = "the observation is a single group"
+        elif cfg.sampling and not self.sample:
             self.sampling_off = (
-                "flat attention never samples"
-                if self.flat
-                else "the observation is a single group"
-                if self.single_group
-                else f"groups of {group_len} tokens leave nothing to drop below min_keep={cfg.min_keep}"
+                f"groups of {group_len} tokens leave nothing to drop below min_keep={cfg.min_keep}"
             )
 
     @property
