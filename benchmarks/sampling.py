@@ -4,10 +4,9 @@ Two networks share the same weights and differ only in ``sampling``. Inputs are 
 structured, so that some tokens matter more than others: images are dark scenes with a few
 bright rectangles, vectors are a few smooth bumps on a flat, slightly noisy baseline.
 
-The figures are for freshly initialised weights: how many tokens sampling keeps depends on
-the significance the trained network assigns, so a trained policy can keep fewer (or more).
-Sampling keeps, in a batch, as many tokens as the row that keeps most and masks the rest, so
-its savings shrink as the batch grows.
+The figures are for freshly initialised weights. Each group keeps a fixed share of its tokens
+(``keep_ratio``), so the count, and the saving, does not depend on the weights or the batch;
+which tokens are kept does.
 
 Return: every NB2 student of the policy zoo (``policies/zoo``) whose encoder samples tokens is
 evaluated twice on the same episode seeds, as trained (sampling on) and with sampling switched

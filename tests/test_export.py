@@ -234,7 +234,7 @@ def test_export_names_the_space_it_cannot_express(
 
 
 def test_static_graph_matches_nb2_with_token_sampling() -> None:
-    space = spaces.Box(0, 10, (3, 7, 7), np.uint8)  # a MiniGrid view: 49 tokens in 4 windows
+    space = spaces.Box(0, 255, (3, 7, 7), np.uint8)  # a MiniGrid view: 49 tokens in 4 windows
     net = NB2(space, get_config("nano"), n_queries=2, check_finite=False).eval()
     with torch.no_grad():
         for p in net.parameters():  # away from the init, where every token scores alike

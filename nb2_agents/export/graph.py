@@ -8,11 +8,12 @@ and the forward records diagnostics on the modules. None of that survives ``torc
 
 :class:`StaticNB2` runs the same modules with the same weights and gives the same result, but
 sampling *masks* the tokens it drops instead of gathering the ones it keeps. Attention inside
-NB2 carries no position of its own (positions are embedded in the tokens), so attending over
-the kept tokens in place, with the others masked out of every key set (level-0 attention,
-pooling and the decoder's memory), equals attending over the gathered ones; only the order of
-floating-point sums differs (~1e-7). The price is that dropped tokens are still computed as
-queries at level 0, so an exported graph does not save the FLOPs sampling saves in PyTorch.
+NB2 carries no position of its own (positions are embedded in the tokens), so running the first
+level-0 block with every token as a query, then masking the dropped ones out of every later key
+set (later level-0 blocks, pooling and the decoder's memory), gives the kept tokens the values
+the gathered ones get; only the order of floating-point sums differs (~1e-7). The price is that
+dropped tokens are still computed as queries, so an exported graph does not save the FLOPs
+sampling saves in PyTorch.
 
 Every weight is reached through its module (``attn.kv(h)``, never ``attn.kv.weight``), so
 the graph still runs after ``torch.ao.quantization.quantize_dynamic`` swaps the Linear layers.
@@ -20,73 +21,69 @@ the graph still runs after ``torch.ao.quantization.quantize_dynamic`` swaps the 
 
 from __future__ import annotations
 
-import math
+from typing import cast
 
 import torch
 from torch import nn
 
+from nb2_agents.nn.blocks import Block
 from nb2_agents.nn.decoder import Decoder
-from nb2_agents.nn.encoder import HierarchicalEncoder, Memory, Pool, _key_mask
+from nb2_agents.nn.encoder import HierarchicalEncoder, Memory, _key_mask, masked_mean
 from nb2_agents.nn.model import NB2
+from nb2_agents.nn.sampling import significance
 from nb2_agents.nn.tokenizer import TokenSet
 
 
-def significance(pool: Pool, x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """How much ``pool``'s query attends to each token of (B*, G, C), times its value norm: (B*, G).
-
-    :meth:`Pool.significance`, through the pool's modules.
-    """
-    a = pool.attn
-    k, v = a.keys_values(pool.ln(x))  # 2 x (B*, nh, G, hs)
-    q = a.split_heads(a.q(pool.seed)).expand(x.shape[0], -1, -1, -1)  # (B*, nh, 1, hs)
-    logits = (q @ k.transpose(-2, -1)).squeeze(2) / math.sqrt(a.head_dim)  # (B*, nh, G)
-    if valid is not None:
-        logits = logits.masked_fill(~valid.unsqueeze(1), float("-inf"))
-    attn = logits.softmax(dim=-1)  # (B*, nh, G)
-    return (attn * v.norm(dim=-1)).mean(dim=1)  # (B*, G)
-
-
-def keep_in_place(
-    scores: torch.Tensor, valid: torch.Tensor | None, keep_mass: float, min_keep: int
-) -> torch.Tensor:
-    """The tokens :func:`~nb2_agents.nn.sampling.select_tokens` keeps, as a keep-mask (B*, G) in
+def keep_in_place(scores: torch.Tensor, valid: torch.Tensor | None, k: int) -> torch.Tensor:
+    """The tokens :func:`~nb2_agents.nn.sampling.top_tokens` keeps, as a keep-mask (B*, G) in
     the tokens' own order rather than as gathered indices.
 
-    Without a sort (ONNX has no stable one): token j ranks before token i when its share is
+    Without a sort (ONNX has no stable one): token j ranks before token i when its score is
     larger, or equal with a smaller index, which is the order of a stable descending sort.
     """
     if valid is not None:
-        scores = scores.masked_fill(~valid, 0.0)
-    share = scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-12)  # (B*, G)
-    s_i, s_j = share.unsqueeze(-1), share.unsqueeze(-2)  # (B*, G, 1), (B*, 1, G)
-    index = torch.arange(share.shape[-1], device=share.device)  # (G,)
+        scores = scores.masked_fill(~valid, -1.0)  # padding ranks last, as in top_tokens
+    s_i, s_j = scores.unsqueeze(-1), scores.unsqueeze(-2)  # (B*, G, 1), (B*, 1, G)
+    index = torch.arange(scores.shape[-1], device=scores.device)  # (G,)
     earlier = index.unsqueeze(0) < index.unsqueeze(1)  # (G, G): j < i
     before = (s_j > s_i) | ((s_j == s_i) & earlier)  # (B*, G, G): j ranks before i
-    mass_before = (before.to(share.dtype) @ share.unsqueeze(-1)).squeeze(-1)  # (B*, G)
-    rank = before.sum(dim=-1)  # (B*, G)
-    keep = (mass_before < keep_mass) | (rank < min_keep)  # (B*, G)
+    keep = before.sum(dim=-1) < k  # (B*, G): rank below k
     return keep if valid is None else keep & valid
+
+
+def sampled_block_in_place(
+    blk: Block, x: torch.Tensor, valid: torch.Tensor | None, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~nb2_agents.nn.encoder.sampled_block` with every token as a query: (B*, G, C) and
+    the keep-mask (B*, G) of the tokens it keeps (the outputs of the others are not used)."""
+    key_mask = _key_mask(valid)
+    h = blk.ln_q(x)  # (B*, G, C)
+    k_, v = blk.attn.keys_values(h)  # 2 x (B*, nh, G, hs)
+    q_mean = blk.attn.split_heads(blk.attn.q(masked_mean(h, key_mask)))  # (B*, nh, 1, hs)
+    keep = keep_in_place(significance(q_mean, k_, v, valid), valid, k)  # (B*, G)
+    x = blk.gate_attn(x, blk.attn.attend(h, k_, v, key_mask))
+    return blk.gate_mlp(x, blk.mlp(blk.ln_mlp(x))), keep
 
 
 def encode(encoder: HierarchicalEncoder, ts: TokenSet) -> Memory:
     """:meth:`HierarchicalEncoder.forward` with in-place (masked) token sampling."""
     if encoder.single_group or not encoder.sample:
         return encoder(ts)  # no sampling on this path: already static
-    cfg = encoder.cfg
     b, g, G, c = ts.tokens.shape
     x = ts.tokens.reshape(b * g, G, c)  # (B*g, G, C)
-    valid = ts.keep_mask(b)  # (B*g, G) or None
     level0 = encoder.level_list[0]
-    mask = keep_in_place(significance(level0.pool, x, valid), valid, cfg.keep_mass, cfg.min_keep)
-    x, pooled = level0(x, mask)
-    summaries = pooled.view(b, g, c)  # (B, g, C)
+    first, *rest = (cast(Block, blk) for blk in level0.blocks)
+    x, mask = sampled_block_in_place(first, x, ts.keep_mask(b), encoder.keep)  # (B*g, G, C), (B*g, G)
+    for blk in rest:
+        x = blk(x, mask=_key_mask(mask))
+    summaries = level0.pool(x, _key_mask(mask)).view(b, g, c)  # (B, g, C)
     fine = x.reshape(b, g * G, c)  # (B, g*G, C): dropped tokens stay, masked
     fine_mask = mask.reshape(b, g * G)  # (B, g*G)
 
     levels, top, task = encoder.summarize(summaries, ts)
     memory = torch.cat([fine, *levels[:-1], top], dim=1)  # (B, g*G + S, C)
-    rest = torch.ones(b, memory.shape[1] - fine.shape[1], dtype=torch.bool, device=memory.device)
-    return Memory(memory, torch.cat([fine_mask, rest], dim=1), top[:, 0], task, None, ts.task_ids)
+    rest_mask = torch.ones(b, memory.shape[1] - fine.shape[1], dtype=torch.bool, device=memory.device)
+    return Memory(memory, torch.cat([fine_mask, rest_mask], dim=1), top[:, 0], task, None, ts.task_ids)
 
 
 def decode(decoder: Decoder, mem: Memory) -> torch.Tensor:

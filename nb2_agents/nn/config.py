@@ -47,10 +47,10 @@ class NB2Config:
     """Rows of the task-embedding table (task ids must be below this)."""
     sampling: bool = True
     """Adaptive token sampling on (True) or off (False, the ablation)."""
-    keep_mass: float = 0.75
-    """Sampling keeps the most significant tokens until this share of significance is covered."""
+    keep_ratio: float = 0.5
+    """Share of each local group's tokens that sampling keeps (its most significant ones)."""
     min_keep: int = 8
-    """Sampling never keeps fewer tokens than this (and does nothing below this many tokens)."""
+    """Sampling never keeps fewer tokens than this per group (and does nothing on groups this small)."""
     gate_bias: float = -2.0
     """Initial bias of the gated residuals: sigmoid(-2) ≈ 0.12, so each block starts near the identity."""
     attention: str = "hierarchical"
@@ -90,8 +90,12 @@ class NB2Config:
             )
         if self.attention not in ATTENTION:
             raise ValueError(f"NB2Config.attention must be one of {ATTENTION}, got {self.attention!r}")
-        if not 0.0 < self.keep_mass <= 1.0:
-            raise ValueError(f"NB2Config.keep_mass must be in (0, 1], got {self.keep_mass!r}")
+        if (
+            isinstance(self.keep_ratio, bool)
+            or not isinstance(self.keep_ratio, (int, float))
+            or not (0.0 < self.keep_ratio <= 1.0)
+        ):
+            raise ValueError(f"NB2Config.keep_ratio must be a number in (0, 1], got {self.keep_ratio!r}")
 
     def replace(self, **changes: Any) -> NB2Config:
         """Return a copy with ``changes`` applied; unknown keys raise ``ValueError``."""

@@ -14,15 +14,16 @@ global summary had norm 0.002: within 50 A2C updates the learned constants (glob
 decoder queries) outgrew it, the features became one vector for every observation (spread /
 mean norm 0.007), and A2C scored 13.4 on SB3's ``IdentityEnvMultiDiscrete`` (MlpPolicy 100).
 
-Adaptive token sampling (``sampling.py``) runs as tokens enter level 0: each group keeps the
-tokens its pooling query finds most significant, so the local attention, the pooling and the
-decoder all read fewer tokens.
+Adaptive token sampling (``sampling.py``) runs inside level 0's first block: every token of a
+group is a key there, and only the group's most significant tokens go on as queries, so the
+rest of level 0, the pooling and the decoder all read fewer tokens.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ from torch import nn
 
 from nb2_agents.nn.blocks import Attention, Block
 from nb2_agents.nn.config import NB2Config
-from nb2_agents.nn.sampling import gather_tokens, select_tokens, significance
+from nb2_agents.nn.sampling import gather_tokens, keep_count, significance, top_tokens
 from nb2_agents.nn.tokenizer import TokenSet
 
 
@@ -84,20 +85,6 @@ class Pool(nn.Module):
         read = self.attn.attend(self.query(x.shape[0]), k, v, key_mask)  # (B*, 1, C)
         return masked_mean(x, key_mask) + read  # (B*, 1, C)
 
-    @torch.no_grad()
-    def significance(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """How much this pool's query attends to each token, times its value norm: (B*, G).
-
-        Written with functional calls on the pool's own weights: the score is a side
-        computation, and going through the submodules would fire their hooks (profilers,
-        FLOP counters) as if the pool had run.
-        """
-        a = self.attn
-        h = F.layer_norm(x, self.ln.normalized_shape, self.ln.weight, self.ln.bias, self.ln.eps)
-        k, v = F.linear(h, a.kv.weight, a.kv.bias).chunk(2, dim=-1)  # 2 x (B*, G, C)
-        q = F.linear(self.seed, a.q.weight, a.q.bias).expand(x.shape[0], 1, -1)  # (B*, 1, C)
-        return significance(a.split_heads(q), a.split_heads(k), a.split_heads(v), mask)
-
 
 def _key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     """(B*, G) keep-mask → (B*, 1, 1, G) for SDPA; None stays None."""
@@ -115,11 +102,70 @@ class Level(nn.Module):
         self.blocks = nn.ModuleList(Block(*args) for _ in range(n_layers))
         self.pool = Pool(cfg)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Groups (B*, G, C) with keep-mask (B*, G) → attended tokens and summaries (B*, 1, C)."""
-        for blk in self.blocks:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, keep: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Groups (B*, G, C) with keep-mask (B*, G) → attended tokens, summaries (B*, 1, C) and
+        the tokens' keep-mask.
+
+        ``keep`` > 0 samples tokens in the first block (:func:`sampled_block`): the tokens
+        returned are each group's ``keep`` most significant, (B*, keep, C).
+        """
+        blocks = [cast(Block, blk) for blk in self.blocks]
+        if keep:
+            x, mask = sampled_block(blocks.pop(0), x, mask, keep)  # (B*, K, C)
+        for blk in blocks:
             x = blk(x, mask=_key_mask(mask))
-        return x, self.pool(x, _key_mask(mask))
+        return x, self.pool(x, _key_mask(mask)), mask
+
+
+def sampled_block(
+    blk: Block, x: torch.Tensor, mask: torch.Tensor | None, keep: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``blk`` over groups (B*, G, C), with only each group's ``keep`` most significant tokens as
+    queries: (B*, K, C) and their keep-mask (B*, K), None when no kept slot is padding.
+
+    Every token is a key and value of this block's attention; significance is the attention of
+    the group's mean query over those keys, times the values' norms (``sampling.py``).
+    """
+    key_mask = _key_mask(mask)
+    h = blk.ln_q(x)  # (B*, G, C)
+    k, v = blk.attn.keys_values(h)  # 2 x (B*, nh, G, hs)
+    with torch.no_grad():
+        q_mean = blk.attn.split_heads(blk.attn.q(masked_mean(h, key_mask)))  # (B*, nh, 1, hs)
+        index = top_tokens(significance(q_mean, k, v, mask), mask, keep)  # (B*, K)
+    x, h = gather_tokens(x, index), gather_tokens(h, index)  # (B*, K, C)
+    x = blk.gate_attn(x, blk.attn.attend(h, k, v, key_mask))
+    x = blk.gate_mlp(x, blk.mlp(blk.ln_mlp(x)))
+    kept = None if mask is None else mask.gather(1, index)  # (B*, K)
+    return x, None if kept is None or bool(kept.all()) else kept
+
+
+MIN_SAMPLED_TOKENS = 64
+"""Sampling runs only on observations of at least this many tokens: below it, measured by
+``benchmarks/sampling.py`` (forward + backward at PPO's minibatch and rollout inference), the
+gather and scoring cost as much as the dropped tokens save."""
+
+
+def sampling_off_reason(cfg: NB2Config, single_group: bool, n_tokens: int, group_len: int) -> str | None:
+    """Why sampling cannot save time for this observation (None: it runs, or was not asked for)."""
+    if not cfg.sampling:
+        return None
+    if cfg.attention == "flat":
+        return "flat attention never samples"
+    if single_group:
+        return "the observation is a single group"
+    if keep_count(group_len, cfg.keep_ratio, cfg.min_keep) >= group_len:
+        return (
+            f"groups of {group_len} tokens leave nothing to drop "
+            f"(keep_ratio={cfg.keep_ratio}, min_keep={cfg.min_keep})"
+        )
+    if n_tokens < MIN_SAMPLED_TOKENS:
+        return (
+            f"{n_tokens} tokens are fewer than the {MIN_SAMPLED_TOKENS} where sampling saves time "
+            "(measured in benchmarks/sampling.py)"
+        )
+    return None
 
 
 class HierarchicalEncoder(nn.Module):
@@ -157,17 +203,11 @@ class HierarchicalEncoder(nn.Module):
             self.level_list.append(level)
             g = n
         self.levels = nn.ModuleList(self.level_list)  # registers the parameters
-        self.sample = cfg.sampling and not self.single_group and group_len > cfg.min_keep
-        self.sampling_off: str | None = None
+        self.keep = keep_count(group_len, cfg.keep_ratio, cfg.min_keep)
+        """Tokens each level-0 group keeps when sampling runs."""
+        self.sampling_off = sampling_off_reason(cfg, self.single_group, n_groups * group_len, group_len)
         """Why token sampling does not run though the config asks for it (None: it runs, or was not asked)."""
-        if cfg.sampling and self.flat:
-            self.sampling_off = "flat attention never samples"
-        elif cfg.sampling and self.single_group:
-            self.sampling_off = "the observation is a single group"
-        elif cfg.sampling and not self.sample:
-            self.sampling_off = (
-                f"groups of {group_len} tokens leave nothing to drop below min_keep={cfg.min_keep}"
-            )
+        self.sample = cfg.sampling and self.sampling_off is None
 
     @property
     def level_masks(self) -> list[torch.Tensor]:
@@ -190,7 +230,7 @@ class HierarchicalEncoder(nn.Module):
             n_groups, size = level.group_mask.shape
             pad = n_groups * size - summaries.shape[1]
             s = F.pad(summaries, (0, 0, 0, pad)).view(b * n_groups, size, c)  # (B*n, size, C)
-            _, pooled = level(s, level.group_mask.repeat(b, 1))
+            _, pooled, _ = level(s, level.group_mask.repeat(b, 1))
             summaries = pooled.view(b, n_groups, c)  # (B, n, C)
             levels.append(summaries)
         task = self._task(ts, b)  # (B, C)
@@ -206,10 +246,12 @@ class HierarchicalEncoder(nn.Module):
         b, g, G, c = ts.tokens.shape
         x = ts.tokens.reshape(b * g, G, c)  # (B*g, G, C)
         mask = ts.keep_mask(b)  # (B*g, G) or None
+        valid = ts.tokens.new_full((b,), g * G) if mask is None else mask.reshape(b, -1).sum(dim=1)  # (B,)
+        x, pooled, mask = self.level_list[0](x, mask, self.keep if self.sample else 0)  # x (B*g, K, C)
         kept = None
         if self.sample:
-            x, mask, kept = self._sample(x, mask, self.level_list[0].pool, b)  # (B*g, K, C)
-        x, pooled = self.level_list[0](x, mask)
+            n_kept = valid.new_full((b,), g * x.shape[1]) if mask is None else mask.reshape(b, -1).sum(dim=1)
+            kept = n_kept / valid  # (B,) share of real tokens kept
         summaries = pooled.view(b, g, c)  # (B, g, C)
         fine = x.reshape(b, -1, c)  # (B, g*K, C)
         fine_mask = None if mask is None else mask.reshape(b, -1)  # (B, g*K)
@@ -240,17 +282,3 @@ class HierarchicalEncoder(nn.Module):
         for blk in [*self.local_blocks, *self.global_blocks]:
             x = blk(x, mask=_key_mask(mask))  # (B, 2+N, C)
         return Memory(x, mask, x[:, 0], task, None, ts.task_ids)
-
-    def _sample(
-        self, x: torch.Tensor, mask: torch.Tensor | None, pool: Pool, b: int
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Keep each group's most significant tokens: (B*g, K, C), keep-mask, kept share (B,).
-
-        The keep-mask is None when every group kept all K slots: masked SDPA runs about twice
-        as slow on a CPU, and with no padding there is nothing to mask.
-        """
-        scores = pool.significance(x, mask)  # (B*g, G)
-        index, keep = select_tokens(scores, mask, self.cfg.keep_mass, self.cfg.min_keep)
-        valid = x.shape[0] // b * x.shape[1] if mask is None else mask.reshape(b, -1).sum(dim=1)
-        kept = keep.reshape(b, -1).sum(dim=1) / valid  # (B,) share of real tokens kept
-        return gather_tokens(x, index), None if bool(keep.all()) else keep, kept
