@@ -22,8 +22,16 @@ from nb2_agents.curriculum.adapter import (
     common_spaces,
 )
 from nb2_agents.errors import UsageError
+from nb2_agents.nn import encoder as encoder_module
 from nb2_agents.nn.tokenizer import ACTION_MASK_KEY, TASK_KEY
 from nb2_agents.sb3.actor_critic import MaskableNB2Policy, NB2ActorCriticPolicy
+
+
+@pytest.fixture(autouse=True)
+def _sample_small_observations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The padding tests run sampling on observations of fewer than ``MIN_SAMPLED_TOKENS``
+    slots, which the time rule (tested in ``test_sampling.py``) would switch it off for."""
+    monkeypatch.setattr(encoder_module, "MIN_SAMPLED_TOKENS", 1)
 
 
 def _spaces_of(*ids: str) -> tuple[list[spaces.Space], list[spaces.Space]]:
