@@ -28,9 +28,8 @@ from torch import nn
 
 from nb2_agents.nn.blocks import Block
 from nb2_agents.nn.decoder import Decoder
-from nb2_agents.nn.encoder import HierarchicalEncoder, Memory, _key_mask, masked_mean
+from nb2_agents.nn.encoder import HierarchicalEncoder, Memory, _key_mask, block_scores
 from nb2_agents.nn.model import NB2
-from nb2_agents.nn.sampling import significance
 from nb2_agents.nn.tokenizer import TokenSet
 
 
@@ -56,13 +55,9 @@ def sampled_block_in_place(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`~nb2_agents.nn.encoder.sampled_block` with every token as a query: (B*, G, C) and
     the keep-mask (B*, G) of the tokens it keeps (the outputs of the others are not used)."""
-    key_mask = _key_mask(valid)
-    h = blk.ln_q(x)  # (B*, G, C)
-    k_, v = blk.attn.keys_values(h)  # 2 x (B*, nh, G, hs)
-    q_mean = blk.attn.split_heads(blk.attn.q(masked_mean(h, key_mask)))  # (B*, nh, 1, hs)
-    keep = keep_in_place(significance(q_mean, k_, v, valid), valid, k)  # (B*, G)
-    x = blk.gate_attn(x, blk.attn.attend(h, k_, v, key_mask))
-    return blk.gate_mlp(x, blk.mlp(blk.ln_mlp(x))), keep
+    h, k_, v, scores = block_scores(blk, x, valid)
+    keep = keep_in_place(scores, valid, k)  # (B*, G)
+    return blk.finish(x, h, k_, v, _key_mask(valid)), keep
 
 
 def encode(encoder: HierarchicalEncoder, ts: TokenSet) -> Memory:

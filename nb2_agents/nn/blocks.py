@@ -139,6 +139,20 @@ class Block(nn.Module):
         else:
             assert self.ln_kv is not None, "built with cross=False"
             k, v = self.attn.keys_values(self.ln_kv(memory))
+        return self.finish(x, h, k, v, mask, head_gates)
+
+    def finish(
+        self,
+        x: torch.Tensor,
+        h: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        head_gates: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The block after its keys and values: queries ``h = ln_q(x)`` (B, Tq, C) attend over
+        ``k``, ``v`` (B, nh, Tk, hs), then the MLP; (B, Tq, C). Token sampling calls it with
+        fewer queries than keys."""
         x = self.gate_attn(x, self.attn.attend(h, k, v, mask, head_gates))
         return self.gate_mlp(x, self.mlp(self.ln_mlp(x)))
 

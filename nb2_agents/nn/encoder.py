@@ -128,17 +128,25 @@ def sampled_block(
     Every token is a key and value of this block's attention; significance is the attention of
     the group's mean query over those keys, times the values' norms (``sampling.py``).
     """
-    key_mask = _key_mask(mask)
+    h, k, v, scores = block_scores(blk, x, mask)
+    index = top_tokens(scores, mask, keep)  # (B*, K)
+    x, h = gather_tokens(x, index), gather_tokens(h, index)  # (B*, K, C)
+    x = blk.finish(x, h, k, v, _key_mask(mask))
+    kept = None if mask is None else mask.gather(1, index)  # (B*, K)
+    return x, None if kept is None or bool(kept.all()) else kept
+
+
+def block_scores(
+    blk: Block, x: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first steps of ``blk`` over groups (B*, G, C): ``h = ln_q(x)``, keys and values of every
+    token, and each token's significance (B*, G), from the group's mean query (no autograd)."""
     h = blk.ln_q(x)  # (B*, G, C)
     k, v = blk.attn.keys_values(h)  # 2 x (B*, nh, G, hs)
     with torch.no_grad():
-        q_mean = blk.attn.split_heads(blk.attn.q(masked_mean(h, key_mask)))  # (B*, nh, 1, hs)
-        index = top_tokens(significance(q_mean, k, v, mask), mask, keep)  # (B*, K)
-    x, h = gather_tokens(x, index), gather_tokens(h, index)  # (B*, K, C)
-    x = blk.gate_attn(x, blk.attn.attend(h, k, v, key_mask))
-    x = blk.gate_mlp(x, blk.mlp(blk.ln_mlp(x)))
-    kept = None if mask is None else mask.gather(1, index)  # (B*, K)
-    return x, None if kept is None or bool(kept.all()) else kept
+        q_mean = blk.attn.split_heads(blk.attn.q(masked_mean(h, _key_mask(mask))))  # (B*, nh, 1, hs)
+        scores = significance(q_mean, k, v, mask)  # (B*, G)
+    return h, k, v, scores
 
 
 MIN_SAMPLED_TOKENS = 64
