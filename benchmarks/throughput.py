@@ -11,6 +11,9 @@ NB2 on CartPole sees 4 tokens, a single group, so its encoder runs max(n_local_l
 n_global_layers) blocks of attention over all of them: flat attention at that depth. The flat
 baseline (``attention: flat``, NB2's tokenizer and decoder) runs n_local + n_global blocks, so
 the two differ by depth alone here.
+
+``(eager inference)``: the same NB2 with its traced forward without autograd switched off
+(``NB2.traced_inference``), so the rollouts' share of the gap shows side by side.
 """
 
 from __future__ import annotations
@@ -48,6 +51,18 @@ OFF_POLICY = {
 GOAL_OFF_POLICY = 0.3
 
 
+EAGER = " (eager inference)"
+"""Suffix of a contender whose NB2 networks run eager without autograd too (``traced_inference``
+off): the traced rollout path's share of the throughput, side by side."""
+
+
+def eager_inference(model: Any) -> Any:
+    """``model`` with every NB2 network's traced forward switched off."""
+    for net in model.policy.nb2_networks():
+        net.traced_inference = False
+    return model
+
+
 def policies(preset: str) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Name → (policy, policy_kwargs) for every contender."""
     cfg = get_config(preset)
@@ -55,6 +70,7 @@ def policies(preset: str) -> dict[str, tuple[Any, dict[str, Any]]]:
     return {
         "Mlp": ("MlpPolicy", {}),
         f"NB2-{preset}": ("NB2Policy", {"preset": preset}),
+        f"NB2-{preset}{EAGER}": ("NB2Policy", {"preset": preset}),
         f"flat-{preset} ({flat_depth} blocks)": (
             "NB2Policy",
             {"preset": preset, "nb2_kwargs": {"attention": "flat", "sampling": False}},
@@ -79,6 +95,9 @@ def run(quick: bool = False, preset: str = "nano") -> list[Row]:
     rounds, steps, warmup = (3, 2048, 512) if quick else (5, 4096, 1024)
     contenders = policies(preset)
     models = {name: make_model(policy, kwargs) for name, (policy, kwargs) in contenders.items()}
+    for name, model in models.items():
+        if name.endswith(EAGER):
+            eager_inference(model)
     print(f"\n## Throughput: PPO on {ENV_ID}, {N_ENVS} envs, RL Zoo hyperparameters")
     print(f"   warm-up {warmup} steps each, then {rounds} interleaved rounds x {steps} steps each")
     print("   Mlp: SB3's defaults (pi/vf [64, 64] tanh, Adam); transformers: NB2 heads, fused Adam")
@@ -104,7 +123,7 @@ def run(quick: bool = False, preset: str = "nano") -> list[Row]:
         Row("throughput", f"{nb2} / Mlp", f"{vs_mlp:.2f}", f">= {GOAL_VS_MLP}", check(vs_mlp, GOAL_VS_MLP))
     )
     for name in rates:
-        if name.startswith("flat"):
+        if name.startswith("flat") or name.endswith(EAGER):
             ratio = median_ratio(rates[nb2], rates[name])
             print(f"   {nb2} / {name} = {ratio:.2f}")
             rows.append(Row("throughput", f"{nb2} / {name}", f"{ratio:.2f}"))
@@ -134,16 +153,20 @@ def run_off_policy(quick: bool = False) -> list[Row]:
     print("\n## Throughput, off-policy: NB2-nano vs MlpPolicy on the same policies/ entry")
     for name, (env_id, algo, steps) in OFF_POLICY.items():
         models = {policy: off_policy_model(env_id, algo, policy) for policy in ("nb2", "mlp")}
+        models["nb2-eager"] = eager_inference(off_policy_model(env_id, algo, "nb2"))
         for model in models.values():  # past learning_starts, so that every round trains
             steps_per_second(model, int(getattr(model, "learning_starts", 0)) + steps)
         rates = interleave({p: partial(steps_per_second, m, steps) for p, m in models.items()}, rounds)
         ratio = median_ratio(rates["nb2"], rates["mlp"])
+        traced = median_ratio(rates["nb2"], rates["nb2-eager"])
         print(
             f"   {name}: NB2 {median(rates['nb2']):.0f} steps/s, MLP {median(rates['mlp']):.0f} steps/s, "
-            f"NB2 / MLP = {ratio:.2f} (goal >= {GOAL_OFF_POLICY})"
+            f"NB2 / MLP = {ratio:.2f} (goal >= {GOAL_OFF_POLICY}); NB2 / NB2 with eager inference "
+            f"= {traced:.2f}"
         )
         goal = f">= {GOAL_OFF_POLICY}"
         rows.append(
             Row("throughput", f"{name}: NB2-nano / Mlp", f"{ratio:.2f}", goal, check(ratio, GOAL_OFF_POLICY))
         )
+        rows.append(Row("throughput", f"{name}: NB2-nano / NB2-nano{EAGER}", f"{traced:.2f}"))
     return rows

@@ -123,7 +123,7 @@ def sampled_block(
     blk: Block, x: torch.Tensor, mask: torch.Tensor | None, keep: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``blk`` over groups (B*, G, C), with only each group's ``keep`` most significant tokens as
-    queries: (B*, K, C) and their keep-mask (B*, K), None when no kept slot is padding.
+    queries: (B*, K, C) and their keep-mask (B*, K), None when the groups have no padding.
 
     Every token is a key and value of this block's attention; significance is the attention of
     the group's mean query over those keys, times the values' norms (``sampling.py``).
@@ -132,8 +132,9 @@ def sampled_block(
     index = top_tokens(scores, mask, keep)  # (B*, K)
     x, h = gather_tokens(x, index), gather_tokens(h, index)  # (B*, K, C)
     x = blk.finish(x, h, k, v, _key_mask(mask))
-    kept = None if mask is None else mask.gather(1, index)  # (B*, K)
-    return x, None if kept is None or bool(kept.all()) else kept
+    # kept even where every kept slot is real: a data-dependent None would not trace (a masked
+    # SDPA costs what an unmasked one does on the CPU)
+    return x, None if mask is None else mask.gather(1, index)  # (B*, K)
 
 
 def block_scores(
