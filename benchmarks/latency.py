@@ -5,7 +5,10 @@ MiniGrid-like 7x7x3 uint8 grid of cell ids, 49 tokens in 4 windows, where adapti
 sampling runs), deterministic action from numpy observations at batch 1 and 64:
 
 * SB3 ``predict``: ``model.predict(obs, deterministic=True)``, everything SB3 adds included;
-* PyTorch eager: ``policy._predict`` on a tensor in inference mode (the network alone);
+* PyTorch eager: ``policy._predict`` on a tensor in inference mode (the network alone), with
+  NB2's traced forward switched off (``NB2.traced_inference``);
+* PyTorch traced: the same call as NB2 runs it by default, through its traced graph
+  (``nn/inference.py``);
 * TorchScript and TorchScript int8: the ``nb2 export --format torchscript`` files;
 * ONNX Runtime and ONNX int8: the ``nb2 export --format onnx`` files, one intra-op thread.
 
@@ -107,13 +110,22 @@ def contenders(model: PPO, files: dict[str, Path], obs: np.ndarray) -> dict[str,
     policy: Any = model.policy
     tensor = torch.from_numpy(obs)
 
-    def eager() -> np.ndarray:
-        with torch.inference_mode():
-            return policy._predict(tensor, deterministic=True).numpy()
+    nets = policy.nb2_networks()
+
+    def network(traced: bool) -> np.ndarray:
+        for net in nets:
+            net.traced_inference = traced
+        try:
+            with torch.inference_mode():
+                return policy._predict(tensor, deterministic=True).numpy()
+        finally:
+            for net in nets:
+                net.traced_inference = True
 
     calls: dict[str, Callable[[], Any]] = {
         "SB3 predict": partial(model.predict, obs, deterministic=True),
-        "PyTorch eager": eager,
+        "PyTorch eager": partial(network, False),
+        "PyTorch traced": partial(network, True),
     }
     for key, path in files.items():
         calls[LABELS[key]] = partial(ExportedPolicy(path, threads=1).run, obs)
