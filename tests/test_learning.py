@@ -143,3 +143,23 @@ def test_a2c_cartpole() -> None:
     env = make_vec_env("CartPole-v1", n_envs=hp.n_envs, seed=0)
     model = A2C(hp.policy, env, seed=0, **hp.algo_kwargs).learn(hp.n_timesteps)
     assert _mean_return(model, "CartPole-v1", episodes=20, seed=10_000) >= 475
+
+
+@pytest.mark.slow
+def test_ppo_minigrid_pixels() -> None:
+    """PPO + NB2-nano on MiniGrid-Empty-5x5 seen as 56x56 RGB pixels (``minigrid_obs: rgb``,
+    8x8 patches: 49 tokens), with ppo.yaml's Empty-5x5 entry at twice its steps (100k): mean
+    return over 20 held-out episodes >= 0.75, where a random policy scores 0.17 and the optimum
+    is about 0.96. Measured before the threshold was set: 0.83 on seed 0 (0.66 at 50k steps), so
+    the pixel path learns, though more slowly than the cells (0.95 at 50k)."""
+    pytest.importorskip("minigrid")
+    from nb2_agents.envs_util import EnvSpec
+
+    hp = load_hyperparams(PPO, "MiniGrid-Empty-5x5-v0", DATA_DIR / "policies" / "ppo.yaml")
+    kwargs = dict(hp.algo_kwargs)
+    kwargs["policy_kwargs"] = {**kwargs["policy_kwargs"], "nb2_kwargs": {"patch_size": 8}}
+    spec = EnvSpec("MiniGrid-Empty-5x5-v0", {"minigrid_obs": "rgb"}, "ppo")
+    model = PPO(hp.policy, spec.make_vec(hp.n_envs, 0), seed=0, **kwargs).learn(2 * hp.n_timesteps)
+    assert model.policy.nb2_networks()[0].tokenizer.n_tokens == 49
+    mean, _ = evaluate_policy(model, spec.make_vec(1, 10_000_000), n_eval_episodes=20, deterministic=False)
+    assert mean >= 0.75

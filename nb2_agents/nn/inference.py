@@ -120,7 +120,9 @@ class TracedForward:
             return net.run(obs)  # type: ignore[no-any-return, operator]
         if self.tensors.changed(net):
             self.clear()
-        graph = self.graphs.get(sig) or self._trace(net, sig, keys, inputs)
+        graph = self.graphs.get(sig)
+        if graph is None:
+            graph = self._trace(net, sig, keys, inputs)
         if graph is None:
             return net.run(obs)  # type: ignore[no-any-return, operator]
         out: torch.Tensor = graph(*inputs)
