@@ -137,3 +137,13 @@ def test_switched_off_it_runs_eager() -> None:
     with torch.no_grad():
         net(sample_obs(VECTOR, 2))
     assert not net._traced.graphs
+
+
+def test_a_network_pickled_before_traced_inference_loads() -> None:
+    net = NB2(VECTOR, get_config("nano"), n_queries=2)
+    state = net.__getstate__()
+    del state["traced_inference"], state["_traced"]  # what an older version pickled
+    old = NB2.__new__(NB2)
+    old.__setstate__(state)
+    obs = sample_obs(VECTOR, 2)
+    assert old.traced_inference and torch.equal(traced(old, obs), eager(net, obs))

@@ -4,8 +4,9 @@ At the batch sizes that act in an environment (1 to 16 observations) NB2's eager
 about a hundred small kernels, and Python's dispatch of each costs more than its arithmetic.
 :class:`TracedForward` runs the same forward as a ``torch.jit.trace`` graph instead, one per
 input signature (device, Dict keys, dtypes, shapes past the batch axis). Measured against
-eager, side by side, NB2-nano without autograd: 2.3-2.7x faster on CartPole (B = 1-8),
-1.5-2.2x on DoorKey cells, 1.3-1.7x on DoorKey pixels at 196 tokens (B = 1-16).
+eager, side by side, NB2-nano without autograd, B = 1-16: 1.6-2.0x faster on CartPole,
+1.3-2.8x on DoorKey cells, 1.3-2.4x on DoorKey pixels at 196 tokens; with SB3 around it, PPO
+on CartPole trains 1.13x faster and DQN 1.08x (``benchmarks/throughput.py``).
 
 Exactness: the graph holds the network's own parameters (no copy, so an optimizer step is
 seen at once) and replays the eager kernels in their order, so it returns what eager returns;
@@ -57,7 +58,8 @@ def _signature(keys: tuple[str, ...] | None, inputs: list[torch.Tensor]) -> Sign
 
 
 _registrations = 0
-"""Parameters, buffers and submodules registered on any module so far (torch's global hooks)."""
+"""Parameters, buffers and submodules registered on any module so far (torch's global hooks,
+installed when this module is imported: one Python call per registration, in any module)."""
 
 
 def _count(*_: Any) -> None:
