@@ -278,6 +278,29 @@ def test_local_attention_stays_inside_each_group(space: spaces.Space, cfg: NB2Co
         assert torch.equal(touched, expected), f"group {group}"
 
 
+@pytest.mark.parametrize("preset", ["nano", "small"])
+def test_tokens_that_sampling_drops_still_enter_their_group_summary(preset: str) -> None:
+    """The dropped tokens skip level 0's blocks as they are and are pooled with the kept ones.
+    So with every level-0 block at the identity (gates closed), the summaries with sampling are
+    the summaries without it, though the fine memory keeps half the tokens."""
+    cfg = get_config(preset)
+    tok, ts = token_set(image((3, 7, 7)), cfg, batch=3)  # a MiniGrid view: 4 windows of 16
+    on = HierarchicalEncoder(cfg, tok.n_groups, tok.group_len)
+    perturb_zero_inits(on)
+    with torch.no_grad():
+        for blk in on.level_list[0].blocks:
+            blk.gate_attn.logit.fill_(-1e4)  # sigmoid: 0, the block is the identity
+            blk.gate_mlp.logit.fill_(-1e4)
+    off = HierarchicalEncoder(cfg.replace(sampling=False), tok.n_groups, tok.group_len)
+    off.load_state_dict(on.state_dict())
+    assert on.sample and not off.sample
+    mem_on, mem_off = on(ts), off(ts)
+    n_on, n_off = n_fine(mem_on, on, tok.n_groups), n_fine(mem_off, off, tok.n_groups)
+    assert n_on == tok.n_groups * on.keep < n_off
+    torch.testing.assert_close(mem_on.tokens[:, n_on:], mem_off.tokens[:, n_off:])  # summaries, top
+    torch.testing.assert_close(mem_on.global_token, mem_off.global_token)
+
+
 def test_sampling_keeps_a_subset() -> None:
     cfg = get_config("small")
     tok, ts = token_set(spaces.Box(-1, 1, (200,)), cfg, batch=3)  # 13 groups of 16 > min_keep

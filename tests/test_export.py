@@ -233,9 +233,10 @@ def test_export_names_the_space_it_cannot_express(
 # --------------------------------------------------------------------------- the static graph
 
 
-def test_static_graph_matches_nb2_with_token_sampling() -> None:
+@pytest.mark.parametrize("preset", ["nano", "small"])  # small: a level-0 block after the sampled one
+def test_static_graph_matches_nb2_with_token_sampling(preset: str) -> None:
     space = spaces.Box(0, 255, (3, 7, 7), np.uint8)  # a MiniGrid view: 49 tokens in 4 windows
-    net = NB2(space, get_config("nano"), n_queries=2, check_finite=False).eval()
+    net = NB2(space, get_config(preset), n_queries=2, check_finite=False).eval()
     with torch.no_grad():
         for p in net.parameters():  # away from the init, where every token scores alike
             p.add_(0.2 * torch.randn_like(p))

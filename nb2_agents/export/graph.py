@@ -10,10 +10,10 @@ and the forward records diagnostics on the modules. None of that survives ``torc
 sampling *masks* the tokens it drops instead of gathering the ones it keeps. Attention inside
 NB2 carries no position of its own (positions are embedded in the tokens), so running the first
 level-0 block with every token as a query, then masking the dropped ones out of every later key
-set (later level-0 blocks, pooling and the decoder's memory), gives the kept tokens the values
-the gathered ones get; only the order of floating-point sums differs (~1e-7). The price is that
-dropped tokens are still computed as queries, so an exported graph does not save the FLOPs
-sampling saves in PyTorch.
+set (later level-0 blocks and the decoder's memory) and resetting them to their input, gives
+the kept tokens the values the gathered ones get, and the pooling the same group; only the
+order of floating-point sums differs (~1e-7). The price is that dropped tokens are still
+computed as queries, so an exported graph does not save the FLOPs sampling saves in PyTorch.
 
 Every weight is reached through its module (``attn.kv(h)``, never ``attn.kv.weight``), so
 the graph still runs after ``torch.ao.quantization.quantize_dynamic`` swaps the Linear layers.
@@ -53,11 +53,12 @@ def keep_in_place(scores: torch.Tensor, valid: torch.Tensor | None, k: int) -> t
 def sampled_block_in_place(
     blk: Block, x: torch.Tensor, valid: torch.Tensor | None, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`~nb2_agents.nn.encoder.sampled_block` with every token as a query: (B*, G, C) and
-    the keep-mask (B*, G) of the tokens it keeps (the outputs of the others are not used)."""
+    """:func:`~nb2_agents.nn.encoder.sampled_block` with every token as a query: (B*, G, C), where
+    the tokens it drops keep their input, and the keep-mask (B*, G) of the tokens it keeps."""
     h, k_, v, scores = block_scores(blk, x, valid)
     keep = keep_in_place(scores, valid, k)  # (B*, G)
-    return blk.finish(x, h, k_, v, _key_mask(valid)), keep
+    out = blk.finish(x, h, k_, v, _key_mask(valid))  # (B*, G, C)
+    return torch.where(keep.unsqueeze(-1), out, x), keep
 
 
 def encode(encoder: HierarchicalEncoder, ts: TokenSet) -> Memory:
@@ -68,10 +69,11 @@ def encode(encoder: HierarchicalEncoder, ts: TokenSet) -> Memory:
     x = ts.tokens.reshape(b * g, G, c)  # (B*g, G, C)
     level0 = encoder.level_list[0]
     first, *rest = (cast(Block, blk) for blk in level0.blocks)
-    x, mask = sampled_block_in_place(first, x, ts.keep_mask(b), encoder.keep)  # (B*g, G, C), (B*g, G)
-    for blk in rest:
-        x = blk(x, mask=_key_mask(mask))
-    summaries = level0.pool(x, _key_mask(mask)).view(b, g, c)  # (B, g, C)
+    valid = ts.keep_mask(b)  # (B*g, G) or None
+    x, mask = sampled_block_in_place(first, x, valid, encoder.keep)  # (B*g, G, C), (B*g, G)
+    for blk in rest:  # the dropped tokens skip these blocks, as they do in sampled_block
+        x = torch.where(mask.unsqueeze(-1), blk(x, mask=_key_mask(mask)), x)  # (B*g, G, C)
+    summaries = level0.pool(x, _key_mask(valid)).view(b, g, c)  # (B, g, C): every real token
     fine = x.reshape(b, g * G, c)  # (B, g*G, C): dropped tokens stay, masked
     fine_mask = mask.reshape(b, g * G)  # (B, g*G)
 

@@ -16,7 +16,7 @@ mean norm 0.007), and A2C scored 13.4 on SB3's ``IdentityEnvMultiDiscrete`` (Mlp
 
 Adaptive token sampling (``sampling.py``) runs inside level 0's first block: every token of a
 group is a key there, and only the group's most significant tokens go on as queries, so the
-rest of level 0, the pooling and the decoder all read fewer tokens.
+rest of level 0 and the decoder read fewer tokens. The others skip to the pooling as they are.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch import nn
 
 from nb2_agents.nn.blocks import Attention, Block
 from nb2_agents.nn.config import NB2Config
-from nb2_agents.nn.sampling import gather_tokens, keep_count, significance, top_tokens
+from nb2_agents.nn.sampling import gather_tokens, keep_count, rank_tokens, significance
 from nb2_agents.nn.tokenizer import TokenSet
 
 
@@ -109,32 +109,47 @@ class Level(nn.Module):
         the tokens' keep-mask.
 
         ``keep`` > 0 samples tokens in the first block (:func:`sampled_block`): the tokens
-        returned are each group's ``keep`` most significant, (B*, keep, C).
+        returned are each group's ``keep`` most significant, (B*, keep, C), and the summaries
+        pool those together with the group's other tokens, which skipped the blocks.
         """
         blocks = [cast(Block, blk) for blk in self.blocks]
-        if keep:
-            x, mask = sampled_block(blocks.pop(0), x, mask, keep)  # (B*, K, C)
+        if not keep:
+            for blk in blocks:
+                x = blk(x, mask=_key_mask(mask))
+            return x, self.pool(x, _key_mask(mask)), mask
+        (x, x_mask), (skipped, skipped_mask) = sampled_block(blocks.pop(0), x, mask, keep)  # (B*, K, C)
         for blk in blocks:
-            x = blk(x, mask=_key_mask(mask))
-        return x, self.pool(x, _key_mask(mask)), mask
+            x = blk(x, mask=_key_mask(x_mask))
+        group = torch.cat([x, skipped], dim=1)  # (B*, G, C): the kept, then the skipped as they came
+        group_mask = None
+        if x_mask is not None and skipped_mask is not None:
+            group_mask = torch.cat([x_mask, skipped_mask], dim=1)  # (B*, G)
+        return x, self.pool(group, _key_mask(group_mask)), x_mask
 
 
-def sampled_block(
-    blk: Block, x: torch.Tensor, mask: torch.Tensor | None, keep: int
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+Tokens = tuple[torch.Tensor, torch.Tensor | None]
+"""Tokens (B*, n, C) and their keep-mask (B*, n), None when nothing is padded."""
+
+
+def sampled_block(blk: Block, x: torch.Tensor, mask: torch.Tensor | None, keep: int) -> tuple[Tokens, Tokens]:
     """``blk`` over groups (B*, G, C), with only each group's ``keep`` most significant tokens as
-    queries: (B*, K, C) and their keep-mask (B*, K), None when the groups have no padding.
+    queries: the kept tokens after the block (B*, K, C), and the others as they came in
+    (B*, G - K, C), each with its keep-mask (None when the groups have no padding).
 
     Every token is a key and value of this block's attention; significance is the attention of
     the group's mean query over those keys, times the values' norms (``sampling.py``).
     """
     h, k, v, scores = block_scores(blk, x, mask)
-    index = top_tokens(scores, mask, keep)  # (B*, K)
+    order = rank_tokens(scores, mask)  # (B*, G)
+    index, rest = order[:, :keep], order[:, keep:]  # (B*, K), (B*, G - K)
+    skipped = gather_tokens(x, rest)  # (B*, G - K, C)
     x, h = gather_tokens(x, index), gather_tokens(h, index)  # (B*, K, C)
     x = blk.finish(x, h, k, v, _key_mask(mask))
-    # kept even where every kept slot is real: a data-dependent None would not trace (a masked
-    # SDPA costs what an unmasked one does on the CPU)
-    return x, None if mask is None else mask.gather(1, index)  # (B*, K)
+    # masks are kept even where every kept slot is real: a data-dependent None would not trace
+    # (a masked SDPA costs what an unmasked one does on the CPU)
+    if mask is None:
+        return (x, None), (skipped, None)
+    return (x, mask.gather(1, index)), (skipped, mask.gather(1, rest))
 
 
 def block_scores(

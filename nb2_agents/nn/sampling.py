@@ -5,9 +5,16 @@ values over every token of the group. Significance follows ATS (Fayyaz et al., E
 the attention a token receives from the group's mean query, times the norm of its value, both
 from that block's own projections, so scoring adds one query per group. Only the kept tokens
 then go on as queries: the rest of the block (its attention, output projection and MLP), the
-later level-0 blocks, the pooling and the decoder read ``K`` tokens per group instead of
-``G``. The dropped tokens were still keys and values of the first block's attention, so what
-they held reached the kept tokens of their group before they were dropped.
+later level-0 blocks and the decoder read ``K`` tokens per group instead of ``G``. The dropped
+tokens skip those blocks, as they are, and still enter their group's pooled summary, so nothing
+of the observation is lost on its way up the hierarchy; they were also keys and values of the
+first block's attention, so what they held reached the kept tokens of their group.
+
+The skip matters for learning. When the dropped tokens were left out of the pooling too, what a
+dropped token held reached the summaries only through the kept tokens' first attention, whose
+gated residual starts at 0.12 (``blocks.py``). At initialisation, when the scores rank tokens
+nearly at random, half the key and door cells of MiniGrid-DoorKey were thus nearly invisible,
+and PPO never took off on 2 of 5 seeds (``policies/speed.yaml``).
 
 ``K`` is a fixed share of the group (:func:`keep_count`): which tokens are kept adapts to
 the observation, how many does not. A data-dependent count has to be padded to the batch's
@@ -46,16 +53,20 @@ def significance(
 
 
 @torch.no_grad()
-def top_tokens(scores: torch.Tensor, valid: torch.Tensor | None, k: int) -> torch.Tensor:
-    """Indices (B, k) of each row's ``k`` most significant tokens, most significant first.
+def rank_tokens(scores: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Indices (B, N) of each row's tokens, most significant first.
 
     Padding (``valid`` False) ranks after every real token; ties keep their order (a stable
     sort), so the choice depends on the row alone, never on its batch.
     """
     if valid is not None:
         scores = scores.masked_fill(~valid, -1.0)  # scores are >= 0: padding ranks last
-    order = scores.sort(dim=-1, descending=True, stable=True).indices  # (B, N)
-    return order[:, :k]
+    return scores.sort(dim=-1, descending=True, stable=True).indices  # (B, N)
+
+
+def top_tokens(scores: torch.Tensor, valid: torch.Tensor | None, k: int) -> torch.Tensor:
+    """Indices (B, k) of each row's ``k`` most significant tokens (:func:`rank_tokens`)."""
+    return rank_tokens(scores, valid)[:, :k]
 
 
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
