@@ -358,3 +358,28 @@ def test_sampling_says_why_it_is_off() -> None:
     assert "single group" in str(HierarchicalEncoder(cfg, 1, 10).sampling_off)
     assert "flat" in str(HierarchicalEncoder(cfg.replace(attention="flat"), 4, 16).sampling_off)
     assert HierarchicalEncoder(NANO.replace(sampling=False), 7, 7).sampling_off is None  # not asked
+
+
+@pytest.mark.parametrize("preset", ["nano", "small"])
+def test_pooling_with_the_projections_folded_is_the_attention_read(preset: str) -> None:
+    """``Pool`` folds its key and value projections out of the per-token work: the summaries and
+    their gradients are those of the plain single-query attention, with and without padding."""
+    cfg = get_config(preset)
+    pool = encoder_module.Pool(cfg)
+    with torch.no_grad():
+        for p in pool.parameters():  # away from the zero-init query, which reads every token alike
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(12, 16, cfg.d_model, requires_grad=True)
+    valid = torch.rand(12, 16) > 0.4
+    valid[:, 0] = True
+    for key_mask in (None, valid[:, None, None, :]):
+        folded = pool(x, key_mask)
+        (g_folded,) = torch.autograd.grad(folded.square().sum(), x)
+        pool.attn.record_entropy = True  # the diagnostics path runs the attention itself
+        plain = pool(x, key_mask)
+        pool.attn.record_entropy = False
+        assert pool.attn.last_entropy is not None
+        (g_plain,) = torch.autograd.grad(plain.square().sum(), x)
+        torch.testing.assert_close(folded, plain, rtol=1e-5, atol=1e-5)
+        scale = float(g_plain.abs().max())  # float32 sums in another order
+        torch.testing.assert_close(g_folded, g_plain, rtol=1e-4, atol=1e-5 * scale)

@@ -81,9 +81,39 @@ class Pool(nn.Module):
         return self.seed.expand(batch, 1, -1)  # (B*, 1, C)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        k, v = self.attn.keys_values(self.ln(x))  # (B*, nh, G, hs)
-        read = self.attn.attend(self.query(x.shape[0]), k, v, key_mask)  # (B*, 1, C)
+        h = self.ln(x)  # (B*, G, C)
+        if isinstance(self.attn.kv, nn.Linear) and not self.attn.record_entropy:
+            read = self.read_folded(h, key_mask)  # (B*, 1, C)
+        else:  # a quantized kv (int8 export) has no weight tensor; diagnostics record entropy
+            k, v = self.attn.keys_values(h)  # (B*, nh, G, hs)
+            read = self.attn.attend(self.query(x.shape[0]), k, v, key_mask)  # (B*, 1, C)
         return masked_mean(x, key_mask) + read  # (B*, 1, C)
+
+    def read_folded(self, h: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        """What the learned query reads from ``h`` (B*, G, C), the attention of ``attend`` with
+        its key and value projections folded out of the per-token work.
+
+        With one query per head, ``q_h · (W_kh h_t + b_kh) = h_t · (W_khᵀ q_h) + const``, so the
+        logits cost one (C → nh) product per token instead of the (C → 2C) key-value projection,
+        and the softmax-weighted sum of ``h`` is projected by ``W_v`` once per group (the
+        weights sum to 1, so ``b_v`` is added once). The key bias cancels in the softmax.
+        """
+        attn = self.attn
+        assert isinstance(attn.kv, nn.Linear)
+        b, _, c = h.shape
+        nh, hs = attn.n_heads, attn.head_dim
+        q = attn.q(self.seed).view(nh, hs)  # (nh, hs)
+        w_k, w_v = attn.kv.weight.view(2, nh, hs, c).unbind(0)  # 2 x (nh, hs, C)
+        u = torch.einsum("nd,ndc->nc", q, w_k) / math.sqrt(hs)  # (nh, C)
+        logits = h @ u.t()  # (B*, G, nh)
+        if key_mask is not None:
+            logits = logits.masked_fill(~key_mask[:, 0, 0, :, None], float("-inf"))  # (B*|1, G, 1)
+        weights = logits.softmax(dim=1)  # (B*, G, nh)
+        pooled = weights.transpose(1, 2) @ h  # (B*, nh, C)
+        v = torch.einsum("bnc,ndc->bnd", pooled, w_v)  # (B*, nh, hs)
+        if attn.kv.bias is not None:
+            v = v + attn.kv.bias[c:].view(nh, hs)
+        return attn.out(v.reshape(b, 1, c))  # (B*, 1, C)
 
 
 def _key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
