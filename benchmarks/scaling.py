@@ -39,8 +39,9 @@ from nb2_agents.nn.encoder import HierarchicalEncoder
 from nb2_agents.nn.tokenizer import TokenSet
 
 TOKEN_COUNTS = (16, 64, 256, 1024)
-GOALS = {64: 2.0, 256: 3.0}
-"""Speed-up of the hierarchical encoder that each token count should reach."""
+GOALS = {64: 2.0, 256: 4.0}
+"""Speed-up of the hierarchical encoder that each token count should reach, nano and small: issue
+14's targets (the design card, ``NB2.md``, asks >= 2x at 64 tokens and >= 3x at 256)."""
 TARGET_S = 0.1
 """Seconds of back-to-back steps per timing."""
 

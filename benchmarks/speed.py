@@ -49,7 +49,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -77,6 +77,11 @@ QUICK_RUNS_DIR = Path("runs/benchmarks/speed-quick")
 NB2 = "nb2"
 GOALS = {"doorkey-rgb-196": 0.5, "doorkey-cells": 0.75}
 """NB2's time to 0.9 over flat attention's, per task: the targets."""
+SAMPLING = "nb2-sampling"
+SAMPLING_RETURN_LOSS = 0.02
+"""Token sampling may lose at most this share of NB2's mean return over the same seeds."""
+SAMPLING_TIME_SAVED = 0.2
+"""Token sampling should take at least this much less wall time per step (steps/s >= 1 / 0.8)."""
 
 
 @dataclass(frozen=True)
@@ -356,6 +361,41 @@ def targets(table: dict[str, dict[str, Figures]]) -> list[Row]:
         met = None if ratio is None else bool(ratio <= goal and equal)
         value = f"{_fmt(ratio, '.2f')} (return {_fmt(ours, '.3f')} vs {_fmt(theirs, '.3f')})"
         rows.append(Row("speed", f"{task}: NB2 / flat time to {THRESHOLD}", value, f"<= {goal}", met))
+    for task, per_policy in table.items():
+        if SAMPLING in per_policy and NB2 in per_policy:
+            rows += sampling_targets(task, per_policy[NB2], per_policy[SAMPLING])
+    return rows
+
+
+def sampling_targets(task: str, nb2: Figures, sampled: Figures) -> list[Row]:
+    """Token sampling against NB2 without it, on the seeds both finished: the mean return (95 %
+    bootstrap CI, worst seed) within :data:`SAMPLING_RETURN_LOSS`, and steps/s, seed by seed."""
+    from nb2_agents.curriculum.metrics import bootstrap_ci
+
+    seeds = [
+        s for s in sorted(nb2.returns) if nb2.returns[s] is not None and sampled.returns.get(s) is not None
+    ]
+    if not seeds:
+        return []
+    on_returns = [cast(float, sampled.returns[s]) for s in seeds]
+    on, off = bootstrap_ci(on_returns), bootstrap_ci([cast(float, nb2.returns[s]) for s in seeds])
+    value = (
+        f"{on[0]:.3f} [{on[1]:.3f}, {on[2]:.3f}] vs {off[0]:.3f} [{off[1]:.3f}, {off[2]:.3f}]"
+        f" (worst seed {min(on_returns):.3f}; seeds {', '.join(map(str, seeds))})"
+    )
+    keep = 1 - SAMPLING_RETURN_LOSS
+    metric = f"{task}: mean return with / without token sampling"
+    rows = [Row("speed", metric, value, f">= {keep:.2f}x without", bool(on[0] >= keep * off[0]))]
+    speeds = []
+    for s in seeds:
+        fast, slow = sampled.steps_per_s.get(s), nb2.steps_per_s.get(s)
+        if fast is not None and slow:
+            speeds.append(fast / slow)
+    if speeds:
+        ratio, goal = float(np.median(speeds)), 1 / (1 - SAMPLING_TIME_SAVED)
+        value = f"{ratio:.2f} (per seed {', '.join(f'{r:.2f}' for r in speeds)})"
+        metric = f"{task}: steps/s with / without token sampling"
+        rows.append(Row("speed", metric, value, f">= {goal:.2f}", ratio >= goal))
     return rows
 
 

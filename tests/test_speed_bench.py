@@ -92,3 +92,23 @@ def test_plan_interleaves_contenders_and_skips_those_a_task_lacks() -> None:
     assert len(jobs) == 8 and all(j.steps == 500 for j in jobs)
     pixels = [j for j in jobs if j.task == "doorkey-rgb-49"]
     assert all(j.env_kwargs == {"minigrid_obs": "rgb"} for j in pixels)
+
+
+def test_sampling_is_scored_against_nb2_on_the_seeds_both_finished() -> None:
+    runs = [
+        outcome("nb2", 0, 30.0, 0.95),
+        outcome("nb2", 1, 40.0, 0.93),
+        outcome("nb2", 2, 40.0, 0.90),
+        outcome("nb2-sampling", 0, 20.0, 0.94),
+        outcome("nb2-sampling", 1, None, 0.0),  # never took off
+    ]
+    runs[3].train_s = 40.0  # 1.25x NB2's steps/s on seed 0
+    ret, speed_row = speed.targets(speed.figures(runs))
+    assert ret.metric == "doorkey-cells: mean return with / without token sampling"
+    assert ret.met is False and ret.goal == ">= 0.98x without"
+    assert ret.value.startswith("0.470 [") and "worst seed 0.000; seeds 0, 1)" in ret.value
+    assert speed_row.value.startswith("1.12 (per seed 1.25, 1.00)") and speed_row.met is False
+    equal = [outcome("nb2", 0, 30.0, 0.95), outcome("nb2-sampling", 0, 25.0, 0.935)]
+    equal[1].train_s = 40.0
+    ret, speed_row = speed.targets(speed.figures(equal))
+    assert ret.met is True and speed_row.met is True  # 0.935 >= 0.98 * 0.95; 1.25x
