@@ -8,7 +8,7 @@ import torch
 
 from nb2_agents.nn.config import get_config
 from nb2_agents.nn.encoder import MIN_SAMPLED_TOKENS, sampling_off_reason
-from nb2_agents.nn.sampling import gather_tokens, keep_count, significance, top_tokens
+from nb2_agents.nn.sampling import gather_tokens, keep_count, rank_tokens, significance
 
 
 @pytest.mark.parametrize(
@@ -17,6 +17,11 @@ from nb2_agents.nn.sampling import gather_tokens, keep_count, significance, top_
 )
 def test_keep_count(group_len: int, ratio: float, min_keep: int, expected: int) -> None:
     assert keep_count(group_len, ratio, min_keep) == expected
+
+
+def top_tokens(scores: torch.Tensor, valid: torch.Tensor | None, k: int) -> torch.Tensor:
+    """The ``k`` tokens sampling keeps: the first ``k`` of the ranking."""
+    return rank_tokens(scores, valid)[:, :k]
 
 
 def test_top_tokens_most_significant_first() -> None:

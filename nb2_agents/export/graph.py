@@ -34,14 +34,14 @@ from nb2_agents.nn.tokenizer import TokenSet
 
 
 def keep_in_place(scores: torch.Tensor, valid: torch.Tensor | None, k: int) -> torch.Tensor:
-    """The tokens :func:`~nb2_agents.nn.sampling.top_tokens` keeps, as a keep-mask (B*, G) in
+    """The ``k`` tokens :func:`~nb2_agents.nn.sampling.rank_tokens` ranks first, as a keep-mask (B*, G) in
     the tokens' own order rather than as gathered indices.
 
     Without a sort (ONNX has no stable one): token j ranks before token i when its score is
     larger, or equal with a smaller index, which is the order of a stable descending sort.
     """
     if valid is not None:
-        scores = scores.masked_fill(~valid, -1.0)  # padding ranks last, as in top_tokens
+        scores = scores.masked_fill(~valid, -1.0)  # padding ranks last, as in rank_tokens
     s_i, s_j = scores.unsqueeze(-1), scores.unsqueeze(-2)  # (B*, G, 1), (B*, 1, G)
     index = torch.arange(scores.shape[-1], device=scores.device)  # (G,)
     earlier = index.unsqueeze(0) < index.unsqueeze(1)  # (G, G): j < i

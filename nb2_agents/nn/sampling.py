@@ -64,11 +64,6 @@ def rank_tokens(scores: torch.Tensor, valid: torch.Tensor | None) -> torch.Tenso
     return scores.sort(dim=-1, descending=True, stable=True).indices  # (B, N)
 
 
-def top_tokens(scores: torch.Tensor, valid: torch.Tensor | None, k: int) -> torch.Tensor:
-    """Indices (B, k) of each row's ``k`` most significant tokens (:func:`rank_tokens`)."""
-    return rank_tokens(scores, valid)[:, :k]
-
-
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Rows of ``x`` (B, N, ...) picked by ``index`` (B, K) → (B, K, ...)."""
     shape = index.shape + (1,) * (x.dim() - 2)
