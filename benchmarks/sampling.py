@@ -90,7 +90,8 @@ def twins(space: spaces.Box, preset: str) -> tuple[NB2, NB2]:
     """(sampling on, sampling off): the same weights, in eval mode."""
     on = NB2(space, get_config(preset, sampling=True)).eval()
     off = NB2(space, get_config(preset, sampling=False)).eval()
-    off.load_state_dict(on.state_dict())
+    result = off.load_state_dict(on.state_dict(), strict=False)
+    assert not result.missing_keys and all(".router." in k for k in result.unexpected_keys)
     return on, off
 
 

@@ -292,7 +292,7 @@ def test_tokens_that_sampling_drops_still_enter_their_group_summary(preset: str)
             blk.gate_attn.logit.fill_(-1e4)  # sigmoid: 0, the block is the identity
             blk.gate_mlp.logit.fill_(-1e4)
     off = HierarchicalEncoder(cfg.replace(sampling=False), tok.n_groups, tok.group_len)
-    off.load_state_dict(on.state_dict())
+    off.load_state_dict(on.state_dict(), strict=False)  # all but the router
     assert on.sample and not off.sample
     mem_on, mem_off = on(ts), off(ts)
     n_on, n_off = n_fine(mem_on, on, tok.n_groups), n_fine(mem_off, off, tok.n_groups)

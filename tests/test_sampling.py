@@ -1,4 +1,4 @@
-"""Adaptive token sampling primitives: keep count, significance, deterministic top-k, gathering,
+"""Adaptive token sampling primitives: keep count, router weights, deterministic top-k, gathering,
 and the rule that switches sampling off where it cannot save time."""
 
 from __future__ import annotations
@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nb2_agents.nn.blocks import Block
 from nb2_agents.nn.config import get_config
-from nb2_agents.nn.encoder import MIN_SAMPLED_TOKENS, sampling_off_reason
-from nb2_agents.nn.sampling import gather_tokens, keep_count, rank_tokens, significance
+from nb2_agents.nn.encoder import MIN_SAMPLED_TOKENS, sampled_block, sampling_off_reason
+from nb2_agents.nn.sampling import gather_tokens, keep_count, rank_tokens, route_weight
 
 
 @pytest.mark.parametrize(
@@ -50,17 +51,32 @@ def test_top_tokens_is_deterministic_with_ties() -> None:
     assert top_tokens(scores, None, 5).tolist() == [[0, 1, 2, 3, 4]] * 3  # stable: ties keep their order
 
 
-def test_significance() -> None:
-    b, nh, n, hs = 2, 3, 7, 4
-    q, k, v = torch.randn(b, nh, 1, hs), torch.randn(b, nh, n, hs), torch.randn(b, nh, n, hs)
-    s = significance(q, k, v, None)
-    assert s.shape == (b, n)
-    assert (s > 0).all()
-    attn = ((q @ k.transpose(-2, -1)).squeeze(2) / hs**0.5).softmax(-1)
-    torch.testing.assert_close(s, (attn * v.norm(dim=-1)).mean(1))
-    valid = torch.tensor([[True] * 5 + [False] * 2])
-    s = significance(q, k, v, valid)
-    assert (s[:, 5:] == 0).all() and (s[:, :5] > 0).all()
+def test_padding_ranks_last_even_below_negative_scores() -> None:
+    scores = torch.tensor([[-5.0, -3.0, -9.0, -1.0]])  # router scores take any sign
+    valid = torch.tensor([[True, True, True, False]])
+    assert top_tokens(scores, valid, 4).tolist() == [[1, 0, 2, 3]]
+
+
+def test_route_weight_is_one_at_a_zero_score_and_trains_the_score() -> None:
+    scores = torch.tensor([0.0, 2.0, -2.0], requires_grad=True)
+    w = route_weight(scores)
+    torch.testing.assert_close(w[0], torch.tensor(1.0))
+    assert 1.0 < float(w[1].detach()) < 2.0 and 0.0 < float(w[2].detach()) < 1.0
+    (grad,) = torch.autograd.grad(w.sum(), scores)
+    assert (grad > 0).all()
+
+
+def test_the_router_learns_from_the_tokens_it_keeps() -> None:
+    """Kept tokens' router scores get a gradient through their block update; the dropped
+    tokens' do not (they skipped the block)."""
+    cfg = get_config("nano", min_keep=2)
+    blk = Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.gate_bias)
+    router = torch.nn.Linear(cfg.d_model, 1)
+    x = torch.randn(3, 8, cfg.d_model)
+    (kept, _), (skipped, _) = sampled_block(blk, router, x, None, 4)
+    assert kept.shape == (3, 4, cfg.d_model) and skipped.shape == (3, 4, cfg.d_model)
+    (kept.sum() + skipped.sum()).backward()
+    assert router.weight.grad is not None and float(router.weight.grad.abs().sum()) > 0
 
 
 def test_gather() -> None:

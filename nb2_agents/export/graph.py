@@ -30,6 +30,7 @@ from nb2_agents.nn.blocks import Block
 from nb2_agents.nn.decoder import Decoder
 from nb2_agents.nn.encoder import HierarchicalEncoder, Memory, _key_mask, block_scores
 from nb2_agents.nn.model import NB2
+from nb2_agents.nn.sampling import route_weight
 from nb2_agents.nn.tokenizer import TokenSet
 
 
@@ -41,7 +42,7 @@ def keep_in_place(scores: torch.Tensor, valid: torch.Tensor | None, k: int) -> t
     larger, or equal with a smaller index, which is the order of a stable descending sort.
     """
     if valid is not None:
-        scores = scores.masked_fill(~valid, -1.0)  # padding ranks last, as in rank_tokens
+        scores = scores.masked_fill(~valid, float("-inf"))  # padding ranks last, as in rank_tokens
     s_i, s_j = scores.unsqueeze(-1), scores.unsqueeze(-2)  # (B*, G, 1), (B*, 1, G)
     index = torch.arange(scores.shape[-1], device=scores.device)  # (G,)
     earlier = index.unsqueeze(0) < index.unsqueeze(1)  # (G, G): j < i
@@ -51,13 +52,14 @@ def keep_in_place(scores: torch.Tensor, valid: torch.Tensor | None, k: int) -> t
 
 
 def sampled_block_in_place(
-    blk: Block, x: torch.Tensor, valid: torch.Tensor | None, k: int
+    blk: Block, router: nn.Module, x: torch.Tensor, valid: torch.Tensor | None, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`~nb2_agents.nn.encoder.sampled_block` with every token as a query: (B*, G, C), where
     the tokens it drops keep their input, and the keep-mask (B*, G) of the tokens it keeps."""
-    h, k_, v, scores = block_scores(blk, x, valid)
+    h, k_, v, scores = block_scores(blk, router, x)
     keep = keep_in_place(scores, valid, k)  # (B*, G)
     out = blk.finish(x, h, k_, v, _key_mask(valid))  # (B*, G, C)
+    out = x + route_weight(scores).unsqueeze(-1) * (out - x)  # (B*, G, C)
     return torch.where(keep.unsqueeze(-1), out, x), keep
 
 
@@ -70,7 +72,8 @@ def encode(encoder: HierarchicalEncoder, ts: TokenSet) -> Memory:
     level0 = encoder.level_list[0]
     first, *rest = (cast(Block, blk) for blk in level0.blocks)
     valid = ts.keep_mask(b)  # (B*g, G) or None
-    x, mask = sampled_block_in_place(first, x, valid, encoder.keep)  # (B*g, G, C), (B*g, G)
+    assert level0.router is not None
+    x, mask = sampled_block_in_place(first, level0.router, x, valid, encoder.keep)  # (B*g, G, C), (B*g, G)
     for blk in rest:  # the dropped tokens skip these blocks, as they do in sampled_block
         x = torch.where(mask.unsqueeze(-1), blk(x, mask=_key_mask(mask)), x)  # (B*g, G, C)
     summaries = level0.pool(x, _key_mask(valid)).view(b, g, c)  # (B, g, C): every real token

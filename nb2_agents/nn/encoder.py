@@ -31,7 +31,7 @@ from torch import nn
 
 from nb2_agents.nn.blocks import Attention, Block
 from nb2_agents.nn.config import NB2Config
-from nb2_agents.nn.sampling import gather_tokens, keep_count, rank_tokens, significance
+from nb2_agents.nn.sampling import gather_tokens, keep_count, rank_tokens, route_weight
 from nb2_agents.nn.tokenizer import TokenSet
 
 
@@ -126,11 +126,14 @@ class Level(nn.Module):
 
     group_mask: torch.Tensor  # levels >= 1 only: which slots of their summary groups are real
 
-    def __init__(self, cfg: NB2Config, n_layers: int) -> None:
+    def __init__(self, cfg: NB2Config, n_layers: int, router: bool = False) -> None:
         super().__init__()
         args = (cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.gate_bias)
         self.blocks = nn.ModuleList(Block(*args) for _ in range(n_layers))
         self.pool = Pool(cfg)
+        # token sampling's scores: level 0 of an encoder that samples (a network trained with
+        # sampling on loads into one with it off, ``strict=False``, the router left out)
+        self.router = nn.Linear(cfg.d_model, 1) if router else None
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None, keep: int = 0
@@ -147,7 +150,9 @@ class Level(nn.Module):
             for blk in blocks:
                 x = blk(x, mask=_key_mask(mask))
             return x, self.pool(x, _key_mask(mask)), mask
-        (x, x_mask), (skipped, skipped_mask) = sampled_block(blocks.pop(0), x, mask, keep)  # (B*, K, C)
+        assert self.router is not None, "only level 0 samples tokens"
+        kept, rest = sampled_block(blocks.pop(0), self.router, x, mask, keep)
+        (x, x_mask), (skipped, skipped_mask) = kept, rest  # (B*, K, C), (B*, G - K, C)
         for blk in blocks:
             x = blk(x, mask=_key_mask(x_mask))
         group = torch.cat([x, skipped], dim=1)  # (B*, G, C): the kept, then the skipped as they came
@@ -161,20 +166,24 @@ Tokens = tuple[torch.Tensor, torch.Tensor | None]
 """Tokens (B*, n, C) and their keep-mask (B*, n), None when nothing is padded."""
 
 
-def sampled_block(blk: Block, x: torch.Tensor, mask: torch.Tensor | None, keep: int) -> tuple[Tokens, Tokens]:
-    """``blk`` over groups (B*, G, C), with only each group's ``keep`` most significant tokens as
+def sampled_block(
+    blk: Block, router: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, keep: int
+) -> tuple[Tokens, Tokens]:
+    """``blk`` over groups (B*, G, C), with only each group's ``keep`` best-scored tokens as
     queries: the kept tokens after the block (B*, K, C), and the others as they came in
     (B*, G - K, C), each with its keep-mask (None when the groups have no padding).
 
-    Every token is a key and value of this block's attention; significance is the attention of
-    the group's mean query over those keys, times the values' norms (``sampling.py``).
+    Every token is a key and value of this block's attention. ``router`` scores the tokens from
+    the block's normalised input, and a kept token takes ``route_weight(score)`` of its update
+    (``sampling.py``).
     """
-    h, k, v, scores = block_scores(blk, x, mask)
-    order = rank_tokens(scores, mask)  # (B*, G)
+    h, k, v, scores = block_scores(blk, router, x)
+    order = rank_tokens(scores.detach(), mask)  # (B*, G)
     index, rest = order[:, :keep], order[:, keep:]  # (B*, K), (B*, G - K)
     skipped = gather_tokens(x, rest)  # (B*, G - K, C)
     x, h = gather_tokens(x, index), gather_tokens(h, index)  # (B*, K, C)
-    x = blk.finish(x, h, k, v, _key_mask(mask))
+    y = blk.finish(x, h, k, v, _key_mask(mask))  # (B*, K, C)
+    x = x + route_weight(scores.gather(1, index)).unsqueeze(-1) * (y - x)  # (B*, K, 1) weights
     # masks are kept even where every kept slot is real: a data-dependent None would not trace
     # (a masked SDPA costs what an unmasked one does on the CPU)
     if mask is None:
@@ -183,16 +192,13 @@ def sampled_block(blk: Block, x: torch.Tensor, mask: torch.Tensor | None, keep: 
 
 
 def block_scores(
-    blk: Block, x: torch.Tensor, mask: torch.Tensor | None
+    blk: Block, router: nn.Module, x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The first steps of ``blk`` over groups (B*, G, C): ``h = ln_q(x)``, keys and values of every
-    token, and each token's significance (B*, G), from the group's mean query (no autograd)."""
+    token, and each token's router score (B*, G)."""
     h = blk.ln_q(x)  # (B*, G, C)
     k, v = blk.attn.keys_values(h)  # 2 x (B*, nh, G, hs)
-    with torch.no_grad():
-        q_mean = blk.attn.split_heads(blk.attn.q(masked_mean(h, _key_mask(mask))))  # (B*, nh, 1, hs)
-        scores = significance(q_mean, k, v, mask)  # (B*, G)
-    return h, k, v, scores
+    return h, k, v, router(h).squeeze(-1)  # (B*, G)
 
 
 MIN_SAMPLED_TOKENS = 64
@@ -245,7 +251,13 @@ class HierarchicalEncoder(nn.Module):
         else:
             extra = cfg.n_local_layers - cfg.n_global_layers if self.single_group else 0
         self.local_blocks = nn.ModuleList(Block(*args) for _ in range(max(extra, 0)))
-        self.level_list: list[Level] = [] if self.single_group else [Level(cfg, cfg.n_local_layers)]
+        self.keep = keep_count(group_len, cfg.keep_ratio, cfg.min_keep)
+        """Tokens each level-0 group keeps when sampling runs."""
+        self.sampling_off = sampling_off_reason(cfg, self.single_group, n_groups * group_len, group_len)
+        """Why token sampling does not run though the config asks for it (None: it runs, or was not asked)."""
+        self.sample = cfg.sampling and self.sampling_off is None
+        level0 = [] if self.single_group else [Level(cfg, cfg.n_local_layers, router=self.sample)]
+        self.level_list: list[Level] = level0
         g = n_groups
         while g > cfg.group_size:
             n = math.ceil(g / cfg.group_size)
@@ -257,11 +269,6 @@ class HierarchicalEncoder(nn.Module):
             self.level_list.append(level)
             g = n
         self.levels = nn.ModuleList(self.level_list)  # registers the parameters
-        self.keep = keep_count(group_len, cfg.keep_ratio, cfg.min_keep)
-        """Tokens each level-0 group keeps when sampling runs."""
-        self.sampling_off = sampling_off_reason(cfg, self.single_group, n_groups * group_len, group_len)
-        """Why token sampling does not run though the config asks for it (None: it runs, or was not asked)."""
-        self.sample = cfg.sampling and self.sampling_off is None
 
     @property
     def level_masks(self) -> list[torch.Tensor]:
