@@ -59,6 +59,7 @@ from benchmarks import common
 from benchmarks.common import MEASURED_DIR, Row, add_run_options, cpu_s, names_of, parse_run_options
 from benchmarks.reliability import held_out_returns, parse_seeds, train_for_benchmark
 from benchmarks.reliability_figures import eval_seed
+from nb2_agents.curriculum.metrics import bootstrap_ci
 from nb2_agents.envs_util import EnvSpec
 from nb2_agents.hyperparams import DATA_DIR
 from nb2_agents.runs import write_json
@@ -370,8 +371,6 @@ def targets(table: dict[str, dict[str, Figures]]) -> list[Row]:
 def sampling_targets(task: str, nb2: Figures, sampled: Figures) -> list[Row]:
     """Token sampling against NB2 without it, on the seeds both finished: the mean return (95 %
     bootstrap CI, worst seed) within :data:`SAMPLING_RETURN_LOSS`, and steps/s, seed by seed."""
-    from nb2_agents.curriculum.metrics import bootstrap_ci
-
     seeds = [
         s for s in sorted(nb2.returns) if nb2.returns[s] is not None and sampled.returns.get(s) is not None
     ]

@@ -15,7 +15,7 @@ decoder queries) outgrew it, the features became one vector for every observatio
 mean norm 0.007), and A2C scored 13.4 on SB3's ``IdentityEnvMultiDiscrete`` (MlpPolicy 100).
 
 Adaptive token sampling (``sampling.py``) runs inside level 0's first block: every token of a
-group is a key there, and only the group's most significant tokens go on as queries, so the
+group is a key there, and only the group's best-scored tokens go on as queries, so the
 rest of level 0 and the decoder read fewer tokens. The others skip to the pooling as they are.
 """
 
@@ -142,7 +142,7 @@ class Level(nn.Module):
         the tokens' keep-mask.
 
         ``keep`` > 0 samples tokens in the first block (:func:`sampled_block`): the tokens
-        returned are each group's ``keep`` most significant, (B*, keep, C), and the summaries
+        returned are each group's ``keep`` best-scored, (B*, keep, C), and the summaries
         pool those together with the group's other tokens, which skipped the blocks.
         """
         blocks = [cast(Block, blk) for blk in self.blocks]
@@ -178,7 +178,7 @@ def sampled_block(
     (``sampling.py``).
     """
     h, k, v, scores = block_scores(blk, router, x)
-    order = rank_tokens(scores.detach(), mask)  # (B*, G)
+    order = rank_tokens(scores, mask)  # (B*, G): no autograd
     index, rest = order[:, :keep], order[:, keep:]  # (B*, K), (B*, G - K)
     skipped = gather_tokens(x, rest)  # (B*, G - K, C)
     x, h = gather_tokens(x, index), gather_tokens(h, index)  # (B*, K, C)
