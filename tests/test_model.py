@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -108,8 +109,8 @@ def test_gradients_reach_every_parameter(name: str) -> None:
 
     norms = grad_norms(net, obs)
     if not (isinstance(space, spaces.Dict) and "task_id" in space.spaces):
-        # per-task output gains only act when observations carry a task id
-        assert norms.pop("decoder.task_gain") is None
+        # per-task output adapters only act when observations carry a task id
+        assert norms.pop("decoder.task_film") is None
     missing = [n for n, g in norms.items() if g is None]
     assert not missing, f"parameters outside the graph: {missing}"
     # At initialisation the pooling seeds are zero (mean pooling), so the pooling query
@@ -120,7 +121,7 @@ def test_gradients_reach_every_parameter(name: str) -> None:
     perturb_zero_inits(net)
     norms = grad_norms(net, obs)
     if not (isinstance(space, spaces.Dict) and "task_id" in space.spaces):
-        norms.pop("decoder.task_gain")
+        norms.pop("decoder.task_film")
     zero = [n for n, g in norms.items() if g is None or g < 1e-8]
     assert not zero, f"parameters without gradient: {zero}"
 
@@ -429,11 +430,11 @@ def test_preset_sizes() -> None:
 README_COUNTS = {
     "cartpole": (
         spaces.Box(-1, 1, (4,)),
-        {"nano": 18_914, "small": 153_924, "base": 804_560, "nano-flat": 27_522, "small-flat": 204_036},
+        {"nano": 22_946, "small": 162_052, "base": 820_880, "nano-flat": 31_554, "small-flat": 212_164},
     ),
     "image-64x64x3": (
         image((64, 64, 3)),
-        {"nano": 34_211, "small": 225_605, "base": 1_277_521, "nano-flat": 29_858, "small-flat": 208_708},
+        {"nano": 38_243, "small": 233_733, "base": 1_293_841, "nano-flat": 33_890, "small-flat": 216_836},
     ),
 }
 
@@ -501,15 +502,55 @@ def test_config_validation(changes: dict, field: str) -> None:
         NB2Config().replace(**changes)
 
 
-def test_task_gains_scale_each_tasks_outputs() -> None:
-    space = spaces.Dict({"x": spaces.Box(-1, 1, (5,)), "task_id": spaces.Discrete(3)})
+def _task_obs(net_tasks: int = 3) -> tuple[spaces.Dict, dict[str, torch.Tensor]]:
+    space = spaces.Dict({"x": spaces.Box(-1, 1, (5,)), "task_id": spaces.Discrete(net_tasks)})
+    task_ids = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 1]), net_tasks).float()
+    return space, {"x": torch.randn(4, 5), "task_id": task_ids}
+
+
+def test_task_adapters_transform_each_tasks_outputs() -> None:
+    space, obs = _task_obs()
     net = NB2(space, get_config("nano"))
-    task_ids = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 1]), 3).float()
-    obs = {"x": torch.randn(4, 5), "task_id": task_ids}
-    norms = grad_norms(net, obs)
-    assert norms["decoder.task_gain"] is not None and norms["decoder.task_gain"] > 0
+    film = net.decoder.task_film
+    net.zero_grad()
+    (net(obs) * torch.randn(4, 2, 32)).sum().backward()
+    assert film.grad is not None and film.grad[:3].abs().amin(dim=-1).gt(0).all()  # scales and shifts
+    assert film.grad[3:].abs().max() == 0  # the tasks not in the batch
     before = net(obs).detach()
     net.decoder.soften(1, 0, 0.1)  # task 1's first query (the actor's in NB2Heads) at gain 0.1
     after = net(obs).detach()
     assert torch.allclose(after[[1, 3], 0], 0.1 * before[[1, 3], 0], atol=1e-6)
     assert torch.equal(after[[0, 2]], before[[0, 2]]) and torch.equal(after[:, 1], before[:, 1])
+    # a signed scale turns a task's output around, so its logits W(-x) = -Wx flip its actions
+    with torch.no_grad():
+        net.decoder.task_film[2, 0, 0] = -1.0  # task 2's actor scale
+    turned = net(obs).detach()
+    assert torch.allclose(turned[2, 0], -before[2, 0], atol=1e-6)
+    assert torch.equal(turned[[0, 1, 3]], after[[0, 1, 3]])
+
+
+def test_task_state_copies_what_a_task_has_of_its_own() -> None:
+    space, obs = _task_obs()
+    net = NB2(space, get_config("nano"))
+    perturb_zero_inits(net)  # task rows differ from one another
+    out = net(obs).detach()
+    assert not torch.allclose(out[0], out[2])
+    net.set_task_state(2, net.task_state(0))
+    same_x = {"x": obs["x"][[0, 0]], "task_id": obs["task_id"][[0, 2]]}
+    copied = net(same_x).detach()
+    assert torch.allclose(copied[0], copied[1], atol=1e-6)  # task 2 now acts as task 0
+    assert torch.equal(net(obs).detach()[[0, 1, 3]], out[[0, 1, 3]])  # the other tasks untouched
+
+
+def test_a_network_saved_with_scalar_task_gains_loads_as_scales() -> None:
+    space, obs = _task_obs()
+    net = NB2(space, get_config("nano"))
+    state = net.state_dict()
+    gains = torch.zeros(net.cfg.max_tasks, 2)
+    gains[1, 0] = math.log(0.1)
+    old = {k: v for k, v in state.items() if k != "decoder.task_film"}
+    old["decoder.task_gain"] = gains  # the format before per-task adapters
+    loaded = NB2(space, get_config("nano"))
+    loaded.load_state_dict(old)
+    net.decoder.soften(1, 0, 0.1)
+    assert torch.allclose(loaded(obs), net(obs), atol=1e-6)

@@ -427,6 +427,9 @@ def test_retention_runs_with_every_algorithm_family(tmp_path: Path, algo: str, r
     assert expected <= tags, sorted(expected - tags)
     if retention == "ewc":
         assert "retention/kl" not in tags and "retention/distill_loss" not in tags
+        assert "retention/start_from" not in tags  # no task ids: no task rows to start from
+    else:  # the second task started from fresh rows (-1) or from the first task's (0)
+        assert {e.value for e in events.Scalars("retention/start_from")} <= {-1.0, 0.0}
     # penalties are finite and non-negative; the Fisher's scale is positive once a task ended
     for tag in expected - {"retention/replay_bytes", "retention/replay_size"}:
         values = [e.value for e in events.Scalars(tag)]
@@ -543,3 +546,81 @@ def test_nb2_logger_survives_dqn_with_a_discrete_task_id() -> None:
         "NB2Policy", Still(), learning_starts=0, train_freq=4, device="cpu", policy_kwargs={"preset": "nano"}
     )
     model.learn(8, callback=NB2LoggerCallback({}))
+
+
+# ---- a new task starts from the best earlier task's rows ------------------------------------------------
+
+
+def _task_id_model() -> PPO:
+    env = gym.wrappers.TransformObservation(
+        gym.make("CartPole-v1"),
+        lambda o: {"obs": o, "task_id": 0},
+        gym.spaces.Dict(
+            {"obs": gym.make("CartPole-v1").observation_space, "task_id": gym.spaces.Discrete(4)}
+        ),
+    )
+    return PPO(
+        "NB2Policy", env, n_steps=32, batch_size=32, seed=0, device="cpu", policy_kwargs={"preset": "nano"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("scores", "chosen"),
+    [
+        ({-1: 0.2, 0: 0.9, 1: 0.5}, 0),  # an earlier task beats fresh rows: start from it
+        ({-1: 0.2, 0: 0.1, 1: 0.5}, 1),
+        ({-1: 0.5, 0: 0.5, 1: 0.3}, -1),  # a tie goes to fresh rows, which explore
+    ],
+)
+def test_a_new_task_starts_from_the_best_probed_rows(scores: dict[int, float], chosen: int) -> None:
+    model = _task_id_model()
+    (net,) = model.policy.nb2_networks()
+    with torch.no_grad():  # tasks 0 and 1 trained: rows of their own
+        net.encoder.task_embed.weight[:2].normal_()
+        net.decoder.task_film[:2].normal_()
+    rows = {t: net.task_state(t) for t in (0, 1, 2)}
+    probed: list[int] = []
+
+    def probe(task: int, episodes: int, agent: Any) -> float:
+        assert task == 2 and episodes == 3 and agent is model
+        now = net.task_state(2)["encoder.task_embed.weight"]  # which rows task 2 has while probed
+        source = next((t for t in (0, 1) if torch.equal(now, rows[t]["encoder.task_embed.weight"])), -1)
+        probed.append(source)
+        return scores[source]
+
+    strategy = RetentionStrategy(RetentionConfig(replay_budget_mb=0.01, probe_episodes=3), "nb2")
+    strategy.setup(model, {"seed": 0, "probe": probe})
+    for task in (0, 1):
+        strategy.observe(task, {"obs": np.zeros((1, 4), np.float32), "task_id": np.array([task])})
+    strategy.on_task_start(2, model)
+    assert probed == [-1, 0, 1]  # fresh rows first, then every earlier task
+    assert strategy.start_from == {2: chosen} and strategy.log()["retention/start_from"] == chosen
+    after = net.task_state(2)
+    if chosen >= 0:
+        assert all(torch.equal(after[k], rows[chosen][k]) for k in net.TASK_PARAMS)
+    else:  # fresh rows, the actor softened to near uniform
+        assert torch.equal(after["encoder.task_embed.weight"], rows[2]["encoder.task_embed.weight"])
+        assert torch.allclose(after["decoder.task_film"][0, 0], torch.full((32,), 0.1))  # actor scale
+        assert torch.equal(after["decoder.task_film"][1], rows[2]["decoder.task_film"][1])  # critic's
+
+
+def test_without_a_probe_or_with_start_from_best_off_a_new_task_starts_fresh() -> None:
+    for config, context in [(RetentionConfig(replay_budget_mb=0.01), {"seed": 0}),
+                            (RetentionConfig(replay_budget_mb=0.01, start_from_best=False),
+                             {"seed": 0, "probe": lambda *a: pytest.fail("probed")})]:  # fmt: skip
+        model = _task_id_model()
+        strategy = RetentionStrategy(config, "nb2")
+        strategy.setup(model, context)
+        strategy.observe(0, {"obs": np.zeros((1, 4), np.float32), "task_id": np.array([0])})
+        strategy.on_task_start(1, model)
+        assert strategy.start_from == {1: -1}
+        (net,) = model.policy.nb2_networks()
+        assert torch.allclose(net.decoder.task_film[1, 0, 0], torch.full((32,), 0.1))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("start_from_best", "yes"), ("probe_episodes", 0), ("probe_episodes", 2.5)]
+)
+def test_bad_start_options_name_the_option(key: str, value: Any) -> None:
+    with pytest.raises(UsageError, match=key):
+        make_strategy("nb2", {key: value})

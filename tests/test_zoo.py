@@ -240,3 +240,25 @@ def test_build_retrains_a_teacher_and_rewrites_model_and_card(tmp_path: Path) ->
     again = build("tiny", root=tmp_path)  # one thread, CPU, same seed: the same policy
     assert again.built is not None and again.built.score == card.built.score
     assert sorted(p.name for p in path.parent.iterdir()) == ["card.yaml", "model.zip"]  # no temp files left
+
+
+def test_a_student_saved_before_task_adapters_loads_in_plain_sb3_and_trains_on() -> None:
+    """The zoo's NB2 students were saved with ``decoder.task_gain`` (tasks, queries) and Adam's state
+    for it; ``decoder.task_film`` stands in its place now. Plain ``PPO.load`` converts the weights
+    and drops the reshaped optimizer state, and training goes on."""
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import PPO
+
+    path = ZOO_DIR / "cartpole-nb2-nano" / "model.zip"
+    model = PPO.load(path, env=gym.make("CartPole-v1"), device="cpu", n_steps=64, batch_size=64)
+    nets = model.policy.nb2_networks()  # the student's actor and critic
+    state = model.policy.optimizer.state
+    for net in nets:
+        film = net.decoder.task_film
+        assert film.shape == (net.cfg.max_tasks, 2, 2, net.cfg.d_model)
+        assert film not in state  # restarts: its saved shape was (32, 2)
+    assert len(state) == len(list(model.policy.parameters())) - len(nets)  # every other one kept
+    model.learn(64)  # no task ids on CartPole: the adapters get no gradient, the rest steps
+    assert all(torch.isfinite(p).all() for p in model.policy.parameters())
+    assert all(s["exp_avg"].shape == p.shape for p, s in state.items())

@@ -101,6 +101,18 @@ class TaskEval:
     score: float
 
 
+def evaluate_task(
+    model: BaseAlgorithm, task: TaskSpec, env: VecEnv, episodes: int, deterministic: bool
+) -> TaskEval:
+    """``model`` on ``episodes`` episodes of ``env`` (copies of ``task``), scored by the task's spec."""
+    returns, _, successes = run_episodes(
+        model, env, episodes, deterministic, task.success_key or "is_success"
+    )
+    rate = float(np.mean(successes)) if successes else None
+    mean = float(np.mean(returns))
+    return TaskEval(mean, float(np.std(returns)), rate, task.score(mean, rate))
+
+
 class Evaluator:
     """Evaluation envs for every task; ``evaluate(model)`` scores the model on each."""
 
@@ -131,14 +143,10 @@ class Evaluator:
         ]
 
     def evaluate(self, model: BaseAlgorithm) -> list[TaskEval]:
-        results = []
-        for task, env, deterministic in zip(self.tasks, self.envs, self.deterministic, strict=True):
-            key = task.success_key or "is_success"
-            returns, _, successes = run_episodes(model, env, task.eval_episodes, deterministic, key)
-            rate = float(np.mean(successes)) if successes else None
-            mean = float(np.mean(returns))
-            results.append(TaskEval(mean, float(np.std(returns)), rate, task.score(mean, rate)))
-        return results
+        return [
+            evaluate_task(model, task, env, task.eval_episodes, deterministic)
+            for task, env, deterministic in zip(self.tasks, self.envs, self.deterministic, strict=True)
+        ]
 
     def close(self) -> None:
         for env in self.envs:

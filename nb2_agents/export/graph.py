@@ -96,10 +96,7 @@ def decode(decoder: Decoder, mem: Memory) -> torch.Tensor:
     x = decoder.queries + mem.global_token.unsqueeze(1)  # (B, nq, C)
     for i, blk in enumerate(decoder.blocks):
         x = blk(x, mem.tokens, key_mask, gates[:, i])
-    x = decoder.ln_out(x)  # (B, nq, C)
-    if mem.task_ids is None:
-        return x
-    return x * decoder.task_gain[mem.task_ids].exp().unsqueeze(-1)  # (B, nq, C)
+    return decoder.adapt(decoder.ln_out(x), mem.task_ids)  # (B, nq, C)
 
 
 class StaticNB2(nn.Module):

@@ -86,6 +86,22 @@ class NB2(nn.Module):
         self.last_kept = None if memory.kept is None else memory.kept.detach()
         return self.decoder(memory)
 
+    TASK_PARAMS = ("encoder.task_embed.weight", "decoder.task_film")
+    """The parameters with one row per task: what a task has of its own (its embedding, which
+    also conditions the decoder's head gates, and its output adapters)."""
+
+    def task_state(self, task: int) -> dict[str, torch.Tensor]:
+        """Task ``task``'s own rows of :attr:`TASK_PARAMS`, cloned."""
+        params = dict(self.named_parameters())
+        return {name: params[name][task].detach().clone() for name in self.TASK_PARAMS}
+
+    @torch.no_grad()
+    def set_task_state(self, task: int, state: dict[str, torch.Tensor]) -> None:
+        """Give task ``task`` the rows in ``state`` (from :meth:`task_state`, of any task)."""
+        params = dict(self.named_parameters())
+        for name in self.TASK_PARAMS:
+            params[name][task] = state[name]
+
     @torch.no_grad()
     def diagnostics(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, float]:
         """What TensorBoard's ``nb2/`` keys show, from one extra forward pass on ``obs``.

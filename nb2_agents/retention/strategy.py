@@ -6,15 +6,22 @@
   train, every optimizer step adds, on a batch replayed from one earlier task, the distillation
   loss of that task's snapshot (:mod:`.heads`: KL(pi_old || pi_new) on actions plus value / Q
   regression): CLEAR's behaviour cloning and Progress & Compress's distillation.
-* ``nb2`` (the default of ``make run``): both, plus NB2's task embedding and task-conditioned
-  head gates (the agent is told the task id). The others see task id 0 for every task.
+* ``nb2`` (the default of ``make run``): both, plus what NB2 keeps per task (the agent is told
+  the task id): its task embedding, the head gates it conditions, and per-task output adapters
+  (``nn/decoder.py``), which EWC and distillation leave free, so a task whose actions contradict
+  an earlier one's is learnable. Each new task starts from the best earlier task's rows, as
+  ClonEx explores from the best earlier policy: every earlier task's rows, and fresh ones with
+  the actor softened to near uniform, are probed on the new task for ``probe_episodes``
+  episodes (on env seeds of their own, never the evaluation's), and the best start is kept
+  (fresh on a tie). The others see task id 0 for every task.
 
 Observations reach the replay memory (:mod:`.replay`: fixed byte budget, reservoir sampling per
 task, float16 / uint8) through :meth:`RetentionStrategy.observe` at every env step.
 TensorBoard: ``retention/kl``, ``retention/distill_loss``, ``retention/ewc_penalty`` (means
 over the optimizer steps since the last write), ``retention/replay_bytes`` (bytes the stored
 observations take), ``retention/replay_allocated_bytes`` (reserved up front: the budget),
-``retention/replay_size``, ``retention/bytes_per_obs``, ``retention/fisher_mean``.
+``retention/replay_size``, ``retention/bytes_per_obs``, ``retention/fisher_mean``,
+``retention/start_from`` (the earlier task the current one started from, -1 for fresh rows).
 """
 
 from __future__ import annotations
@@ -33,11 +40,15 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 
 from nb2_agents.curriculum.strategies import Strategy, register_strategy
 from nb2_agents.errors import UsageError
+from nb2_agents.nn.model import NB2
 from nb2_agents.retention.ewc import OnlineEWC
 from nb2_agents.retention.heads import Part, parts_for, snapshot
 from nb2_agents.retention.replay import ReplayMemory
 
 MB = 2**20
+Probe = Callable[[int, int, BaseAlgorithm], float]
+"""``probe(task, episodes, model)``: the model's mean score on ``task`` over that many episodes, on
+env seeds of the probe's own (the curriculum loop provides it)."""
 ACTOR_QUERY = 0  # NB2Heads reads the actor from the decoder's first query
 
 
@@ -56,8 +67,14 @@ class RetentionConfig:
     replay_batch: int = 64
     fisher_samples: int = 128
     new_task_gain: float = 0.1
-    """With task ids: a new task's actor output gain (actor-critic policies), so its policy starts
-    near uniform and explores instead of replaying the previous task's confident actions."""
+    """With task ids: a new task's actor output gain (actor-critic policies) when it starts from
+    fresh rows, so its policy starts near uniform and explores instead of replaying the previous
+    task's confident actions."""
+    start_from_best: bool = True
+    """With task ids: start each new task from the rows of the earlier task that scores best on
+    it, when that beats fresh rows (module docstring)."""
+    probe_episodes: int = 5
+    """Episodes each candidate start is probed for."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -71,6 +88,13 @@ class RetentionConfig:
                 "retention: replay_budget_mb > 0, replay_batch >= 1 and fisher_samples >= 1 are accepted, "
                 f"got {self.replay_budget_mb}, {self.replay_batch}, {self.fisher_samples}"
             )
+        if not isinstance(self.start_from_best, bool):
+            raise ValueError(
+                f"retention: start_from_best must be true or false, got {self.start_from_best!r}"
+            )
+        episodes = self.probe_episodes
+        if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+            raise ValueError(f"retention: probe_episodes must be a positive integer, got {episodes!r}")
 
 
 class RetentionStrategy(Strategy):
@@ -86,11 +110,15 @@ class RetentionStrategy(Strategy):
         self.snapshots: dict[int, BasePolicy] = {}
         self.current = -1
         self.rng = np.random.default_rng(config.seed)
+        self.probe: Probe | None = None
+        self.start_from: dict[int, int] = {}
+        """Task → the earlier task whose rows it started from (-1: fresh rows)."""
 
     # --- hooks the curriculum loop calls
     def setup(self, model: BaseAlgorithm, context: Any) -> None:
         seed = int(context.get("seed", self.config.seed)) if isinstance(context, dict) else self.config.seed
         self.rng = np.random.default_rng(seed)
+        self.probe = context.get("probe") if isinstance(context, dict) else None
         self.memory = ReplayMemory(model.observation_space, int(self.config.replay_budget_mb * MB), seed)
         self.parts = {part.name: part for part in parts_for(model)}
         if self.config.ewc:
@@ -106,10 +134,28 @@ class RetentionStrategy(Strategy):
     def on_task_start(self, task: int, model: BaseAlgorithm) -> None:
         self.current = task
         assert self.memory is not None
-        after_another = any(t != task for t in self.memory.tasks)
-        if self.config.task_ids and after_another and isinstance(model.policy, ActorCriticPolicy):
-            for net in getattr(model.policy, "nb2_networks", list)():
-                net.decoder.soften(task, ACTOR_QUERY, self.config.new_task_gain)
+        earlier = sorted(t for t in self.memory.tasks if t != task)
+        nets: list[NB2] = getattr(model.policy, "nb2_networks", list)()
+        if not (self.config.task_ids and earlier and nets):
+            return
+        fresh = [net.task_state(task) for net in nets]
+
+        def start(source: int) -> None:
+            """Give ``task`` the rows of ``source`` (-1: fresh rows, the actor softened)."""
+            for net, rows in zip(nets, fresh, strict=True):
+                net.set_task_state(task, rows if source < 0 else net.task_state(source))
+                if source < 0 and isinstance(model.policy, ActorCriticPolicy):
+                    net.decoder.soften(task, ACTOR_QUERY, self.config.new_task_gain)
+
+        best = -1
+        if self.config.start_from_best and self.probe is not None:
+            scores = {}
+            for source in [-1, *earlier]:  # fresh first: it wins ties
+                start(source)
+                scores[source] = self.probe(task, self.config.probe_episodes, model)
+            best = max(scores, key=lambda source: scores[source])
+        start(best)
+        self.start_from[task] = best
 
     def on_task_end(self, task: int, model: BaseAlgorithm) -> None:
         assert self.memory is not None
@@ -157,6 +203,8 @@ class RetentionStrategy(Strategy):
             out["retention/bytes_per_obs"] = float(self.memory.bytes_per_obs)
         if self.ewc:
             out["retention/fisher_mean"] = float(np.mean([e.raw_fisher_mean for e in self.ewc.values()]))
+        if self.current in self.start_from:
+            out["retention/start_from"] = float(self.start_from[self.current])
         return out
 
     # --- state
@@ -170,6 +218,7 @@ class RetentionStrategy(Strategy):
             "snapshots": {task: p.state_dict() for task, p in self.snapshots.items()},
             "rng": self.rng.bit_generator.state,
             "current": self.current,
+            "start_from": dict(self.start_from),
         }
         tmp = folder / "retention.pt.tmp"
         torch.save(state, tmp)
@@ -198,6 +247,7 @@ class RetentionStrategy(Strategy):
             self.snapshots[int(task)] = frozen
         self.rng.bit_generator.state = state["rng"]
         self.current = int(state["current"])
+        self.start_from = {int(t): int(s) for t, s in state.get("start_from", {}).items()}
 
 
 _FIXED = ("ewc", "distill", "task_ids", "seed")  # set by the strategy's name and the run's seed

@@ -109,6 +109,7 @@ class _ActorCriticMixin(NB2PolicyMixin):
             share_features_extractor=self._share_encoder,
             **kwargs,
         )
+        self._forget_reshaped_optimizer_state()
 
     def _build_mlp_extractor(self) -> None:
         scale = self._critic_grad_scale if self._share_encoder else 1.0

@@ -164,6 +164,16 @@ def resolve_nb2_options(
     return config, options
 
 
+def _drop_reshaped_state(optimizer: torch.optim.Optimizer) -> None:
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if any(
+                isinstance(v, torch.Tensor) and v.dim() and v.shape != param.shape for v in state.values()
+            ):
+                del optimizer.state[param]
+
+
 def reject_options(policy: str, kwargs: dict[str, Any], reasons: dict[str, str]) -> None:
     """Raise for SB3 options that have no meaning for ``policy``, saying why."""
     for key, reason in reasons.items():
@@ -231,6 +241,17 @@ class NB2PolicyMixin:
         return dict(
             config=self.nb2_config, n_queries=n_queries, check_finite=self._nb2_options["check_finite"]
         )
+
+    def _forget_reshaped_optimizer_state(self) -> None:
+        """Have every optimizer of this policy drop, when it loads a saved state, the state of any
+        parameter whose shape has changed since it was saved, so that parameter starts afresh
+        instead of failing the next step. A model saved before NB2's per-task adapters holds
+        Adam's moments of ``task_gain`` (tasks, queries) where ``task_film`` (tasks, queries, 2,
+        C) now stands; the network converts the weights themselves (``nn/decoder.py``)."""
+        for module in self.modules():  # type: ignore[attr-defined]
+            optimizer = getattr(module, "optimizer", None)
+            if isinstance(optimizer, torch.optim.Optimizer):
+                optimizer.register_load_state_dict_post_hook(_drop_reshaped_state)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data: dict[str, Any] = super()._get_constructor_parameters()  # type: ignore[misc]

@@ -68,6 +68,7 @@ class _OffPolicyMixin(NB2PolicyMixin):
             features_extractor_kwargs=extractor_kwargs,
             **kwargs,
         )
+        self._forget_reshaped_optimizer_state()
 
     def _check_net_arch(self, net_arch: Any) -> None:
         if not isinstance(net_arch, dict):
