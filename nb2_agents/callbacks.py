@@ -7,6 +7,10 @@
   :meth:`NB2.diagnostics` on the policy's first NB2 network (the shared encoder for PPO / A2C,
   the Q-network for DQN, the actor for SAC / TD3), run without gradients on up to 64 of the
   most recent observations, at most once every ``every`` steps (at a rollout's end).
+* ``nb2/dormant_frac`` and ``nb2/dormant_frac/<block>``: the share of that network's MLP units
+  that are dormant on those observations (ReDo's τ-dormant, ``nn/dormant.py``), in all and per
+  block. A curriculum writes them as ``retention/dormant_frac...``, beside the other retention
+  keys, to follow plasticity across its tasks.
 * ``nb2/grad_norm``: total L2 norm of the gradients of the parameters that the policy's
   optimizer updates (the actor's for SAC / TD3), *before* SB3 clips them to
   ``max_grad_norm``, averaged over the updates since the last dump. SB3 does not expose it:
@@ -154,9 +158,12 @@ def _gradient_optimizer(policy: Any) -> torch.optim.Optimizer:
 class NB2LoggerCallback(BaseCallback):
     """Writes the ``nb2/`` keys (see the module docstring) and the run's hyperparameters."""
 
-    def __init__(self, hparams: dict[str, Any], every: int = 1000, batch: int = 64) -> None:
+    def __init__(
+        self, hparams: dict[str, Any], every: int = 1000, batch: int = 64, dormant_prefix: str = "nb2/"
+    ) -> None:
         super().__init__()
         self.hparams, self.every, self.batch = hparams, every, batch
+        self.dormant_prefix = dormant_prefix
         self._recent: deque[Any] = deque(maxlen=batch)
         self._last_log = -every
         self._start, self._start_steps = 0.0, 0
@@ -208,7 +215,8 @@ class NB2LoggerCallback(BaseCallback):
         seconds = max(time.perf_counter() - self._start, 1e-9)
         self.logger.record("nb2/fps", (self.model.num_timesteps - self._start_steps) / seconds)
         for key, value in self.diagnostics().items():
-            self.logger.record(f"nb2/{key}", value)
+            prefix = self.dormant_prefix if key.startswith("dormant_frac") else "nb2/"
+            self.logger.record(f"{prefix}{key}", value)
 
     def diagnostics(self) -> dict[str, float]:
         policy = self.model.policy

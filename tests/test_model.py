@@ -12,7 +12,8 @@ from gymnasium import spaces
 
 from nb2_agents import NB2, PRESETS, NB2Config, get_config
 from nb2_agents.nn import encoder as encoder_module
-from nb2_agents.nn.blocks import GatedResidual
+from nb2_agents.nn.blocks import MLP, GatedResidual
+from nb2_agents.nn.dormant import dormant_fraction
 from nb2_agents.nn.model import preset_param_counts
 from nb2_agents.nn.tokenizer import TASK_KEY
 
@@ -360,7 +361,11 @@ def test_diagnostics(name: str, levels: list[str]) -> None:
     with torch.no_grad():
         before = net(obs)
     diag = net.diagnostics(obs)
-    assert set(diag) == {f"attention_entropy/{lvl}" for lvl in levels} | {"kept_fraction", "head_gate_mean"}
+    mlps = {name for name, m in net.named_modules() if isinstance(m, MLP)}
+    dormant = {f"dormant_frac/{name}" for name in mlps} | {"dormant_frac"}
+    expected = {f"attention_entropy/{lvl}" for lvl in levels} | {"kept_fraction", "head_gate_mean"}
+    assert set(diag) == expected | dormant
+    assert all(0.0 <= diag[key] <= 1.0 for key in dormant)
     for lvl in levels:
         assert 0.0 <= diag[f"attention_entropy/{lvl}"] <= np.log(net.tokenizer.n_tokens + 64)
     assert diag["head_gate_mean"] == pytest.approx(1.0)  # gates start open
@@ -373,6 +378,16 @@ def test_diagnostics(name: str, levels: list[str]) -> None:
     with torch.no_grad():
         torch.testing.assert_close(net(obs), before)
     assert not any(getattr(m, "record_entropy", False) for m in net.modules())
+    assert not any(m._forward_hooks for m in net.modules())  # the activation hooks are gone
+
+
+def test_dormant_fraction_by_hand() -> None:
+    # unit means |h|: 1, 1, 1, 0.05 -> layer mean 0.7625; the last scores 0.066 <= 0.1: dormant
+    h = torch.tensor([[1.0, -1.0, 2.0, 0.1], [-1.0, 1.0, 0.0, 0.0]])
+    assert dormant_fraction(h) == 0.25
+    assert dormant_fraction(h, tau=0.01) == 0.0
+    assert dormant_fraction(torch.zeros(3, 5)) == 1.0
+    assert dormant_fraction(torch.ones(2, 7, 4)) == 0.0  # leading axes (batch, tokens) averaged
 
 
 def test_diagnostics_entropy_of_uniform_pooling() -> None:

@@ -30,7 +30,7 @@ from nb2_agents.retention.heads import parts_for, snapshot
 from nb2_agents.retention.strategy import MB
 
 RETENTION_TAGS = {"retention/ewc_penalty", "retention/replay_bytes", "retention/replay_size",
-                  "retention/fisher_mean"}  # fmt: skip
+                  "retention/fisher_mean", "retention/dormant_frac"}  # fmt: skip
 
 
 def _task(
@@ -430,6 +430,7 @@ def test_retention_runs_with_every_algorithm_family(tmp_path: Path, algo: str, r
         assert "retention/start_from" not in tags  # no task ids: no task rows to start from
     else:  # the second task started from fresh rows (-1) or from the first task's (0)
         assert {e.value for e in events.Scalars("retention/start_from")} <= {-1.0, 0.0}
+    assert all(0 <= e.value <= 1 for e in events.Scalars("retention/dormant_frac"))
     # penalties are finite and non-negative; the Fisher's scale is positive once a task ended
     for tag in expected - {"retention/replay_bytes", "retention/replay_size"}:
         values = [e.value for e in events.Scalars(tag)]

@@ -349,7 +349,7 @@ def train_seed(job: _Job) -> SeedResult:
     callback = CurriculumCallback(
         evaluator, on_eval, lambda: current["task"], total, job.show_progress, strategy.log, label
     )
-    nb2_logger = NB2LoggerCallback(flat_hparams(cfg.to_dict()))
+    nb2_logger = NB2LoggerCallback(flat_hparams(cfg.to_dict()), dormant_prefix="retention/")
     observer = _Observe(strategy, current)
     start_time = time.perf_counter()
     try:

@@ -9,6 +9,7 @@ from torch import nn
 from nb2_agents.nn.blocks import Attention, init_weights
 from nb2_agents.nn.config import NB2Config, ParamReport
 from nb2_agents.nn.decoder import Decoder
+from nb2_agents.nn.dormant import dormant_fraction, recording_mlp_activations
 from nb2_agents.nn.encoder import HierarchicalEncoder
 from nb2_agents.nn.inference import TracedForward
 from nb2_agents.nn.tokenizer import Tokenizer
@@ -108,13 +109,16 @@ class NB2(nn.Module):
 
         Attention entropy (nats) per level of the hierarchy (``level0``, ``level1``, ...,
         ``global``, ``decoder``; pooling included in its level), the share of fine tokens kept
-        by sampling, and the mean decoder head gate.
+        by sampling, the mean decoder head gate, and the share of dormant MLP units per block
+        (``dormant_frac/<block>``) and in all (``dormant_frac``), as ReDo defines them
+        (``dormant.py``).
         """
         attns = {name: m for name, m in self.named_modules() if isinstance(m, Attention)}
         for m in attns.values():
             m.record_entropy, m.last_entropy = True, None
         try:
-            self.run(obs)  # eager: a traced graph records nothing on the modules
+            with recording_mlp_activations(self) as hidden:
+                self.run(obs)  # eager: a traced graph records nothing on the modules
         finally:
             for m in attns.values():
                 m.record_entropy = False
@@ -126,6 +130,12 @@ class NB2(nn.Module):
         out["kept_fraction"] = 1.0 if self.last_kept is None else float(self.last_kept.mean())
         if self.decoder.last_gates is not None:
             out["head_gate_mean"] = float(self.decoder.last_gates.mean())
+        for name, activations in hidden.items():
+            out[f"dormant_frac/{name}"] = dormant_fraction(activations)
+        if hidden:
+            units = sum(a.shape[-1] for a in hidden.values())
+            dormant = sum(out[f"dormant_frac/{name}"] * a.shape[-1] for name, a in hidden.items())
+            out["dormant_frac"] = dormant / units  # share of every MLP unit of the network
         return out
 
     def param_report(self) -> ParamReport:
