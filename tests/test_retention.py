@@ -1,4 +1,4 @@
-"""Knowledge retention: online EWC by hand, distillation, retention across a two-task toy, state
+"""Knowledge retention: online EWC by hand, distillation, retention across a three-task toy, state
 save / load, every SB3 algorithm family at tiny budgets, and strategy names.
 
 The replay memory has its own tests (``tests/test_retention_replay.py``)."""
@@ -233,22 +233,24 @@ def test_distillation_pulls_a_perturbed_policy_back_to_its_snapshot() -> None:
         assert torch.equal(v, snapshot_weights[k])
 
 
-# ---- a two-task toy: fine-tuning forgets, nb2 keeps --------------------------------------------------
+# ---- a three-task toy: fine-tuning forgets, nb2 learns and keeps -----------------------------------
 
 
 @pytest.fixture
 def toy(tmp_path: Path) -> Path:
-    """Match then MatchMirrored (tests/toy_envs.py): same observations, opposite best actions.
+    """Match, Hold, then MatchMirrored (tests/toy_envs.py): the same observations, and tasks 1 and 3
+    want opposite actions (task 2 agrees with each half the time).
 
     ent_coef 0.05 and 5,000 steps a task, measured on seeds 0-5 with torch on one thread (as in
-    the tests): plain fine-tuning forgets task 0 on 5 of 6 and re-learns the mirror on 4; nb2
-    learns both tasks on 5 of 6. With ent_coef 0, task 0 leaves a near-deterministic policy whose
-    rewards on the mirror are all 0 (plain re-learned it on 1 of 6). NB2's unit-scale tokens
-    (issue 13) made the flip slower: at 3,000 steps nb2 learned both on 3 of 6, 6 before."""
+    the tests): nb2 learns all three and keeps them to the end on 5 of 6 (seed 4 reaches 0.15 on
+    the mirror); plain fine-tuning on none: it forgets task 1 when it learns the mirror (seeds 1,
+    3, 4, 5), or a confident first policy never learns the later tasks at all (seeds 0, 2). Before
+    NB2's per-task output adapters, nb2 never learned CartPole-Mirrored after CartPole."""
     hyperparams = {"n_envs": 4, "n_steps": 32, "batch_size": 64, "n_epochs": 4, "learning_rate": 0.003,
                    "ent_coef": 0.05, "gamma": 0.5}  # fmt: skip
     tasks = [
         _task("match", toy_envs.MATCH_ID, 5000, 5, 10),
+        _task("hold", toy_envs.HOLD_ID, 5000, 5, 10),
         _task("mirrored", toy_envs.MIRRORED_ID, 5000, 5, 10),
     ]
     for t in tasks:
@@ -256,19 +258,19 @@ def toy(tmp_path: Path) -> Path:
     return _curriculum(tmp_path / "toy.yaml", "ppo", hyperparams, tasks)
 
 
-def test_nb2_keeps_the_first_task_where_fine_tuning_forgets(toy: Path, tmp_path: Path) -> None:
+def test_nb2_learns_and_keeps_conflicting_tasks_where_fine_tuning_forgets(toy: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     plain = run_curriculum(toy, retention="none", seeds=[0], evals_per_task=2, runs_dir=runs, progress=False)
     matrix = plain.metrics["matrix"]
-    assert matrix[0][0] >= 0.9, matrix  # task 0 learned ...
-    assert matrix[1][0] < 0.5, matrix  # ... then overwritten by training on task 1
+    assert matrix[0][0] >= 0.9, matrix  # task 1 learned ...
+    assert min(matrix[2]) < 0.5, matrix  # ... but at the end some task is lost, or never learned
 
     kept = run_curriculum(toy, retention="nb2", seeds=[0], evals_per_task=2, runs_dir=runs, progress=False)
     matrix = kept.metrics["matrix"]
     assert kept.config.task_ids and not plain.config.task_ids
-    assert matrix[0][0] >= 0.9, matrix
-    assert matrix[1][0] >= 0.9 and matrix[1][1] >= 0.9, matrix  # keeps task 0 and learns task 1
-    assert kept.metrics["forgetting"]["mean"] < plain.metrics["forgetting"]["mean"]
+    assert all(matrix[i][i] >= 0.9 for i in range(3)), matrix  # learns every task, the mirror included
+    assert all(score >= 0.9 for score in matrix[2]), matrix  # and keeps them all to the end
+    assert kept.metrics["forgetting"]["mean"] <= 0.05
 
 
 # ---- retention state: save and load -----------------------------------------------------------------
