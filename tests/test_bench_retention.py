@@ -28,12 +28,51 @@ def test_measured_run_is_saved_and_reused_only_for_the_same_settings(tmp_path: P
     assert bench.load_measured(tmp_path / "missing.json", [0, 1, 2], 1.0) is None
 
 
+def _cartpole(run: str, forgetting: float, perf: float, wall: float, mirrored: float) -> bench.Measured:
+    """A cartpole-variants run whose last row scores ``mirrored`` on CartPole-Mirrored."""
+    m = _measured(run, forgetting, perf, wall)
+    tasks = ["CartPole-v1", "CartPole-LongPole", "CartPole-Mirrored"]
+    per_seed = {"0": {"per_task_forward_transfer": [None, 0.3, -0.1]}}
+    m.metrics.update(tasks=tasks, matrix=[[1.0, 0.5, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, mirrored]],
+                     per_seed_metrics=per_seed)  # fmt: skip
+    return bench.Measured("cartpole-variants", *[getattr(m, f) for f in ("run", "run_dir", "metrics", "usage",
+                          "replay_mb", "plots")])  # fmt: skip
+
+
 def test_targets_cover_the_runs_that_were_made() -> None:
-    none, nb2 = _measured("none", 0.8, 0.0, 100.0), _measured("nb2", 0.01, 0.7, 140.0)
-    rows = {r.metric: r for r in bench.suite_checks([none, nb2], "suite")}
-    assert rows["suite: forgetting nb2 / none"].met is True
-    assert rows["suite: wall nb2 / none"].met is True
-    assert "suite: avg perf nb2 / multitask / ewc" not in rows  # multitask and ewc not run
-    multi, ewc = _measured("multitask", 0.0, 0.9, 90.0), _measured("ewc", 0.5, 0.3, 110.0)
-    rows = {r.metric: r for r in bench.suite_checks([none, nb2, multi, ewc], "suite")}
-    assert rows["suite: avg perf nb2 / multitask / ewc"].met is False  # 0.7 < 0.9 x 0.9
+    none, nb2 = _cartpole("none", 0.8, 0.0, 100.0, 1.0), _cartpole("nb2", 0.01, 0.86, 125.0, 0.9)
+    rows = {
+        r.metric.removeprefix("cartpole-variants: "): r
+        for r in bench.suite_checks([none, nb2], "cartpole-variants")
+    }
+    assert rows["forgetting nb2"].met is True  # 0.01 <= 0.02
+    assert rows["avg perf nb2"].met is True  # 0.86 >= 0.85
+    assert rows["nb2 CartPole-Mirrored at the end"].met is True  # 0.9 >= 0.8
+    assert rows["forward transfer nb2, CI low end"].met is False  # 0.0 is not above 0
+    assert rows["wall nb2 / none"].met is True  # 1.25 <= 1.3
+    assert rows["nb2 replay memory allocated (MB)"].met is True
+    per_task = rows["nb2 parameters per task"]
+    assert per_task.met is True and per_task.value.startswith("160 of ")  # nano: embedding + adapters, 5 x 32
+    assert "avg perf nb2 / multitask" not in rows  # multitask not run
+    multi = _cartpole("multitask", 0.0, 0.95, 90.0, 1.0)
+    rows = {r.metric: r for r in bench.suite_checks([none, nb2, multi], "cartpole-variants")}
+    assert rows["cartpole-variants: avg perf nb2 / multitask"].met is False  # 0.86 < 0.95 x 0.95
+
+
+def test_minigrid_targets_ask_the_later_tasks_to_learn_faster() -> None:
+    nb2 = _measured("nb2", 0.0, 0.8, 100.0)
+    tasks = [
+        "MiniGrid-Empty-5x5-v0",
+        "MiniGrid-DoorKey-5x5-v0",
+        "MiniGrid-Unlock-v0",
+        "MiniGrid-KeyCorridorS3R1-v0",
+    ]
+    seeds = {"0": {"per_task_forward_transfer": [None, 0.1, 0.2, -0.3]},
+             "1": {"per_task_forward_transfer": [None, 0.1, 0.4, None]}}  # fmt: skip
+    nb2.metrics.update(tasks=tasks, matrix=[[1.0] * 4] * 4, per_seed_metrics=seeds)
+    nb2 = bench.Measured("minigrid", nb2.run, nb2.run_dir, nb2.metrics, nb2.usage, nb2.replay_mb, nb2.plots)
+    rows = {r.metric.removeprefix("minigrid: "): r for r in bench.suite_checks([nb2], "minigrid")}
+    assert rows["forward transfer nb2, MiniGrid-Unlock-v0"].value == "0.300"  # mean over seeds that have one
+    assert rows["forward transfer nb2, MiniGrid-Unlock-v0"].met is True
+    assert rows["forward transfer nb2, MiniGrid-KeyCorridorS3R1-v0"].met is False
+    assert rows["avg perf nb2"].met is True and rows["forward transfer nb2"].met is True
