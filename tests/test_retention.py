@@ -24,6 +24,7 @@ from nb2_agents.curriculum import run_curriculum
 from nb2_agents.curriculum import runner as runner_module
 from nb2_agents.curriculum.strategies import STRATEGIES, Strategy, make_strategy
 from nb2_agents.errors import UsageError
+from nb2_agents.nn.model import NB2
 from nb2_agents.retention import RetentionConfig, RetentionStrategy
 from nb2_agents.retention.ewc import OnlineEWC, fisher_diagonal, normalised
 from nb2_agents.retention.heads import parts_for, snapshot
@@ -346,6 +347,14 @@ def test_retention_state_survives_save_and_load(tmp_path: Path, monkeypatch: pyt
         assert all(not p.requires_grad for p in fresh.snapshots[task].parameters())
     assert fresh.current == live.current == 1
     assert fresh.rng.bit_generator.state == live.rng.bit_generator.state
+    assert fresh.start_from == live.start_from and set(live.start_from) == {1}  # how task 1 started
+
+    # what each task has of its own (embedding, output adapters) is in the model file
+    (net,) = model.policy.nb2_networks()
+    (trained,) = [m for m in live.snapshots[1].modules() if isinstance(m, NB2)]
+    for task in (0, 1):
+        for name, row in net.task_state(task).items():
+            assert torch.equal(row, trained.task_state(task)[name])
 
     # saving the loaded state again writes the same state
     again = tmp_path / "again.retention"
