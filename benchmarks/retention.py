@@ -376,8 +376,11 @@ def params_per_task(suite: str) -> tuple[int, int]:
     return sum(params[name][0].numel() for name in NB2.TASK_PARAMS), net.param_report().total
 
 
-def _check(suite: str, metric: str, value: str, goal: str, met: bool | None) -> Row:
-    return Row("retention", f"{suite}: {metric}", value, goal, met)
+def _compare(value: float | None, op: str, bound: float) -> bool | None:
+    """``value op bound`` (None when the value is missing)."""
+    if value is None:
+        return None
+    return {">=": value >= bound, "<=": value <= bound, ">": value > bound}[op]
 
 
 def suite_checks(measured: list[Measured], suite: str) -> list[Row]:
@@ -389,130 +392,54 @@ def suite_checks(measured: list[Measured], suite: str) -> list[Row]:
     if nb2 is None:
         return []
     goals = TARGETS.get(suite, Targets())
-    rows = []
-    f_nb2 = nb2.mean("forgetting")
-    if goals.forgetting_max is not None:
-        rows.append(
-            _check(
-                suite,
-                "forgetting nb2",
-                _num(f_nb2),
-                f"<= {goals.forgetting_max}",
-                None if f_nb2 is None else f_nb2 <= goals.forgetting_max,
-            )
-        )
-    if goals.forgetting_none_min is not None and none is not None:
-        f_none = none.mean("forgetting")
-        rows.append(
-            _check(
-                suite,
-                "forgetting none",
-                _num(f_none),
-                f">= {goals.forgetting_none_min}",
-                None if f_none is None else f_none >= goals.forgetting_none_min,
-            )
-        )
     a_nb2 = nb2.mean("average_performance")
+    checks: list[tuple[str, float | None, str, float]] = []  # (metric, value, op, bound)
+    if goals.forgetting_max is not None:
+        checks.append(("forgetting nb2", nb2.mean("forgetting"), "<=", goals.forgetting_max))
+    if goals.forgetting_none_min is not None and none is not None:
+        checks.append(("forgetting none", none.mean("forgetting"), ">=", goals.forgetting_none_min))
     if goals.perf_min is not None:
-        rows.append(
-            _check(
-                suite,
-                "avg perf nb2",
-                _num(a_nb2),
-                f">= {goals.perf_min}",
-                None if a_nb2 is None else a_nb2 >= goals.perf_min,
-            )
-        )
+        checks.append(("avg perf nb2", a_nb2, ">=", goals.perf_min))
+    checks += [
+        (f"nb2 {task} at the end", _final_score(nb2, task), ">=", least) for task, least in goals.final_min
+    ]
+    if goals.transfer_ci_low_above is not None:
+        low = nb2.metrics["forward_transfer"].get("ci_low")
+        checks.append(("forward transfer nb2, CI low end", low, ">", goals.transfer_ci_low_above))
+    if goals.transfer_above is not None:
+        checks.append(("forward transfer nb2", nb2.mean("forward_transfer"), ">", goals.transfer_above))
+    checks += [
+        (f"forward transfer nb2, {task}", _task_transfer(nb2, task), ">", 0.0) for task in goals.faster
+    ]
+    rows = [
+        Row("retention", f"{suite}: {m}", _num(v), f"{op} {b}", _compare(v, op, b)) for m, v, op, b in checks
+    ]
+
+    def row(metric: str, value: str, goal: str, met: bool | None) -> None:
+        rows.append(Row("retention", f"{suite}: {metric}", value, goal, met))
+
     if goals.perf_vs_multitask is not None and multi is not None:
         a_multi = multi.mean("average_performance")
-        ok = None if a_nb2 is None or a_multi is None else a_nb2 >= goals.perf_vs_multitask * a_multi
-        rows.append(
-            _check(
-                suite,
-                "avg perf nb2 / multitask",
-                f"{_num(a_nb2)} / {_num(a_multi)}",
-                f"nb2 >= {goals.perf_vs_multitask} x multitask",
-                ok,
-            )
-        )
-    for task, least in goals.final_min:
-        score = _final_score(nb2, task)
-        rows.append(
-            _check(
-                suite,
-                f"nb2 {task} at the end",
-                _num(score),
-                f">= {least}",
-                None if score is None else score >= least,
-            )
-        )
-    transfer = nb2.metrics["forward_transfer"]
-    if goals.transfer_ci_low_above is not None:
-        low = transfer.get("ci_low")
-        rows.append(
-            _check(
-                suite,
-                "forward transfer nb2, CI low end",
-                _num(low),
-                f"> {goals.transfer_ci_low_above}",
-                None if low is None else low > goals.transfer_ci_low_above,
-            )
-        )
-    if goals.transfer_above is not None:
-        ft = nb2.mean("forward_transfer")
-        rows.append(
-            _check(
-                suite,
-                "forward transfer nb2",
-                _num(ft),
-                f"> {goals.transfer_above}",
-                None if ft is None else ft > goals.transfer_above,
-            )
-        )
-    for task in goals.faster:
-        ft = _task_transfer(nb2, task)
-        rows.append(
-            _check(
-                suite,
-                f"forward transfer nb2, {task}",
-                _num(ft),
-                "> 0 (faster than from scratch)",
-                None if ft is None else ft > 0,
-            )
+        bound = None if a_multi is None else goals.perf_vs_multitask * a_multi
+        met = None if bound is None else _compare(a_nb2, ">=", bound)
+        row(
+            "avg perf nb2 / multitask",
+            f"{_num(a_nb2)} / {_num(a_multi)}",
+            f"nb2 >= {goals.perf_vs_multitask} x multitask",
+            met,
         )
     if none is not None:
         ratio = nb2.usage.wall_s / none.usage.wall_s
-        rows.append(
-            _check(
-                suite,
-                "wall nb2 / none",
-                f"{ratio:.2f} ({nb2.usage.wall_s:.0f} s / {none.usage.wall_s:.0f} s)",
-                f"<= {WALL_VS_NONE}",
-                ratio <= WALL_VS_NONE,
-            )
-        )
+        walls = f"{ratio:.2f} ({nb2.usage.wall_s:.0f} s / {none.usage.wall_s:.0f} s)"
+        row("wall nb2 / none", walls, f"<= {WALL_VS_NONE}", ratio <= WALL_VS_NONE)
+    goal = f"<= {PARAMS_PER_TASK_MAX:.0%} of the network"
     try:
         per_task, total = params_per_task(suite)
-    except Exception as err:  # a suite of test doubles, or one whose envs are not installed
-        rows.append(
-            _check(
-                suite,
-                "nb2 parameters per task",
-                f"n/a ({err})",
-                f"<= {PARAMS_PER_TASK_MAX:.0%} of nano",
-                None,
-            )
-        )
+    except Exception as err:  # a suite whose spec or envs cannot be loaded here: no figure, no verdict
+        row("nb2 parameters per task", f"n/a ({err})", goal, None)
     else:
-        rows.append(
-            _check(
-                suite,
-                "nb2 parameters per task",
-                f"{per_task} of {total:,} ({per_task / total:.1%})",
-                f"<= {PARAMS_PER_TASK_MAX:.0%} of nano",
-                per_task <= PARAMS_PER_TASK_MAX * total,
-            )
-        )
+        row("nb2 parameters per task", f"{per_task} of {total:,} ({per_task / total:.1%})", goal,
+            per_task <= PARAMS_PER_TASK_MAX * total)  # fmt: skip
     replay = max(allocated for allocated, _ in nb2.replay_mb) if nb2.replay_mb else None
     per_seed = ", ".join(f"{a:.2f} ({f:.2f} filled)" for a, f in nb2.replay_mb)
     value = (
@@ -520,14 +447,11 @@ def suite_checks(measured: list[Measured], suite: str) -> list[Row]:
         if replay is None
         else f"{replay:.2f} (seeds: {per_seed})"
     )
-    rows.append(
-        _check(
-            suite,
-            "nb2 replay memory allocated (MB)",
-            value,
-            f"<= {REPLAY_BUDGET_MB:g}",
-            None if replay is None else replay <= REPLAY_BUDGET_MB,
-        )
+    row(
+        "nb2 replay memory allocated (MB)",
+        value,
+        f"<= {REPLAY_BUDGET_MB:g}",
+        _compare(replay, "<=", REPLAY_BUDGET_MB),
     )
     return rows
 
