@@ -18,16 +18,16 @@ then learned one action for every state (−1.00 everywhere; Pendulum −1432 an
 
 Per-task output adapters (task-routed capacity): when observations carry a task id, each
 query's output is transformed per channel as ``x * scale + shift``, with ``scale, shift =
-task_film[task, query]`` (1 and 0 at init: the identity); without one they are not used (a learned gain on
-single-env CartPole hurt: 166 instead of 500 at RL Zoo's budget, seed 0). A task's rows are
-its own: nothing but that task's observations moves them, so online EWC and distillation,
-which hold the shared network to earlier tasks, leave them free. A signed scale and a shift
-per channel can turn the actor's logits around (``W(-x) = -Wx``), so a task whose actions
-contradict an earlier one's (CartPole-Mirrored after CartPole) is learnable without moving
-what the earlier task relies on: ``2 * n_queries * d_model`` parameters per task (128 for
-nano). The scalar per-task gain these replace, ``exp(task_gain)``, could only shrink or grow
-the shared output, not turn it; a network saved with it loads, as the equivalent scale (one
-parameter replaces the other in its place, so a saved optimizer still matches, ``sb3/extractor.py``).
+task_film[task, query]`` (1 and 0 at init: the identity); without a task id they are not used
+(a learned gain on single-env CartPole hurt: 166 instead of 500 at RL Zoo's budget, seed 0).
+A task's rows are its own: nothing but that task's observations moves them, so online EWC and
+distillation, which hold the shared network to earlier tasks, leave them free. A signed scale
+and a shift per channel can turn the actor's logits around (``W(-x) = -Wx``), so a task whose
+actions contradict an earlier one's (CartPole-Mirrored after CartPole) is learnable without
+moving what the earlier task relies on: ``2 * n_queries * d_model`` parameters per task (128
+for nano). The scalar per-task gain they replace, ``exp(task_gain)``, could only shrink or
+grow the shared output, not turn it; a network saved with it loads, as the equivalent scale
+(one parameter takes the other's place, so a saved optimizer still matches: ``sb3/extractor.py``).
 A new task's actor can be set near uniform before it trains (:meth:`Decoder.soften`) so it
 explores, or start from an earlier task's rows (:meth:`NB2.set_task_state`).
 """

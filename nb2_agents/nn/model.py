@@ -27,6 +27,10 @@ class NB2(nn.Module):
     torch.Size([3, 2, 32])
     """
 
+    TASK_PARAMS = ("encoder.task_embed.weight", "decoder.task_film")
+    """The parameters with one row per task: what a task has of its own (its embedding, which
+    also conditions the decoder's head gates, and its output adapters)."""
+
     def __init__(
         self,
         observation_space: spaces.Space,
@@ -86,10 +90,6 @@ class NB2(nn.Module):
         memory = self.encoder(self.tokenizer(obs))
         self.last_kept = None if memory.kept is None else memory.kept.detach()
         return self.decoder(memory)
-
-    TASK_PARAMS = ("encoder.task_embed.weight", "decoder.task_film")
-    """The parameters with one row per task: what a task has of its own (its embedding, which
-    also conditions the decoder's head gates, and its output adapters)."""
 
     def task_state(self, task: int) -> dict[str, torch.Tensor]:
         """Task ``task``'s own rows of :attr:`TASK_PARAMS`, cloned."""
