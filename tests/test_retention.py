@@ -128,6 +128,27 @@ def test_ewc_penalty_by_hand() -> None:
         OnlineEWC(p, decay=1.5)
 
 
+def test_ewc_penalty_and_gradient_equal_the_plain_formula_on_many_tensors() -> None:
+    """The penalty is one autograd node with a closed-form gradient (``ewc._Penalty``): the same
+    value and gradient as ``strength / 2 * sum F (theta - anchor)^2`` through autograd."""
+    torch.manual_seed(0)
+    p = {f"p{i}": nn.Parameter(torch.randn(shape)) for i, shape in enumerate([(3, 4), (5,), (2, 2, 2), ()])}
+    ewc = OnlineEWC(p, strength=7.0)
+    ewc.fisher = {k: torch.rand_like(v) for k, v in p.items()}
+    ewc.anchor = {k: v.detach() + torch.randn_like(v) for k, v in p.items()}
+    penalty = ewc.penalty()
+    grads = torch.autograd.grad(penalty, list(p.values()))
+    plain = 0.5 * 7.0 * sum((ewc.fisher[k] * (v - ewc.anchor[k]) ** 2).sum() for k, v in p.items())
+    expected = torch.autograd.grad(plain, list(p.values()))
+    assert float(penalty.detach()) == pytest.approx(float(plain.detach()), rel=1e-6)
+    for g, e in zip(grads, expected, strict=True):
+        torch.testing.assert_close(g, e)
+    with torch.no_grad():  # a step moves the parameters: the next penalty follows them
+        p["p0"] += 1.0
+    moved = 0.5 * 7.0 * sum((ewc.fisher[k] * (v - ewc.anchor[k]) ** 2).sum() for k, v in p.items())
+    assert float(ewc.penalty().detach()) == pytest.approx(float(moved.detach()), rel=1e-6)
+
+
 def test_ewc_decay_combines_consolidations_and_normalises_each_head() -> None:
     p = _params(w=[2.0], b=[-1.0])
     ewc = OnlineEWC(p, strength=1.0, decay=0.25)

@@ -9,6 +9,11 @@ parameters at the latest task's end. The penalty is ``lambda / 2 * sum F * (thet
 
 Each output head's Fisher (the action distribution, the value) is divided by its own mean
 before they are added, so ``lambda`` does not depend on the scale of returns.
+
+The penalty is one autograd node over every parameter (:class:`_Penalty`), computed with
+``torch._foreach_*`` kernels, and its gradient ``lambda * F * (theta - anchor)`` is written in
+closed form: through autograd, its four ops per parameter tensor and their backward cost about a
+fifth of a PPO update of NB2-nano at every optimizer step.
 """
 
 from __future__ import annotations
@@ -47,6 +52,30 @@ def normalised(fisher: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: f / mean for name, f in fisher.items()}
 
 
+class _Penalty(torch.autograd.Function):
+    """``strength / 2 * sum_i ||sqrt(F_i) * (theta_i - anchor_i)||^2`` over parameter tensors i,
+    with its gradient ``strength * F_i * (theta_i - anchor_i)``."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        strength: float,
+        root_fisher: list[torch.Tensor],
+        anchor: list[torch.Tensor],
+        *params: torch.Tensor,
+    ) -> torch.Tensor:
+        weighted = torch._foreach_mul(torch._foreach_sub(list(params), anchor), root_fisher)  # sqrt(F) d
+        ctx.strength, ctx.root_fisher, ctx.weighted = strength, root_fisher, weighted
+        norms = torch._foreach_norm(weighted, 2)  # one scalar per tensor
+        return 0.5 * strength * torch.stack(norms).pow(2).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        grads = torch._foreach_mul(ctx.weighted, ctx.root_fisher)  # F d
+        torch._foreach_mul_(grads, ctx.strength * grad_out)
+        return (None, None, None, *grads)
+
+
 class OnlineEWC:
     """The running Fisher, the anchor and the penalty over ``params`` (name → parameter)."""
 
@@ -60,6 +89,7 @@ class OnlineEWC:
         self.anchor: dict[str, torch.Tensor] = {}
         self.raw_fisher_mean = 0.0
         """Mean of the latest un-normalised Fisher estimate (``retention/fisher_mean``)."""
+        self._root: list[torch.Tensor] | None = None  # sqrt(F) per parameter, made when first needed
 
     @property
     def active(self) -> bool:
@@ -79,14 +109,18 @@ class OnlineEWC:
         for name, value in new.items():
             self.fisher[name] = self.decay * self.fisher[name] + value if name in self.fisher else value
         self.anchor = {name: p.detach().clone() for name, p in self.params.items()}
+        self._root = None
 
     def penalty(self) -> torch.Tensor:
         """``strength / 2 * sum F (theta - anchor)^2``; 0 before the first consolidation."""
         device = next(iter(self.params.values())).device
         if not self.fisher:
             return torch.zeros((), device=device)
-        terms = [(self.fisher[k] * (p - self.anchor[k]) ** 2).sum() for k, p in self.params.items()]
-        return 0.5 * self.strength * torch.stack(terms).sum()
+        names = list(self.params)
+        if self._root is None:
+            self._root = [self.fisher[k].sqrt() for k in names]
+        anchor = [self.anchor[k] for k in names]
+        return _Penalty.apply(self.strength, self._root, anchor, *(self.params[k] for k in names))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -106,3 +140,4 @@ class OnlineEWC:
         self.anchor = {k: v.to(device) for k, v in state["anchor"].items()}
         self.strength, self.decay = float(state["strength"]), float(state["decay"])
         self.raw_fisher_mean = float(state["raw_fisher_mean"])
+        self._root = None
