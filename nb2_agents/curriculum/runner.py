@@ -264,7 +264,11 @@ def _probe(
     cfg: CurriculumConfig, tasks: list[TaskSpec], common: CommonSpaces, seed: int
 ) -> Callable[[int, int, BaseAlgorithm], float]:
     """A strategy's probe: an agent's score on a task, on env seeds neither training nor
-    evaluation use (:data:`PROBE_SEED_OFFSET`)."""
+    evaluation use (:data:`PROBE_SEED_OFFSET`), with actions sampled as in training's rollouts.
+
+    Sampled, because a probe judges where training would start from: a policy softened to near
+    uniform and the same policy at full confidence take the same greedy actions, so a greedy
+    probe would score a start that explores at random as high as a competent one."""
 
     def probe(task_index: int, episodes: int, agent: BaseAlgorithm) -> float:
         task = tasks[task_index]
@@ -272,7 +276,7 @@ def _probe(
         n_envs = min(episodes, MAX_EVAL_ENVS)
         env = task_vec_env(task, task_index, common, cfg.algo, n_envs, env_seed, None, cfg.task_ids)
         try:
-            return evaluate_task(agent, task, env, episodes, _deterministic(task.env_id)).score
+            return evaluate_task(agent, task, env, episodes, deterministic=False).score
         finally:
             env.close()
 

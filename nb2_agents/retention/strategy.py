@@ -12,8 +12,9 @@
   an earlier one's is learnable. Each new task starts from the best earlier task's rows, as
   ClonEx explores from the best earlier policy: every earlier task's rows, and fresh ones with
   the actor softened to near uniform, are probed on the new task for ``probe_episodes``
-  episodes (on env seeds of their own, never the evaluation's), and the best start is kept
-  (fresh on a tie). The others see task id 0 for every task.
+  episodes with sampled actions, as training would act (on env seeds of their own, never the
+  evaluation's), and the best start is kept (fresh on a tie). The others see task id 0 for
+  every task.
 
 Observations reach the replay memory (:mod:`.replay`: fixed byte budget, reservoir sampling per
 task, float16 / uint8) through :meth:`RetentionStrategy.observe` at every env step.
