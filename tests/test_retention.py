@@ -657,3 +657,21 @@ def test_without_a_probe_or_with_start_from_best_off_a_new_task_starts_fresh() -
 def test_bad_start_options_name_the_option(key: str, value: Any) -> None:
     with pytest.raises(UsageError, match=key):
         make_strategy("nb2", {key: value})
+
+
+def test_the_curriculum_probes_new_tasks_with_sampled_actions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Greedy actions are the same for a softened and a confident actor, so the probe samples."""
+    calls: list[tuple[str, int, bool]] = []
+    real = runner_module.evaluate_task
+
+    def recording(model: Any, task: Any, env: Any, episodes: int, deterministic: bool) -> Any:
+        calls.append((task.name, episodes, deterministic))
+        return real(model, task, env, episodes, deterministic)
+
+    monkeypatch.setattr(runner_module, "evaluate_task", recording)
+    result = run_curriculum(_tiny_cartpole(tmp_path), retention="nb2", seeds=[0], evals_per_task=1,
+                            runs_dir=tmp_path / "runs", progress=False)  # fmt: skip
+    assert calls == [("Mirrored", 5, False)] * 2  # fresh rows, then task 0's: the second task's start
+    assert result.metrics["matrix"][1][0] is not None
