@@ -20,6 +20,7 @@ from stable_baselines3 import PPO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
+from nb2_agents.curriculum import evaluator as evaluator_module
 from nb2_agents.curriculum import run_curriculum
 from nb2_agents.curriculum import runner as runner_module
 from nb2_agents.curriculum.strategies import STRATEGIES, Strategy, make_strategy
@@ -664,14 +665,16 @@ def test_the_curriculum_probes_new_tasks_with_sampled_actions(
 ) -> None:
     """Greedy actions are the same for a softened and a confident actor, so the probe samples."""
     calls: list[tuple[str, int, bool]] = []
-    real = runner_module.evaluate_task
+    real = evaluator_module.evaluate_task
 
     def recording(model: Any, task: Any, env: Any, episodes: int, deterministic: bool) -> Any:
         calls.append((task.name, episodes, deterministic))
         return real(model, task, env, episodes, deterministic)
 
-    monkeypatch.setattr(runner_module, "evaluate_task", recording)
+    monkeypatch.setattr(evaluator_module, "evaluate_task", recording)
     result = run_curriculum(_tiny_cartpole(tmp_path), retention="nb2", seeds=[0], evals_per_task=1,
                             runs_dir=tmp_path / "runs", progress=False)  # fmt: skip
-    assert calls == [("Mirrored", 5, False)] * 2  # fresh rows, then task 0's: the second task's start
+    probes = [c for c in calls if c[1] == 5]  # evaluations run 2 episodes here, probes 5
+    assert probes == [("Mirrored", 5, False)] * 2  # fresh rows, then task 0's: the second task's start
+    assert all(deterministic for _, episodes, deterministic in calls if episodes == 2)  # CartPole evals
     assert result.metrics["matrix"][1][0] is not None

@@ -113,6 +113,36 @@ def evaluate_task(
     return TaskEval(mean, float(np.std(returns)), rate, task.score(mean, rate))
 
 
+PROBE_SEED_OFFSET = 50_000
+"""A retention strategy's probes of task ``i`` (which start a new task from) run on env seeds
+``seed + 50000 + 1000 i``: neither the training (``seed + rank``) nor the evaluation
+(``seed + 10000 + 1000 i``) envs' episodes."""
+
+
+def task_probe(
+    tasks: Sequence[TaskSpec], common: CommonSpaces, algo: str, seed: int, show_task_ids: bool = True
+) -> Callable[[int, int, BaseAlgorithm], float]:
+    """A strategy's probe, ``probe(task_index, episodes, agent)``: the agent's score on a task, on
+    env seeds neither training nor evaluation use (:data:`PROBE_SEED_OFFSET`), with actions
+    sampled as in training's rollouts.
+
+    Sampled, because a probe judges where training would start from: a policy softened to near
+    uniform and the same policy at full confidence take the same greedy actions, so a greedy
+    probe would score a start that explores at random as high as a competent one."""
+
+    def probe(task_index: int, episodes: int, agent: BaseAlgorithm) -> float:
+        task = tasks[task_index]
+        env_seed = seed + PROBE_SEED_OFFSET + 1000 * task_index
+        env = task_vec_env(task, task_index, common, algo, min(episodes, MAX_EVAL_ENVS), env_seed,
+                           None, show_task_ids)  # fmt: skip
+        try:
+            return evaluate_task(agent, task, env, episodes, deterministic=False).score
+        finally:
+            env.close()
+
+    return probe
+
+
 class Evaluator:
     """Evaluation envs for every task; ``evaluate(model)`` scores the model on each."""
 

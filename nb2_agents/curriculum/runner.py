@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -38,14 +38,13 @@ from stable_baselines3.common.vec_env import VecEnv
 from nb2_agents.callbacks import EntCoefScheduleCallback, NB2LoggerCallback, flat_hparams
 from nb2_agents.curriculum.adapter import CommonSpaces, common_spaces
 from nb2_agents.curriculum.evaluator import (
-    MAX_EVAL_ENVS,
     CurriculumCallback,
     Evaluator,
     TaskEval,
     curve_row,
-    evaluate_task,
     evaluation_points,
     task_env_fns,
+    task_probe,
     task_vec_env,
     vec_env,
 )
@@ -72,10 +71,6 @@ from nb2_agents.runs import dump_yaml, fresh_dir, safe_name, save_model, write_j
 from nb2_agents.training import make_algorithm
 
 MODES = ("sequential", "multitask")
-PROBE_SEED_OFFSET = 50_000
-"""A retention strategy's probes of task ``i`` (which start a new task from) run on env seeds
-``seed + 50000 + 1000 i``: neither the training (``seed + rank``) nor the evaluation
-(``seed + 10000 + 1000 i``) envs' episodes."""
 
 
 # --------------------------------------------------------------------------- configuration
@@ -260,29 +255,6 @@ def _switch_env(model: BaseAlgorithm, env: VecEnv) -> None:
     model.ep_info_buffer.clear()  # type: ignore[union-attr]  # rollout/ keys: the current task only
 
 
-def _probe(
-    cfg: CurriculumConfig, tasks: list[TaskSpec], common: CommonSpaces, seed: int
-) -> Callable[[int, int, BaseAlgorithm], float]:
-    """A strategy's probe: an agent's score on a task, on env seeds neither training nor
-    evaluation use (:data:`PROBE_SEED_OFFSET`), with actions sampled as in training's rollouts.
-
-    Sampled, because a probe judges where training would start from: a policy softened to near
-    uniform and the same policy at full confidence take the same greedy actions, so a greedy
-    probe would score a start that explores at random as high as a competent one."""
-
-    def probe(task_index: int, episodes: int, agent: BaseAlgorithm) -> float:
-        task = tasks[task_index]
-        env_seed = seed + PROBE_SEED_OFFSET + 1000 * task_index
-        n_envs = min(episodes, MAX_EVAL_ENVS)
-        env = task_vec_env(task, task_index, common, cfg.algo, n_envs, env_seed, None, cfg.task_ids)
-        try:
-            return evaluate_task(agent, task, env, episodes, deterministic=False).score
-        finally:
-            env.close()
-
-    return probe
-
-
 class _Observe(BaseCallback):
     """Hands each step's new observations to the strategy (its replay memory)."""
 
@@ -332,7 +304,7 @@ def train_seed(job: _Job) -> SeedResult:
     model.set_logger(configure(str(seed_dir), ["tensorboard"]))
     schedules = _task_schedules(model, extra)
     strategy = make_strategy(cfg.retention, cfg.retention_options)
-    probe = _probe(cfg, tasks, common, seed)
+    probe = task_probe(tasks, common, cfg.algo, seed, cfg.task_ids)
     strategy.setup(model, {"spec": spec, "common": common, "config": cfg, "seed": seed, "probe": probe})
     hooks = install_extra_loss(model, strategy)
 
