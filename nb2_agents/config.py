@@ -32,6 +32,7 @@ from nb2_agents.hyperparams import (
     set_dotted,
 )
 from nb2_agents.nn.config import PRESETS, NB2Config, get_config
+from nb2_agents.normalize import check_space
 from nb2_agents.sb3.registry import SHORT_NAME
 
 VERSION = "0.1.0"
@@ -237,6 +238,8 @@ def resolve_config(
     spec = EnvSpec(env, dict(env_kwargs), algo)
     obs_space, action_space, minigrid = probe(spec)
     check_algo(algo, env, action_space)
+    if hp.normalize is not None:
+        check_space(obs_space, f"{labels.get('normalize', '').strip()}: normalize for {env}")
     policy_kwargs = dict(entry.get("policy_kwargs") or {})
     architecture: dict[str, Any] = {}  # none for SB3's own policies (MlpPolicy ...)
     if hp.policy == SHORT_NAME:

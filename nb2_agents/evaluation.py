@@ -26,6 +26,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from nb2_agents.envs_util import EnvSpec, check_env_id
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS
+from nb2_agents.normalize import evaluation_env, read_stats, stats_for
 from nb2_agents.runs import read_meta, resolve_model
 
 DEFAULT_EPISODES = 20
@@ -212,8 +213,11 @@ def evaluate(
             )
 
     vec = spec.make_vec(1, seed, make=make)
-    if exported is not None:
+    if exported is not None:  # an exported graph normalises inside itself
         exported.check_spaces(vec.observation_space, vec.action_space, env_id)
+    else:
+        stats = stats_for(read_stats(loaded.path), env_id, loaded.path)
+        vec = vec if stats is None else evaluation_env(vec, stats)
     if vec.observation_space != model.observation_space:
         raise UsageError(
             f"{env_id}'s observations {vec.observation_space} do not match the model's "

@@ -2,8 +2,10 @@
 
 An entry is merged over the file's ``default`` entry. Values written ``lin_X`` become a
 schedule decaying linearly from X to 0 over training, as in RL Zoo. Besides the algorithm's
-constructor arguments an entry may hold ``n_envs``, ``n_timesteps``, ``policy`` and, for
-SAC / TD3, RL Zoo's ``noise_type`` (``normal`` or ``ornstein-uhlenbeck``) and ``noise_std``.
+constructor arguments an entry may hold ``n_envs``, ``n_timesteps``, ``policy``, RL Zoo's
+``normalize`` (``true`` or a mapping of :class:`~nb2_agents.normalize.NormalizeConfig` fields:
+observations and rewards normalised by ``VecNormalize``) and, for SAC / TD3, RL Zoo's
+``noise_type`` (``normal`` or ``ornstein-uhlenbeck``) and ``noise_std``.
 ``policy`` is ``NB2Policy`` or one of SB3's own (``MlpPolicy`` ...), which trains a baseline
 on the same entry once the NB2-only ``policy_kwargs`` (:func:`nb2_only_policy_kwargs`) are dropped.
 
@@ -28,6 +30,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from nb2_agents.errors import UsageError
 from nb2_agents.nn.config import PRESETS, NB2Config
+from nb2_agents.normalize import NormalizeConfig, parse_normalize
 from nb2_agents.sb3.registry import POLICY_FOR_ALGO, SHORT_NAME
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -44,7 +47,7 @@ ALGOS: dict[str, type[BaseAlgorithm]] = {
 """The ``--algo`` names, each with its hyperparameter file ``policies/<name>.yaml``."""
 
 # keys that configure the run rather than the algorithm's constructor
-RUN_KEYS = ("n_envs", "n_timesteps", "policy")
+RUN_KEYS = ("n_envs", "n_timesteps", "policy", "normalize")
 NOISE_KEYS = ("noise_type", "noise_std")
 NOISE_TYPES = ("normal", "ornstein-uhlenbeck")
 # constructor arguments that nb2 sets itself (from the run's options) or that are internal
@@ -90,8 +93,16 @@ class Hyperparams:
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
     noise_type: str | None = None
     noise_std: float = 0.1
+    normalize: NormalizeConfig | None = None
+    """``VecNormalize``'s settings, or None: raw observations and rewards."""
     entry: dict[str, Any] = field(default_factory=dict)
     """The merged entry as plain YAML values (``lin_X`` strings kept), as saved in config.yaml."""
+
+    @property
+    def gamma(self) -> float:
+        """The discount factor (SB3's default 0.99 for every algorithm), which ``VecNormalize``'s
+        return statistics use too, as in RL Zoo."""
+        return float(self.algo_kwargs.get("gamma", 0.99))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -266,6 +277,8 @@ def parse_entry(
             hp.noise_type = value
         elif key == "noise_std":
             hp.noise_std = float(value)
+        elif key == "normalize":
+            hp.normalize = parse_normalize(value, where)
         else:
             if key == "policy_kwargs":
                 _check_policy_kwargs(algo_class, hp.policy, value, where)

@@ -29,6 +29,7 @@ import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from nb2_agents.errors import UsageError
+from nb2_agents.normalize import RunningStats, add_to_zip, model_stats
 
 META_NAME = "nb2.json"
 """The member of a model zip that holds nb2's metadata."""
@@ -98,13 +99,20 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return write_text(path, header + dump_yaml(config))
 
 
-def save_model(model: BaseAlgorithm, path: Path, meta: dict[str, Any]) -> Path:
-    """``model.save`` to a temp file, add ``nb2.json`` (``meta`` + steps), rename onto ``path``."""
+def save_model(
+    model: BaseAlgorithm, path: Path, meta: dict[str, Any], normalize: dict[str, RunningStats] | None = None
+) -> Path:
+    """``model.save`` to a temp file, add ``nb2.json`` (``meta`` + steps) and, when observations
+    are normalised, ``normalize.json`` (``normalize``, by default the statistics of the model's
+    ``VecNormalize`` env under ``meta["env"]``), rename onto ``path``."""
+    stats = model_stats(model, str(meta.get("env"))) if normalize is None else normalize
 
     def write(tmp: Path) -> None:
         model.save(tmp)  # the .tmp suffix stops SB3 from appending .zip
         with zipfile.ZipFile(tmp, "a") as archive:
             archive.writestr(META_NAME, json.dumps({**meta, "num_timesteps": model.num_timesteps}))
+            if stats:
+                add_to_zip(archive, stats)
 
     return atomic_write(path, write)
 

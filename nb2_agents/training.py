@@ -42,6 +42,7 @@ from nb2_agents.envs_util import EnvSpec
 from nb2_agents.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
 from nb2_agents.hyperparams import ALGOS, Hyperparams, LinearSchedule, parse_entry
 from nb2_agents.nn.model import NB2
+from nb2_agents.normalize import vec_normalize
 from nb2_agents.runs import (
     BEST_NAME,
     CHECKPOINTS,
@@ -162,6 +163,9 @@ def run(
     spec = EnvSpec(cfg.env, cfg.env_kwargs, cfg.algo)
     env = spec.make_vec(hp.n_envs, cfg.seed, monitor_dir=str(run_dir))
     eval_env = spec.make_vec(1, cfg.seed + EVAL_SEED_OFFSET, monitor_dir=str(run_dir / "eval"))
+    if hp.normalize is not None:  # SB3's EvalCallback copies the statistics over before evaluating
+        env = vec_normalize(env, hp.normalize, hp.gamma)
+        eval_env = vec_normalize(eval_env, hp.normalize, hp.gamma, training=False)
     model, extra_callbacks = make_algorithm(cfg.algo, hp, env, cfg.seed, cfg.device)
     model.set_logger(configure(str(run_dir), ["tensorboard"]))
     if verbose:

@@ -13,7 +13,7 @@ resets it at every call. Scores are normalised by the task's spec (success rate 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from nb2_agents.curriculum.adapter import CommonSpaces, TaskAdapter
 from nb2_agents.curriculum.spec import TaskSpec
 from nb2_agents.evaluation import EVAL_SEED_OFFSET, run_episodes
+from nb2_agents.normalize import NormalizeWrapper, RunningStats, check_space
 
 CURVE_FIELDS = ("seed", "step", "current_task", "task", "mean_return", "std_return", "success_rate", "score")
 MAX_EVAL_ENVS = 10
@@ -39,6 +40,28 @@ MAX_EVAL_ENVS = 10
 def _needs_transpose(space: spaces.Space) -> bool:
     parts = space.spaces.values() if isinstance(space, spaces.Dict) else [space]
     return any(is_image_space(s) and not is_image_space_channels_first(s) for s in parts)  # type: ignore[arg-type]
+
+
+def task_stats(tasks: Sequence[TaskSpec], common: CommonSpaces, gamma: float) -> dict[int, RunningStats]:
+    """For each task that normalises (by index), fresh statistics that all its envs will share."""
+    return {
+        i: RunningStats(config, common.task_observation_spaces[i].shape or (), gamma)
+        for i, task in enumerate(tasks)
+        if (config := task.normalize_config) is not None
+    }
+
+
+def normalized(
+    task: TaskSpec, env: gym.Env, stats: RunningStats | None = None, training: bool = False
+) -> gym.Env:
+    """``env`` with ``task``'s normalisation, if it has one, on ``stats`` (default: fresh ones,
+    enough to read the spaces); ``training`` updates the statistics and scales the rewards."""
+    config = task.normalize_config
+    if config is None:
+        return env
+    check_space(env.observation_space, f"task {task.name!r}: normalize")
+    stats = stats or RunningStats(config, env.observation_space.shape or (), 0.99)
+    return NormalizeWrapper(env, stats, training)
 
 
 def task_env_fns(
@@ -50,18 +73,25 @@ def task_env_fns(
     seed: int,
     monitor_dir: Path | None = None,
     task_ids: bool = True,
+    stats: RunningStats | None = None,
+    training: bool = False,
 ) -> list[Callable[[], gym.Env]]:
     """Constructors of ``n_envs`` copies of ``task`` in the common spaces: Monitor innermost
-    (it logs the task's own rewards), then NB2's wrappers, the task's, and the adapter."""
+    (it logs the task's own rewards), then NB2's wrappers, the task's, its normalisation on the
+    shared ``stats`` (updated when ``training``) and the adapter."""
     env_spec = task.env_spec(algo)
     if monitor_dir is not None:
         monitor_dir.mkdir(parents=True, exist_ok=True)
+    config = task.normalize_config
+    if stats is None and config is not None:  # one set of statistics for all copies
+        stats = RunningStats(config, common.task_observation_spaces[index].shape or (), 0.99)
 
     def make(rank: int) -> Callable[[], gym.Env]:
         def init() -> gym.Env:
             env = gym.make(env_spec.env_id, **env_spec.gym_kwargs)
             env = Monitor(env, filename=None if monitor_dir is None else str(monitor_dir / str(rank)))
-            env = TaskAdapter(env_spec.wrap(env), common, index, index if task_ids else 0)
+            env = normalized(task, env_spec.wrap(env), stats, training)
+            env = TaskAdapter(env, common, index, index if task_ids else 0)
             env.action_space.seed(seed + rank)
             return env
 
@@ -86,9 +116,12 @@ def task_vec_env(
     seed: int,
     monitor_dir: Path | None = None,
     task_ids: bool = True,
+    stats: RunningStats | None = None,
+    training: bool = False,
 ) -> VecEnv:
     """``n_envs`` copies of ``task`` in the curriculum's common spaces."""
-    return vec_env(task_env_fns(task, index, common, algo, n_envs, seed, monitor_dir, task_ids), seed)
+    fns = task_env_fns(task, index, common, algo, n_envs, seed, monitor_dir, task_ids, stats, training)
+    return vec_env(fns, seed)
 
 
 @dataclass
@@ -120,7 +153,12 @@ PROBE_SEED_OFFSET = 50_000
 
 
 def task_probe(
-    tasks: Sequence[TaskSpec], common: CommonSpaces, algo: str, seed: int, show_task_ids: bool = True
+    tasks: Sequence[TaskSpec],
+    common: CommonSpaces,
+    algo: str,
+    seed: int,
+    show_task_ids: bool = True,
+    stats: Mapping[int, RunningStats] | None = None,
 ) -> Callable[[int, int, BaseAlgorithm], float]:
     """A strategy's probe, ``probe(task_index, episodes, agent)``: the agent's score on a task, on
     env seeds neither training nor evaluation use (:data:`PROBE_SEED_OFFSET`), with actions
@@ -134,7 +172,7 @@ def task_probe(
         task = tasks[task_index]
         env_seed = seed + PROBE_SEED_OFFSET + 1000 * task_index
         env = task_vec_env(task, task_index, common, algo, min(episodes, MAX_EVAL_ENVS), env_seed,
-                           None, show_task_ids)  # fmt: skip
+                           None, show_task_ids, (stats or {}).get(task_index))  # fmt: skip
         try:
             return evaluate_task(agent, task, env, episodes, deterministic=False).score
         finally:
@@ -155,7 +193,9 @@ class Evaluator:
         deterministic: Sequence[bool],
         task_ids: Sequence[int] | None = None,
         show_task_ids: bool = True,
+        stats: Mapping[int, RunningStats] | None = None,
     ) -> None:
+        """``stats``: by task id, the statistics its training envs update (read, not updated, here)."""
         self.tasks = list(tasks)
         self.deterministic = list(deterministic)
         ids = list(range(len(tasks))) if task_ids is None else list(task_ids)
@@ -168,6 +208,7 @@ class Evaluator:
                 min(task.eval_episodes, MAX_EVAL_ENVS),
                 seed + EVAL_SEED_OFFSET + 1000 * ids[i],
                 task_ids=show_task_ids,
+                stats=(stats or {}).get(ids[i]),
             )
             for i, task in enumerate(self.tasks)
         ]

@@ -35,7 +35,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv
 
-from nb2_agents.callbacks import EntCoefScheduleCallback, NB2LoggerCallback, flat_hparams
+from nb2_agents.callbacks import NB2LoggerCallback, flat_hparams
 from nb2_agents.curriculum.adapter import CommonSpaces, common_spaces
 from nb2_agents.curriculum.evaluator import (
     CurriculumCallback,
@@ -43,8 +43,10 @@ from nb2_agents.curriculum.evaluator import (
     TaskEval,
     curve_row,
     evaluation_points,
+    normalized,
     task_env_fns,
     task_probe,
+    task_stats,
     task_vec_env,
     vec_env,
 )
@@ -61,12 +63,14 @@ from nb2_agents.curriculum.results import (
     write_curves,
     write_multitask_matrix,
 )
+from nb2_agents.curriculum.schedules import _unwrap, task_schedules  # noqa: F401  (_unwrap: old zips)
 from nb2_agents.curriculum.spec import CurriculumSpec, TaskSpec, check_available, load_curriculum
 from nb2_agents.curriculum.strategies import Strategy, check_strategy, install_extra_loss, make_strategy
 from nb2_agents.envs_util import ACTION_SPACES, check_algo
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS, DATA_DIR, Hyperparams, load_entry, parse_entry, set_dotted
 from nb2_agents.nn.config import PRESETS
+from nb2_agents.normalize import RunningStats
 from nb2_agents.runs import dump_yaml, fresh_dir, safe_name, save_model, write_json, write_text
 from nb2_agents.training import make_algorithm
 
@@ -134,6 +138,7 @@ def resolve(
     spec = spec.scaled(steps_scale)
     check_available(spec)
     entry, hp = _hyperparams(spec, algo, preset, overrides)
+    spec = spec.resolved(hp.normalize)
     cfg = CurriculumConfig(
         curriculum=str(curriculum),
         suite=spec.name,
@@ -162,7 +167,7 @@ def probe_spaces(spec: CurriculumSpec, algo: str) -> CommonSpaces:
     """Build each task's env once to read its spaces, then the spaces they share."""
     obs, act = [], []
     for task in spec.tasks:
-        env = task.env_spec(algo).make()
+        env = normalized(task, task.env_spec(algo).make())
         try:
             obs.append(env.observation_space)
             act.append(env.action_space)
@@ -182,44 +187,6 @@ def probe_spaces(spec: CurriculumSpec, algo: str) -> CommonSpaces:
 # --------------------------------------------------------------------------- one seed
 
 
-def _unwrap(base: Any) -> Any:
-    return base
-
-
-class _TaskSchedule:
-    """An SB3 schedule restarted at each task: progress runs 1 → 0 over the current window.
-
-    A saved model stores the plain schedule (``__reduce__``), not the window or the model.
-    """
-
-    def __reduce__(self) -> tuple[Any, tuple[Any]]:
-        return _unwrap, (self.base,)
-
-    def __init__(self, base: Any, model: BaseAlgorithm) -> None:
-        self.base, self.model = base, model
-        self.start, self.length = 0, 1
-
-    def __call__(self, _progress_remaining: float) -> float:
-        progress = 1.0 - (self.model.num_timesteps - self.start) / max(self.length, 1)
-        return float(self.base(min(1.0, max(0.0, progress))))
-
-
-def _task_schedules(model: BaseAlgorithm, callbacks: list[BaseCallback]) -> list[_TaskSchedule]:
-    schedules = []
-    model.lr_schedule = _TaskSchedule(model.lr_schedule, model)
-    schedules.append(model.lr_schedule)
-    for name in ("clip_range", "clip_range_vf"):
-        value = getattr(model, name, None)
-        if callable(value):
-            setattr(model, name, _TaskSchedule(value, model))
-            schedules.append(getattr(model, name))
-    for cb in callbacks:
-        if isinstance(cb, EntCoefScheduleCallback):
-            cb.schedule = _TaskSchedule(cb.schedule, model)
-            schedules.append(cb.schedule)
-    return schedules
-
-
 def _deterministic(env_id: str) -> bool:
     return not env_id.startswith(("MiniGrid-", "BabyAI-"))  # RL Zoo samples MiniGrid actions
 
@@ -232,17 +199,21 @@ def _train_env(
     n_envs: int,
     seed: int,
     seed_dir: Path,
+    stats: dict[int, RunningStats],
 ) -> VecEnv:
-    """Task ``task_index``'s training envs, or (None) every task's at once for multitask."""
+    """Task ``task_index``'s training envs, or (None) every task's at once for multitask; each
+    task's envs update its normalisation ``stats``."""
     if task_index is not None:
         task = tasks[task_index]
         monitor = seed_dir / "monitor" / safe_name(task.name)
-        return task_vec_env(task, task_index, common, cfg.algo, n_envs, seed, monitor, cfg.task_ids)
+        return task_vec_env(task, task_index, common, cfg.algo, n_envs, seed, monitor, cfg.task_ids,
+                            stats.get(task_index), training=True)  # fmt: skip
     copies = n_envs // len(tasks)  # multitask: task i runs in copies i*k .. i*k + k - 1
     fns = []
     for i, t in enumerate(tasks):
         monitor = seed_dir / "monitor" / safe_name(t.name)
-        fns += task_env_fns(t, i, common, cfg.algo, copies, seed + copies * i, monitor, cfg.task_ids)
+        fns += task_env_fns(t, i, common, cfg.algo, copies, seed + copies * i, monitor, cfg.task_ids,
+                            stats.get(i), training=True)  # fmt: skip
     return vec_env(fns, seed)
 
 
@@ -295,21 +266,23 @@ def train_seed(job: _Job) -> SeedResult:
     if cfg.mode == "multitask" and job.only_task is None and n_envs % len(tasks):
         n_envs = len(tasks) * -(-n_envs // len(tasks))  # every task gets the same number of copies
 
+    stats = task_stats(tasks, common, hp.gamma)  # normalisation, per task that has it
+
     def make_train_env(task_index: int | None) -> VecEnv:
-        return _train_env(cfg, tasks, common, task_index, n_envs, seed, seed_dir)
+        return _train_env(cfg, tasks, common, task_index, n_envs, seed, seed_dir, stats)
 
     multitask = cfg.mode == "multitask" and job.only_task is None
     env = make_train_env(None if multitask else order[0])
     model, extra = make_algorithm(cfg.algo, hp, env, seed, cfg.device)
     model.set_logger(configure(str(seed_dir), ["tensorboard"]))
-    schedules = _task_schedules(model, extra)
+    schedules = task_schedules(model, extra)
     strategy = make_strategy(cfg.retention, cfg.retention_options)
-    probe = task_probe(tasks, common, cfg.algo, seed, cfg.task_ids)
+    probe = task_probe(tasks, common, cfg.algo, seed, cfg.task_ids, stats)
     strategy.setup(model, {"spec": spec, "common": common, "config": cfg, "seed": seed, "probe": probe})
     hooks = install_extra_loss(model, strategy)
 
     deterministic = [_deterministic(t.env_id) for t in evaluated]
-    evaluator = Evaluator(evaluated, common, cfg.algo, seed, deterministic, eval_ids, cfg.task_ids)
+    evaluator = Evaluator(evaluated, common, cfg.algo, seed, deterministic, eval_ids, cfg.task_ids, stats)
     result = SeedResult(seed, [], [], [], [], 0.0, 0)
     current = {"task": -1 if multitask else order[0]}
     window: dict[int, list[float]] = {i: [] for i in range(len(evaluated))}
@@ -349,16 +322,13 @@ def train_seed(job: _Job) -> SeedResult:
             result.rows.append([r.score for r in results])
             result.task_end_steps.append(int(model.num_timesteps))
             if job.only_task is None:
-                name = (
-                    "multitask"
-                    if task_index is None
-                    else f"after_{task_index}_{safe_name(tasks[task_index].name)}"
-                )
-                save_model(model, seed_dir / "checkpoints" / f"{name}.zip", _meta(cfg, seed))
+                name = _checkpoint_name(tasks, task_index)
+                _save(model, seed_dir / "checkpoints" / f"{name}.zip", cfg, seed, tasks, stats)
                 strategy.save(seed_dir / "checkpoints" / f"{name}.retention")
     except KeyboardInterrupt:
         # keep what was trained and measured: the model now, and every evaluation so far
-        path = save_model(model, seed_dir / "interrupted.zip", _meta(cfg, seed))
+        path = seed_dir / "interrupted.zip"
+        _save(model, path, cfg, seed, tasks, stats)
         write_curves(seed_dir / "curves.csv", result.curves)
         curves = seed_dir / "curves.csv"
         print(f"\ninterrupted at {model.num_timesteps:,} steps: model {path}, curves {curves}",
@@ -374,10 +344,22 @@ def train_seed(job: _Job) -> SeedResult:
     result.seconds = time.perf_counter() - start_time
     result.steps = int(model.num_timesteps)
     result.aucs = [window_auc(window[j]) if window[j] else None for j in range(len(evaluated))]
-    save_model(model, seed_dir / "model.zip", _meta(cfg, seed))
+    _save(model, seed_dir / "model.zip", cfg, seed, tasks, stats)
     if job.only_task is None and cfg.mode == "sequential":
         matrix_to_csv(np.asarray(result.rows), spec.task_names(), seed_dir / "matrix.csv")
     return result
+
+
+def _checkpoint_name(tasks: list[TaskSpec], task_index: int | None) -> str:
+    return "multitask" if task_index is None else f"after_{task_index}_{safe_name(tasks[task_index].name)}"
+
+
+def _save(
+    model: BaseAlgorithm, path: Path, cfg: CurriculumConfig, seed: int, tasks: list[TaskSpec],
+    stats: dict[int, RunningStats],
+) -> None:  # fmt: skip
+    """The model, nb2's metadata and each normalised task's statistics (by task name)."""
+    save_model(model, path, _meta(cfg, seed), {tasks[i].name: s for i, s in stats.items()})
 
 
 def _meta(cfg: CurriculumConfig, seed: int) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from nb2_agents.envs_util import EnvSpec, check_env_id
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS, DATA_DIR, parse_steps, read_yaml, valid_keys
 from nb2_agents.nn.config import PRESETS
+from nb2_agents.normalize import NormalizeConfig, parse_normalize
 
 BUILTIN_DIR = DATA_DIR / "envs"
 """Where the built-in curricula lie (``envs/`` at the top of the repository)."""
@@ -59,7 +60,7 @@ EXTRA_MODULES: dict[str, str] = {"minigrid": "minigrid", "metaworld": "metaworld
 
 TOP_KEYS = ("name", "description", "algo", "preset", "hyperparams", "requires", "trainable_here", "tasks")
 TASK_KEYS = ("name", "env_id", "steps", "env_kwargs", "wrappers", "eval_episodes", "random_return",
-             "reference_return", "success_key")  # fmt: skip
+             "reference_return", "success_key", "normalize")  # fmt: skip
 _WRAPPER_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
@@ -121,6 +122,9 @@ class TaskSpec:
     random_return: float | None = None
     reference_return: float | None = None
     success_key: str | None = None
+    normalize: NormalizeConfig | bool | None = None
+    """The task's own ``VecNormalize`` settings (``true`` or a mapping in YAML), ``False`` for
+    none, or None: the curriculum's ``hyperparams.normalize`` (see :meth:`CurriculumSpec.resolved`)."""
 
     def __post_init__(self) -> None:
         label = f"[task {self.name!r}]"
@@ -148,6 +152,16 @@ class TaskSpec:
         if isinstance(ep, bool) or not isinstance(ep, int) or ep <= 0:
             raise UsageError(f"{label}.eval_episodes: expected a whole number > 0, got {ep!r}")
         self._check_normaliser(label)
+        if self.normalize is not None and not isinstance(self.normalize, (bool, NormalizeConfig)):
+            config = parse_normalize(self.normalize, f"{label}.normalize")
+            object.__setattr__(self, "normalize", config or False)
+
+    @property
+    def normalize_config(self) -> NormalizeConfig | None:
+        """What normalises this task's observations and rewards (None: nothing)."""
+        if self.normalize is True:
+            return NormalizeConfig()
+        return self.normalize or None
 
     def _check_normaliser(self, label: str) -> None:
         rand, ref = self.random_return, self.reference_return
@@ -270,6 +284,15 @@ class CurriculumSpec:
         tasks = tuple(dataclasses.replace(t, steps=max(1, round(t.steps * factor))) for t in self.tasks)
         return dataclasses.replace(self, tasks=tasks)
 
+    def resolved(self, normalize: NormalizeConfig | None) -> CurriculumSpec:
+        """Every task's ``normalize`` made explicit: its own, else ``normalize`` (the curriculum's
+        ``hyperparams.normalize``, from the suite or ``--set``)."""
+        tasks = tuple(
+            t if t.normalize is not None else dataclasses.replace(t, normalize=normalize or False)
+            for t in self.tasks
+        )
+        return dataclasses.replace(self, tasks=tasks)
+
 
 def builtin_curricula() -> list[str]:
     """Names of the built-in curricula (``envs/*.yaml``)."""
@@ -366,6 +389,7 @@ def _parse_task(raw: Any, index: int, path: Path) -> TaskSpec:
             random_return=_number(raw.get("random_return"), f"{label}.random_return"),
             reference_return=_number(raw.get("reference_return"), f"{label}.reference_return"),
             success_key=_string(raw.get("success_key"), f"{label}.success_key", "is_success", optional=True),
+            normalize=raw.get("normalize"),
         )
     except UsageError as err:
         if str(err).startswith(str(path)):
