@@ -26,9 +26,11 @@ REFERENCES_DIR = "references"
 
 def reference_key(cfg: CurriculumConfig, spec: CurriculumSpec, index: int) -> str:
     """What a single-task reference depends on (not the seed: each seed is its own file)."""
-    task = spec.tasks[index]
+    task = asdict(spec.tasks[index])
+    if not task["normalize"]:  # as before tasks could normalise: earlier references stay valid
+        task.pop("normalize")
     data = {
-        "task": asdict(task), "index": index, "tasks": spec.task_names(), "algo": cfg.algo,
+        "task": task, "index": index, "tasks": spec.task_names(), "algo": cfg.algo,
         "preset": cfg.preset, "hyperparams": plain(cfg.hyperparams), "evals_per_task": cfg.evals_per_task,
     }  # fmt: skip
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
