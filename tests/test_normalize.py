@@ -16,6 +16,7 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecNormalize
 
 import nb2_agents as nb
+from nb2_agents import ExportedPolicy, export
 from nb2_agents.curriculum.runner import run_curriculum
 from nb2_agents.envs_util import EnvSpec
 from nb2_agents.errors import UsageError
@@ -182,14 +183,22 @@ def _curriculum(path: Path, mode_norm: list[Any]) -> Path:
     return path
 
 
-def test_each_task_keeps_its_own_statistics_across_the_sequence(tmp_path: Path) -> None:
-    path = _curriculum(tmp_path / "norm.yaml", [True, {"norm_reward": False}, False])
-    result = run_curriculum(path, retention="nb2", seeds=[0], evals_per_task=1, runs_dir=tmp_path / "runs",
+@pytest.fixture(scope="module")
+def normalized_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-task curriculum (nb2 retention: task ids shown): CartPole normalised, LongPole its
+    observations only, Mirrored raw. Returns the run folder."""
+    tmp = tmp_path_factory.mktemp("normalized")
+    path = _curriculum(tmp / "norm.yaml", [True, {"norm_reward": False}, False])
+    result = run_curriculum(path, retention="nb2", seeds=[0], evals_per_task=1, runs_dir=tmp / "runs",
                             progress=False)  # fmt: skip
-    ckpts = result.run_dir / "s0" / "checkpoints"
+    return result.run_dir
+
+
+def test_each_task_keeps_its_own_statistics_across_the_sequence(normalized_run: Path) -> None:
+    ckpts = normalized_run / "s0" / "checkpoints"
     names = ["CartPole-v1", "LongPole", "Mirrored"]
     after = [read_stats(ckpts / f"after_{i}_{n}.zip") for i, n in enumerate(names)]
-    final = read_stats(result.run_dir / "s0" / "model.zip")
+    final = read_stats(normalized_run / "s0" / "model.zip")
     assert set(final) == {"CartPole-v1", "LongPole"}  # Mirrored is not normalised
     assert final["LongPole"].config == NormalizeConfig(norm_reward=False)
     first = after[0]["CartPole-v1"]
@@ -211,3 +220,54 @@ def test_a_suite_wide_normalize_applies_to_tasks_that_do_not_say_otherwise(tmp_p
     assert configs == [NormalizeConfig(), None, NormalizeConfig(clip_obs=5.0)]
     with pytest.raises(UsageError, match=r"norm.yaml \[task 'LongPole'\].normalize: expected true, false"):
         resolve(_curriculum(tmp_path / "norm.yaml", [None, "yes", None]))
+
+
+# ---- export: the graph takes raw observations -------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_an_exported_model_normalises_raw_observations_itself(fmt: str, tmp_path: Path) -> None:
+    result = nb.train("Pendulum-v1", algo="ppo", steps=128, overrides={**TINY, "normalize": True},
+                      runs_dir=tmp_path, verbose=False, progress=False, final_episodes=1)  # fmt: skip
+    out = export(result.model_path, format=fmt, out=tmp_path / "export")
+    model = PPO.load(result.model_path, device="cpu")
+    stats = read_stats(result.model_path)["Pendulum-v1"]
+    raw = np.random.default_rng(0).uniform(-1, 1, (32, 3)).astype(np.float32) * [1, 1, 8]
+    expected, _ = model.predict(stats.normalize_obs(raw), deterministic=True)
+    actions, _ = ExportedPolicy(out.path).predict(raw.astype(np.float32))
+    np.testing.assert_allclose(actions, expected, atol=1e-4)
+    assert json.loads(out.sidecar.read_text())["normalized"] == ["Pendulum-v1"]
+
+
+def test_an_exported_curriculum_model_normalises_each_task_by_its_id(
+    normalized_run: Path, tmp_path: Path
+) -> None:
+    path = normalized_run / "s0" / "model.zip"
+    out = export(path, format="torchscript", out=tmp_path / "curriculum.pt")
+    model = PPO.load(path, device="cpu")
+    stats = read_stats(path)
+    space = model.observation_space
+    assert isinstance(space, gym.spaces.Dict)
+    rng = np.random.default_rng(1)
+    for task, name in enumerate(["CartPole-v1", "LongPole", "Mirrored"]):
+        raw = rng.normal(0, [1, 2, 0.2, 2], (16, 4)).astype(np.float32)
+        seen = stats[name].normalize_obs(raw) if name in stats else raw
+        obs = {key: np.stack([space[key].sample() for _ in range(16)]) for key in space.spaces}
+        obs["task_id"] = np.full(16, task)
+        if "obs_mask" in obs:
+            obs["obs_mask"] = np.ones_like(obs["obs_mask"])
+        expected, _ = model.predict({**obs, "obs": seen}, deterministic=True)
+        actions, _ = ExportedPolicy(out.path).predict({**obs, "obs": raw})
+        np.testing.assert_array_equal(actions, expected)
+    tasks = json.loads(out.sidecar.read_text())["tasks"]
+    assert tasks == {"0": "CartPole-v1", "1": "LongPole", "2": "Mirrored"}
+
+
+def test_export_refuses_per_task_statistics_it_could_not_choose_between(tmp_path: Path) -> None:
+    path = _curriculum(tmp_path / "norm.yaml", [True, None, None])
+    result = run_curriculum(path, retention="none", seeds=[0], steps_scale=0.25, evals_per_task=1,
+                            runs_dir=tmp_path / "runs", progress=False)  # fmt: skip
+    refused = r"model.zip: its tasks' observations were normalised.*\(--task-ids\)"
+    with pytest.raises(UsageError, match=refused):
+        export(result.run_dir / "s0" / "model.zip", format="torchscript", out=tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()

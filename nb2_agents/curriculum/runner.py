@@ -359,7 +359,8 @@ def _save(
     stats: dict[int, RunningStats],
 ) -> None:  # fmt: skip
     """The model, nb2's metadata and each normalised task's statistics (by task name)."""
-    save_model(model, path, _meta(cfg, seed), {tasks[i].name: s for i, s in stats.items()})
+    meta = {**_meta(cfg, seed), "tasks": [t.name for t in tasks], "task_ids": cfg.task_ids}
+    save_model(model, path, meta, {tasks[i].name: s for i, s in stats.items()})
 
 
 def _meta(cfg: CurriculumConfig, seed: int) -> dict[str, Any]:

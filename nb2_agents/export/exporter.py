@@ -26,9 +26,11 @@ from nb2_agents.errors import UsageError
 from nb2_agents.evaluation import LoadedModel, load_model
 from nb2_agents.export.loader import SUFFIXES, onnx_runner, torchscript_runner
 from nb2_agents.export.module import PolicyGraph
+from nb2_agents.export.normalizer import normalizer_for
 from nb2_agents.export.sidecar import read_sidecar, versions, write_sidecar
 from nb2_agents.export.spaces import GraphInput, graph_inputs, space_from_json, space_to_json
 from nb2_agents.export.writers import OUTPUTS, require_onnx, write_onnx, write_torchscript
+from nb2_agents.normalize import read_stats
 from nb2_agents.runs import atomic_write
 from nb2_agents.sb3.extractor import NB2PolicyMixin
 
@@ -113,6 +115,8 @@ def _task_names(meta: dict[str, Any], space: spaces.Space) -> dict[str, str] | N
     """Task id → task name for a curriculum model whose observations carry a task id."""
     if not meta.get("curriculum") or not isinstance(space, spaces.Dict) or "task_id" not in space.spaces:
         return None
+    if isinstance(meta.get("tasks"), list):  # saved by nb2 since normalisation came
+        return {str(i): str(name) for i, name in enumerate(meta["tasks"])}
     from nb2_agents.curriculum.spec import load_curriculum
 
     try:
@@ -154,6 +158,7 @@ def _metadata(
         "env_kwargs": meta.get("env_kwargs") or {},
         "curriculum": meta.get("curriculum"),
         "tasks": _task_names(meta, graph.observation_space),
+        "normalized": sorted(read_stats(loaded.path)),  # statistics applied inside the graph
         "seed": meta.get("seed"),
         "eval_seed": meta.get("eval_seed"),
         "deterministic_eval": True,  # the file holds the deterministic policy
@@ -209,7 +214,7 @@ def export(
     policy = loaded.model.policy
     space_to_json(policy.observation_space)  # a UsageError naming a space the export cannot express
     space_to_json(policy.action_space, "action space")
-    graph = PolicyGraph(policy)
+    graph = PolicyGraph(policy, normalizer_for(loaded.path, loaded.meta, policy.observation_space))
     inputs = graph_inputs(policy.observation_space)
     names = [i.name for i in inputs]
     examples = example_inputs(policy.observation_space, inputs, CHECK_SAMPLES)

@@ -3,7 +3,9 @@
 :class:`PolicyGraph` is what gets exported. Its inputs are observations exactly as the env
 (after SB3's wrappers, e.g. ``VecTransposeImage``) hands them to ``model.predict``: uint8
 images, integer ``Discrete`` / ``MultiDiscrete`` values, ``MultiBinary`` bits, float vectors;
-a Dict observation is one input per key, in the space's key order. SB3's ``preprocess_obs``
+a Dict observation is one input per key, in the space's key order. A model trained with
+``normalize`` normalises them first, with its saved statistics (:mod:`.normalizer`); then
+SB3's ``preprocess_obs``
 (images / 255 where the policy normalises them, one-hot codes for Discrete and MultiDiscrete,
 floats for the rest) runs inside the graph.
 
@@ -34,9 +36,11 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
 from torch import nn
 
+from nb2_agents.curriculum.adapter import OBS_KEY
 from nb2_agents.errors import UsageError
 from nb2_agents.export.graph import StaticNB2
-from nb2_agents.nn.tokenizer import ACTION_MASK_KEY
+from nb2_agents.export.normalizer import ObsNormalizer
+from nb2_agents.nn.tokenizer import ACTION_MASK_KEY, TASK_KEY
 from nb2_agents.sb3.actor_critic import _ActorCriticMixin
 from nb2_agents.sb3.extractor import NB2Extractor
 
@@ -110,8 +114,10 @@ class PolicyGraph(nn.Module):
     low: torch.Tensor  # (n,) Box action bounds, buffers
     high: torch.Tensor
 
-    def __init__(self, policy: BasePolicy) -> None:
+    def __init__(self, policy: BasePolicy, normalizer: ObsNormalizer | None = None) -> None:
+        """``normalizer``: the model's observation normalisation (``normalize``), applied first."""
         super().__init__()
+        self.normalizer = normalizer
         self.observation_space = policy.observation_space
         self.action_space = policy.action_space
         self.normalize_images = bool(policy.normalize_images)
@@ -136,6 +142,11 @@ class PolicyGraph(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         obs: torch.Tensor | dict[str, torch.Tensor]
         obs = dict(zip(self.keys, inputs, strict=True)) if self.keys else inputs[0]
+        if self.normalizer is not None:
+            if isinstance(obs, dict):
+                obs = {**obs, OBS_KEY: self.normalizer(obs[OBS_KEY], obs.get(TASK_KEY))}
+            else:
+                obs = self.normalizer(obs)
         x = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
         logits = self.body(x)  # (B, n)
         if self.masked:
