@@ -9,6 +9,7 @@ from typing import Any
 
 from nb2_agents.evaluation import load_model
 from nb2_agents.hyperparams import ALGOS
+from nb2_agents.normalize import read_stats
 
 
 @dataclass
@@ -28,6 +29,8 @@ class ModelInfo:
     observation_space: str
     action_space: str
     sb3_version: str | None
+    normalized: list[str]
+    """Envs (or curriculum tasks) whose observations the policy sees normalised (``normalize``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,6 +47,7 @@ class ModelInfo:
             ("policy", self.policy),
             ("observations", self.observation_space),
             ("actions", self.action_space),
+            ("normalised", ", ".join(self.normalized) or "no"),
             ("saved with SB3", self.sb3_version or "?"),
         ]
         return "\n".join(f"{k:<14} {v}" for k, v in rows)
@@ -74,6 +78,7 @@ def info(path: str | Path) -> ModelInfo:
         observation_space=str(model.observation_space),
         action_space=str(model.action_space),
         sb3_version=_sb3_version(loaded.path),
+        normalized=sorted(read_stats(loaded.path)),
     )
 
 

@@ -22,6 +22,7 @@ from nb2_agents.envs_util import EnvSpec
 from nb2_agents.errors import UsageError
 from nb2_agents.evaluation import run_episodes
 from nb2_agents.hyperparams import parse_entry
+from nb2_agents.info import info as model_info
 from nb2_agents.normalize import (
     NORMALIZE_MEMBER,
     NormalizeConfig,
@@ -153,6 +154,7 @@ def test_a_trained_model_carries_its_statistics_and_evaluation_uses_them(tmp_pat
     wrong_env = r"normalised observations for \['Pendulum-v1'\], not 'MountainCarContinuous-v0'"
     with pytest.raises(UsageError, match=wrong_env):
         nb.evaluate(result.model_path, env="MountainCarContinuous-v0", episodes=1)
+    assert model_info(result.model_path).normalized == ["Pendulum-v1"]
 
 
 def test_a_model_file_with_broken_statistics_is_refused_by_name(tmp_path: Path) -> None:
