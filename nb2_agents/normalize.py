@@ -28,6 +28,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.preprocessing import is_image_space
@@ -127,6 +128,15 @@ class RunningStats:
         scale = np.sqrt(self.obs_rms.var + self.config.epsilon)
         clip = self.config.clip_obs
         return np.clip((obs - self.obs_rms.mean) / scale, -clip, clip).astype(np.float32)
+
+    def normalize_tensor(self, obs: torch.Tensor) -> torch.Tensor:
+        """:meth:`normalize_obs` for a batch of observations in torch (B, *shape)."""
+        if not self.config.norm_obs:
+            return obs
+        mean = torch.as_tensor(self.obs_rms.mean, dtype=torch.float32, device=obs.device)
+        scale = torch.as_tensor(np.sqrt(self.obs_rms.var + self.config.epsilon), dtype=torch.float32,
+                                device=obs.device)  # fmt: skip
+        return torch.clamp((obs.float() - mean) / scale, -self.config.clip_obs, self.config.clip_obs)
 
     def normalize_reward(self, reward: float) -> float:
         if not self.config.norm_reward:

@@ -10,6 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 import yaml
 from stable_baselines3 import PPO
 from stable_baselines3.common.utils import set_random_seed
@@ -273,3 +274,35 @@ def test_export_refuses_per_task_statistics_it_could_not_choose_between(tmp_path
     with pytest.raises(UsageError, match=refused):
         export(result.run_dir / "s0" / "model.zip", format="torchscript", out=tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
+
+
+# ---- distillation: a teacher trained with normalize -------------------------------------------------
+
+
+def test_a_normalised_teacher_normalises_what_it_is_shown(tmp_path: Path) -> None:
+    from nb2_agents.distill.teachers import load_teacher
+
+    result = nb.train("Pendulum-v1", algo="ppo", steps=128, overrides={**TINY, "normalize": True},
+                      runs_dir=tmp_path, verbose=False, progress=False, final_episodes=1)  # fmt: skip
+    env = gym.make("Pendulum-v1")
+    teacher = load_teacher(result.run_dir, env.observation_space, env.action_space, device="cpu")
+    model = PPO.load(result.model_path, device="cpu")
+    stats = read_stats(result.model_path)["Pendulum-v1"]
+    raw = np.random.default_rng(0).uniform(-1, 1, (16, 3)).astype(np.float32) * [1, 1, 8]
+    expected, _ = model.predict(stats.normalize_obs(raw), deterministic=True)
+    actions, _ = teacher.predict(raw, deterministic=True)
+    np.testing.assert_allclose(actions, expected, atol=1e-5)
+    mean = teacher.outputs(torch.as_tensor(raw, dtype=torch.float32)).mean
+    assert mean is not None
+    seen = torch.as_tensor(stats.normalize_obs(raw))
+    reference = model.policy.get_distribution(seen).distribution.mean.detach()
+    np.testing.assert_allclose(mean.numpy(), reference.numpy(), atol=1e-5)
+    assert teacher.describe()["normalized"] is True
+
+
+def test_distillation_into_a_curriculum_student_leaves_its_observations_raw() -> None:
+    from nb2_agents.curriculum.runner import resolve
+
+    _, spec, _ = resolve("classic-control")
+    assert spec.tasks[2].normalize_config == NormalizeConfig()  # MountainCar, as RL Zoo
+    assert all(t.normalize_config is None for t in spec.raw().tasks)

@@ -284,6 +284,12 @@ class CurriculumSpec:
         tasks = tuple(dataclasses.replace(t, steps=max(1, round(t.steps * factor))) for t in self.tasks)
         return dataclasses.replace(self, tasks=tasks)
 
+    def raw(self) -> CurriculumSpec:
+        """The same curriculum with no task normalised (a distilled student sees raw
+        observations; each teacher normalises its own with its saved statistics)."""
+        tasks = tuple(dataclasses.replace(t, normalize=False) for t in self.tasks)
+        return dataclasses.replace(self, tasks=tasks)
+
     def resolved(self, normalize: NormalizeConfig | None) -> CurriculumSpec:
         """Every task's ``normalize`` made explicit: its own, else ``normalize`` (the curriculum's
         ``hyperparams.normalize``, from the suite or ``--set``)."""

@@ -211,6 +211,7 @@ def _curriculum_plan(curriculum: str | Path, teachers: Sequence[str | Path], opt
         task_ids=True,
         overrides=options.overrides,
     )
+    spec = spec.raw()  # the student sees raw observations; teachers normalise their own
     shared = probe_spaces(spec, ALGO)
     names = spec.task_names()
     if len(teachers) != len(names):

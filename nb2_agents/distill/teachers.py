@@ -13,8 +13,10 @@ unpickled. A teacher that cannot be rebuilt that way (a custom policy class, an 
 ``policy_kwargs``) is refused unless ``trust=True`` (``--trust-teacher``), which loads it with
 SB3's own ``load``, unpickling what the file holds.
 
-Teachers trained behind ``VecNormalize`` are not supported: their observation statistics are
-a separate pickle, and without them the teacher sees unnormalised observations.
+A teacher trained with ``normalize`` (SB3's ``VecNormalize``) normalises the observations it
+is shown with the statistics saved in its zip (``normalize.json``, plain JSON; see
+:mod:`nb2_agents.normalize`), so it acts as it did in training while the student sees raw
+observations. RL Zoo's separate ``vecnormalize.pkl`` is not read: it is a pickle.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from nb2_agents.distill.sb3_zip import (
 )
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS
-from nb2_agents.runs import resolve_model
+from nb2_agents.normalize import RunningStats, read_stats, stats_for
+from nb2_agents.runs import read_meta, resolve_model
 
 ZOO_PREFIX = "zoo:"
 TRUST_HINT = "pass --trust-teacher (trust=True) if you trust the file: SB3's load then unpickles it"
@@ -78,6 +81,8 @@ class Teacher:
     path: Path
     trusted: bool
     """Loaded with SB3's ``load`` (unpickled), after ``--trust-teacher``."""
+    stats: RunningStats | None = None
+    """The observation statistics it was trained with (``normalize``), applied to what it is shown."""
 
     @property
     def observation_space(self) -> spaces.Space:
@@ -100,6 +105,9 @@ class Teacher:
     def outputs(self, obs: Obs, temperature: float = 1.0) -> Outputs:
         """Action targets and value for a batch (tensors on :attr:`device`): probabilities as
         ``softmax(logits / τ)`` or ``softmax(Q / τ)``, a Gaussian, or a deterministic action."""
+        if self.stats is not None:
+            assert isinstance(obs, torch.Tensor), "normalised teachers take Box observations"
+            obs = self.stats.normalize_tensor(obs)
         return policy_outputs(self.policy, self.algo, obs, temperature)
 
     @property
@@ -110,6 +118,8 @@ class Teacher:
         self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True
     ) -> tuple[np.ndarray, Any]:
         """SB3's ``predict``, so SB3's ``evaluate_policy`` can run the teacher."""
+        if self.stats is not None:
+            observation = self.stats.normalize_obs(np.asarray(observation, dtype=np.float64))
         return self.policy.predict(observation, state, episode_start, deterministic)
 
     def describe(self) -> dict[str, Any]:
@@ -118,6 +128,7 @@ class Teacher:
             "algo": self.algo,
             "kind": self.kind,
             "loaded": "trusted (unpickled by SB3)" if self.trusted else "safe (no unpickling)",
+            "normalized": self.stats is not None,
         }
 
 
@@ -197,4 +208,6 @@ def load_teacher(
     policy.set_training_mode(False)
     for param in policy.parameters():
         param.requires_grad_(False)
-    return Teacher(policy, model.algo, model.path, trusted)
+    env = read_meta(model.path).get("env")
+    stats = stats_for(read_stats(model.path), str(env), model.path)  # the env it was trained on
+    return Teacher(policy, model.algo, model.path, trusted, stats)
