@@ -306,3 +306,13 @@ def test_distillation_into_a_curriculum_student_leaves_its_observations_raw() ->
     _, spec, _ = resolve("classic-control")
     assert spec.tasks[2].normalize_config == NormalizeConfig()  # MountainCar, as RL Zoo
     assert all(t.normalize_config is None for t in spec.raw().tasks)
+
+
+def test_a_distilled_student_drops_the_entrys_normalize(tmp_path: Path) -> None:
+    from nb2_agents.distill.plan import Options, make_plan
+
+    teacher = nb.train("MountainCar-v0", algo="ppo", steps=64, overrides=TINY, runs_dir=tmp_path,
+                       verbose=False, progress=False, final_episodes=1)  # fmt: skip
+    assert "MountainCar-v0" in read_stats(teacher.model_path)  # ppo.yaml's entry normalises, as RL Zoo
+    plan = make_plan(env="MountainCar-v0", teachers=[str(teacher.run_dir)], options=Options(mode="kickstart"))
+    assert plan.hp.normalize is None and plan.teachers[0].stats is not None

@@ -178,6 +178,8 @@ def _env_plan(env: str, teachers: Sequence[str | Path], options: Options) -> Pla
         final_episodes=options.final_episodes,
         overrides=options.overrides,
     )
+    # the student sees raw observations, as in curricula; a normalised teacher normalises its own
+    cfg.hyperparams.pop("normalize", None)
     hp = parse_entry(ALGOS[ALGO], cfg.hyperparams, cfg.source)
     env_spec = EnvSpec(cfg.env, cfg.env_kwargs, ALGO)
     obs_space, action_space = _spaces(env_spec.make_vec(1, cfg.seed))
