@@ -188,6 +188,27 @@ def test_ewc_decay_combines_consolidations_and_normalises_each_head() -> None:
         assert float(e.fisher["w"]) == pytest.approx(once * (1 + decay))
 
 
+def test_averaged_ewc_pulls_as_one_task_however_many_came_before() -> None:
+    p, q = _params(w=[2.0], b=[-1.0]), _params(w=[2.0], b=[-1.0])
+    summed = OnlineEWC(p, strength=3.0, decay=0.5)
+    averaged = OnlineEWC(q, strength=3.0, decay=0.5, average=True)
+    for _ in range(3):  # three consolidations at the same point: F, 1.5 F, 1.75 F
+        summed.consolidate([lambda: _linear_ll(p)])
+        averaged.consolidate([lambda: _linear_ll(q)])
+    with torch.no_grad():
+        p["w"] += 0.4
+        q["w"] += 0.4
+    assert averaged.weight == pytest.approx(1.75)
+    assert float(averaged.penalty()) == pytest.approx(float(summed.penalty()) / 1.75)
+    state = averaged.state_dict()
+    restored = OnlineEWC(q)
+    restored.load_state_dict(state)
+    assert restored.average and float(restored.penalty()) == pytest.approx(float(averaged.penalty()))
+    del state["average"], state["weight"]  # saved before averaging: a sum, as it was
+    restored.load_state_dict(state)
+    assert not restored.average and float(restored.penalty()) == pytest.approx(float(summed.penalty()))
+
+
 def test_ewc_state_dict_round_trip() -> None:
     p = _params(w=[2.0], b=[-1.0])
     ewc = OnlineEWC(p, strength=7.0, decay=0.3)

@@ -6,6 +6,9 @@ At each task's end the diagonal Fisher information is estimated on the task's ow
 of an output sampled from the network's own distribution (the *true* Fisher, not the empirical
 one). Online EWC keeps one running estimate, ``F <- decay * F + F_new``, and one anchor, the
 parameters at the latest task's end. The penalty is ``lambda / 2 * sum F * (theta - anchor)^2``.
+With ``average``, ``F`` is divided by its running weight ``w <- decay * w + 1`` (a weighted mean
+of the tasks' Fishers instead of their sum), so the pull on the shared network does not grow with
+the number of tasks behind it: after five tasks at decay 0.9 the sum weighs 4.1 tasks.
 
 Each output head's Fisher (the action distribution, the value) is divided by its own mean
 before they are added, so ``lambda`` does not depend on the scale of returns.
@@ -79,12 +82,21 @@ class _Penalty(torch.autograd.Function):
 class OnlineEWC:
     """The running Fisher, the anchor and the penalty over ``params`` (name → parameter)."""
 
-    def __init__(self, params: dict[str, nn.Parameter], strength: float = 100.0, decay: float = 0.9) -> None:
+    def __init__(
+        self,
+        params: dict[str, nn.Parameter],
+        strength: float = 100.0,
+        decay: float = 0.9,
+        average: bool = False,
+    ) -> None:
         if strength < 0 or not 0.0 <= decay <= 1.0:
             raise ValueError(f"EWC needs strength >= 0 and 0 <= decay <= 1, got {strength}, {decay}")
         self.params = params
         self.strength = strength
         self.decay = decay
+        self.average = average
+        self.weight = 0.0
+        """How many tasks the running Fisher sums, decayed: ``w <- decay * w + 1``."""
         self.fisher: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
         self.raw_fisher_mean = 0.0
@@ -108,6 +120,7 @@ class OnlineEWC:
         self.raw_fisher_mean = float(torch.stack(raw).mean()) if raw else 0.0
         for name, value in new.items():
             self.fisher[name] = self.decay * self.fisher[name] + value if name in self.fisher else value
+        self.weight = self.decay * self.weight + 1.0
         self.anchor = {name: p.detach().clone() for name, p in self.params.items()}
         self._root = None
 
@@ -120,7 +133,8 @@ class OnlineEWC:
         if self._root is None:
             self._root = [self.fisher[k].sqrt() for k in names]
         anchor = [self.anchor[k] for k in names]
-        return _Penalty.apply(self.strength, self._root, anchor, *(self.params[k] for k in names))
+        strength = self.strength / max(self.weight, 1.0) if self.average else self.strength
+        return _Penalty.apply(strength, self._root, anchor, *(self.params[k] for k in names))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +142,8 @@ class OnlineEWC:
             "anchor": {k: v.cpu() for k, v in self.anchor.items()},
             "strength": self.strength,
             "decay": self.decay,
+            "average": self.average,
+            "weight": self.weight,
             "raw_fisher_mean": self.raw_fisher_mean,
         }
 
@@ -140,4 +156,6 @@ class OnlineEWC:
         self.anchor = {k: v.to(device) for k, v in state["anchor"].items()}
         self.strength, self.decay = float(state["strength"]), float(state["decay"])
         self.raw_fisher_mean = float(state["raw_fisher_mean"])
+        # saved before averaging existed: a sum over an unknown number of tasks, used as a sum
+        self.average, self.weight = bool(state.get("average", False)), float(state.get("weight", 1.0))
         self._root = None

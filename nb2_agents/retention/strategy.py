@@ -63,6 +63,9 @@ class RetentionConfig:
     ewc_strength: float = 10.0
     """lambda of the EWC penalty, on Fishers normalised to mean 1 per output head."""
     ewc_decay: float = 0.9
+    ewc_average: bool = False
+    """Divide the running Fisher by its decayed task count (:mod:`.ewc`), so the pull on the shared
+    network stays that of one task however many came before."""
     distill_coef: float = 1.0
     replay_budget_mb: float = 64.0
     replay_batch: int = 64
@@ -89,10 +92,9 @@ class RetentionConfig:
                 "retention: replay_budget_mb > 0, replay_batch >= 1 and fisher_samples >= 1 are accepted, "
                 f"got {self.replay_budget_mb}, {self.replay_batch}, {self.fisher_samples}"
             )
-        if not isinstance(self.start_from_best, bool):
-            raise ValueError(
-                f"retention: start_from_best must be true or false, got {self.start_from_best!r}"
-            )
+        for name in ("start_from_best", "ewc_average"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"retention: {name} must be true or false, got {getattr(self, name)!r}")
         episodes = self.probe_episodes
         if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
             raise ValueError(f"retention: probe_episodes must be a positive integer, got {episodes!r}")
@@ -122,9 +124,10 @@ class RetentionStrategy(Strategy):
         self.probe = context.get("probe") if isinstance(context, dict) else None
         self.memory = ReplayMemory(model.observation_space, int(self.config.replay_budget_mb * MB), seed)
         self.parts = {part.name: part for part in parts_for(model)}
-        if self.config.ewc:
+        cfg = self.config
+        if cfg.ewc:
             self.ewc = {
-                name: OnlineEWC(part.params, self.config.ewc_strength, self.config.ewc_decay)
+                name: OnlineEWC(part.params, cfg.ewc_strength, cfg.ewc_decay, cfg.ewc_average)
                 for name, part in self.parts.items()
             }
 
