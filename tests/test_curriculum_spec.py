@@ -15,11 +15,11 @@ import yaml
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from gymnasium.utils.env_checker import check_env
 
+from nb2_agents.curriculum.available import check_available
 from nb2_agents.curriculum.spec import (
     CurriculumSpec,
     TaskSpec,
     builtin_curricula,
-    check_available,
     load_curriculum,
 )
 from nb2_agents.curriculum.variants import CARTPOLE_VARIANTS, MirrorActions, register_variants

@@ -37,6 +37,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from nb2_agents.callbacks import NB2LoggerCallback, flat_hparams
 from nb2_agents.curriculum.adapter import CommonSpaces, common_spaces
+from nb2_agents.curriculum.available import check_available
 from nb2_agents.curriculum.evaluator import (
     CurriculumCallback,
     Evaluator,
@@ -64,7 +65,7 @@ from nb2_agents.curriculum.results import (
     write_multitask_matrix,
 )
 from nb2_agents.curriculum.schedules import _unwrap, task_schedules  # noqa: F401  (_unwrap: old zips)
-from nb2_agents.curriculum.spec import CurriculumSpec, TaskSpec, check_available, load_curriculum
+from nb2_agents.curriculum.spec import CurriculumSpec, TaskSpec, load_curriculum
 from nb2_agents.curriculum.strategies import Strategy, check_strategy, install_extra_loss, make_strategy
 from nb2_agents.envs_util import ACTION_SPACES, check_algo
 from nb2_agents.errors import UsageError

@@ -42,7 +42,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from nb2_agents.envs_util import EnvSpec, check_env_id
+from nb2_agents.envs_util import EnvSpec
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS, DATA_DIR, parse_steps, read_yaml, valid_keys
 from nb2_agents.nn.config import PRESETS
@@ -203,7 +203,9 @@ class TaskSpec:
 
         register_variants()
         if self.gym_id not in gym.registry:
-            _check_task(self)  # imports the package that registers it, or explains what is missing
+            from nb2_agents.curriculum.available import check_task
+
+            check_task(self)  # imports the package that registers it, or explains what is missing
         return TaskEnvSpec(self.gym_id, self.gym_kwargs, algo, self.wrappers)
 
     def make_env(self, render_mode: str | None = None) -> gym.Env:
@@ -450,64 +452,3 @@ def load_curriculum(name_or_path: str | Path) -> CurriculumSpec:
     """A built-in curriculum by name (:func:`builtin_curricula`) or a YAML file by path."""
     path = _find(name_or_path)
     return parse_curriculum(read_yaml(path), path)
-
-
-def _import_extra(extra: str, why: str) -> None:
-    module = EXTRA_MODULES.get(extra, extra)
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        raise UsageError(f"{why} needs the {module} package, not installed; {install_hint(extra)}") from None
-
-
-def _check_task(task: TaskSpec, where: str = "") -> None:
-    label = f"{where}[task {task.name!r}]"
-    if task.env_id.startswith(METAWORLD_PREFIX):
-        _import_extra("metaworld", f"{label} ({task.env_id})")
-        if METAWORLD_ID not in gym.registry:
-            raise UsageError(
-                f"{label}: the installed metaworld registers no {METAWORLD_ID!r}; "
-                f"it needs Meta-World >= 3.0; {install_hint('metaworld')}"
-            )
-        _check_metaworld_task(task.env_id[len(METAWORLD_PREFIX) :], label)
-    else:
-        try:
-            check_env_id(task.env_id)
-        except UsageError as err:
-            raise UsageError(f"{label}.env_id: {err}") from err
-    for path in task.wrappers:
-        try:
-            import_object(path)
-        except UsageError as err:
-            raise UsageError(f"{label}.wrappers: {err}") from err
-
-
-def _check_metaworld_task(name: str, label: str) -> None:
-    try:
-        from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # type: ignore[import-not-found]
-    except ImportError:  # another layout: gym.make will say what is wrong
-        return
-    if name not in ALL_V3_ENVIRONMENTS:
-        close = difflib.get_close_matches(name, list(ALL_V3_ENVIRONMENTS), n=4, cutoff=0.5)
-        hint = (
-            f"did you mean {', '.join(close)}?"
-            if close
-            else f"tasks: {', '.join(sorted(ALL_V3_ENVIRONMENTS))}"
-        )
-        raise UsageError(f"{label}: unknown Meta-World task {name!r}; {hint}")
-
-
-def check_available(spec: CurriculumSpec) -> None:
-    """Raise :class:`UsageError` when a package a task needs is missing or an env id is unknown.
-
-    The message names the pip extra to install (``pip install 'nb2-agents[minigrid]'``) or,
-    for an unknown id, the closest registered ids. Task wrappers are imported too.
-    """
-    from nb2_agents.curriculum.variants import register_variants
-
-    register_variants()
-    where = f"{spec.source} " if spec.source is not None else ""
-    if spec.requires is not None:
-        _import_extra(spec.requires, f"{where}curriculum {spec.name!r}")
-    for task in spec.tasks:
-        _check_task(task, where)
