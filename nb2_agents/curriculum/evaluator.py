@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from nb2_agents.curriculum.adapter import CommonSpaces, TaskAdapter
 from nb2_agents.curriculum.spec import TaskSpec
 from nb2_agents.evaluation import EVAL_SEED_OFFSET, run_episodes
-from nb2_agents.normalize import NormalizeWrapper, RunningStats, check_space
+from nb2_agents.normalize import NormalizeConfig, NormalizeWrapper, RunningStats, check_space
 
 CURVE_FIELDS = ("seed", "step", "current_task", "task", "mean_return", "std_return", "success_rate", "score")
 MAX_EVAL_ENVS = 10
@@ -60,8 +60,12 @@ def normalized(
     if config is None:
         return env
     check_space(env.observation_space, f"task {task.name!r}: normalize")
-    stats = stats or RunningStats(config, env.observation_space.shape or (), 0.99)
-    return NormalizeWrapper(env, stats, training)
+    return NormalizeWrapper(env, stats or _fresh_stats(config, env.observation_space), training)
+
+
+def _fresh_stats(config: NormalizeConfig, space: spaces.Space) -> RunningStats:
+    """Statistics nothing has updated yet (gamma only matters to training envs, which get theirs)."""
+    return RunningStats(config, space.shape or (), 0.99)
 
 
 def task_env_fns(
@@ -84,7 +88,7 @@ def task_env_fns(
         monitor_dir.mkdir(parents=True, exist_ok=True)
     config = task.normalize_config
     if stats is None and config is not None:  # one set of statistics for all copies
-        stats = RunningStats(config, common.task_observation_spaces[index].shape or (), 0.99)
+        stats = _fresh_stats(config, common.task_observation_spaces[index])
 
     def make(rank: int) -> Callable[[], gym.Env]:
         def init() -> gym.Env:
