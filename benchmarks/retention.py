@@ -66,6 +66,7 @@ from typing import Any, TypeVar
 import torch
 
 from benchmarks.common import Row
+from nb2_agents.curriculum.metrics import auc_gap, bootstrap_ci
 from nb2_agents.curriculum.plot import plot_curriculum
 from nb2_agents.curriculum.runner import run_curriculum, run_references
 from nb2_agents.retention.strategy import MB, RetentionConfig
@@ -121,7 +122,7 @@ TARGETS = {
 }  # fmt: skip
 """Issue 15's targets per suite; every suite also has wall <= 1.3 x none, parameters per task
 <= 10 % of the network and the replay memory within its budget."""
-METRICS = ("average_performance", "forgetting", "forward_transfer")
+METRICS = ("average_performance", "forgetting", "forward_transfer", "auc_gap")
 
 MEASURE_NOTE = (
     "wall: the whole run_curriculum call (all seeds, evaluations, metrics, files). "
@@ -252,9 +253,23 @@ def load_measured(path: Path, seeds: Sequence[int], steps_scale: float) -> Measu
         return None
     m = data["measured"]
     return Measured(
-        m["suite"], m["run"], m["run_dir"], m["metrics"], Usage(**m["usage"]),
+        m["suite"], m["run"], m["run_dir"], with_auc_gap(m["metrics"]), Usage(**m["usage"]),
         [tuple(pair) for pair in m["replay_mb"]], m["plots"],
     )  # fmt: skip
+
+
+def with_auc_gap(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with its ``auc_gap`` entry, computed from its per-seed ``auc`` and its
+    ``reference_auc`` where it was measured before that metric was recorded."""
+    if "auc_gap" in metrics:
+        return metrics
+    seeds = [str(s) for s in metrics.get("seeds", [])]
+    values = [auc_gap([a or 0.0 for a in metrics["auc"][s]], metrics.get("reference_auc")) for s in seeds]
+    present = [v for v in values if v is not None]
+    mean, low, high = bootstrap_ci(present) if present else (None, None, None)
+    per_seed = [{"seed": int(s), "value": v} for s, v in zip(seeds, values, strict=True)]
+    entry = {"mean": mean, "ci_low": low, "ci_high": high, "per_seed": per_seed, "n": len(present)}
+    return {**metrics, "auc_gap": entry}
 
 
 def save_measured(path: Path, measured: Measured, seeds: Sequence[int], steps_scale: float) -> None:
@@ -315,6 +330,11 @@ def fmt_ci(entry: dict[str, Any]) -> str:
     return f"{entry['mean']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"
 
 
+def per_seed(entry: dict[str, Any]) -> str:
+    """The per-seed values of a metric, in seed order ("n/a" where undefined)."""
+    return ", ".join(_num(seed["value"]) for seed in entry.get("per_seed", []))
+
+
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -325,14 +345,15 @@ def _find(measured: list[Measured], suite: str, run: str) -> Measured | None:
 
 def table(measured: list[Measured]) -> str:
     lines = [
-        "| suite | run | average performance | forgetting | forward transfer | wall (s) | wall / none "
-        "| peak RSS (MB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| suite | run | average performance (per seed) | forgetting | forward transfer | AUC gap "
+        "| wall (s) | wall / none | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in measured:
         none = _find(measured, m.suite, "none")
         ratio = "n/a" if none is None else f"{m.usage.wall_s / none.usage.wall_s:.2f}"
         cells = [fmt_ci(m.metrics[key]) for key in METRICS]
+        cells[0] += f" ({per_seed(m.metrics['average_performance'])})"
         lines.append(
             f"| {m.suite} | {m.run} | {' | '.join(cells)} | {m.usage.wall_s:.0f} | {ratio} "
             f"| {m.usage.peak_mb:.0f} |"
@@ -470,7 +491,8 @@ def report(
     notes = [
         f"Measures: {MEASURE_NOTE} Baseline here: {baseline:.0f} MB.",
         f"Metrics: mean over seeds [bootstrap CI]; seeds {config['seeds']}, "
-        f"steps x {config['steps_scale']:g}.",
+        f"steps x {config['steps_scale']:g}. Forward transfer is Continual World's ratio; AUC gap is "
+        "mean over tasks of (AUC - reference AUC), the same comparison as a plain difference.",
     ]
     plots = [p for m in measured for p in m.plots]
     print("\n## Retention\n")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks import retention as bench
 
 
@@ -13,6 +15,7 @@ def _measured(run: str, forgetting: float, perf: float, wall: float) -> bench.Me
         "average_performance": {"mean": perf, "ci_low": perf, "ci_high": perf},
         "forgetting": {"mean": forgetting, "ci_low": forgetting, "ci_high": forgetting},
         "forward_transfer": {"mean": 0.1, "ci_low": 0.0, "ci_high": 0.2},
+        "auc_gap": {"mean": 0.05, "ci_low": 0.0, "ci_high": 0.1},
     }
     usage = bench.Usage(wall_s=wall, self_mb=300.0, children_mb=400.0, baseline_mb=250.0)
     return bench.Measured("suite", run, f"/runs/{run}", metrics, usage, [(64.0, 1.5)], ["a.png"])
@@ -26,6 +29,19 @@ def test_measured_run_is_saved_and_reused_only_for_the_same_settings(tmp_path: P
     assert bench.load_measured(path, [0], 1.0) is None
     assert bench.load_measured(path, [0, 1, 2], 0.5) is None
     assert bench.load_measured(tmp_path / "missing.json", [0, 1, 2], 1.0) is None
+
+
+def test_a_run_measured_before_the_auc_gap_gets_it_from_its_aucs(tmp_path: Path) -> None:
+    m = _measured("nb2", 0.01, 0.8, 100.0)
+    del m.metrics["auc_gap"]
+    m.metrics.update(seeds=[0, 1], auc={"0": [1.0, 0.5], "1": [0.8, None]}, reference_auc=[0.9, 0.25])
+    path = bench.measured_path(tmp_path, "suite", "nb2")
+    bench.save_measured(path, m, [0, 1], 1.0)
+    gap = bench.load_measured(path, [0, 1], 1.0).metrics["auc_gap"]  # type: ignore[union-attr]
+    # seed 0: (0.1 + 0.25) / 2; seed 1: (-0.1 - 0.25) / 2, a task never evaluated scoring 0
+    assert [s["value"] for s in gap["per_seed"]] == pytest.approx([0.175, -0.175])
+    assert gap["mean"] == pytest.approx(0.0) and gap["n"] == 2
+    assert "AUC gap" in bench.table([bench.load_measured(path, [0, 1], 1.0)])  # type: ignore[list-item]
 
 
 def _cartpole(run: str, forgetting: float, perf: float, wall: float, mirrored: float) -> bench.Measured:

@@ -13,6 +13,7 @@ from nb2_agents.curriculum.metrics import (
     METRIC_KEYS,
     SeedMetrics,
     aggregate,
+    auc_gap,
     bootstrap_ci,
     forward_transfer_task,
     matrix_to_csv,
@@ -79,6 +80,16 @@ def test_forward_transfer_task_reference_auc_of_one_uses_the_difference() -> Non
     assert forward_transfer_task(1.0, 1.0) == 0.0
     assert forward_transfer_task(0.75, 1.0) == pytest.approx(-0.25)
     assert math.isfinite(forward_transfer_task(0.75, 1.0 - 1e-9))
+
+
+def test_auc_gap_is_the_plain_difference_where_the_ratio_blows_up() -> None:
+    # a reference that learns at once (AUC 0.98) and a run that lags a little: the ratio gives -5
+    assert forward_transfer_task(0.88, 0.98) == pytest.approx(-5.0)
+    assert auc_gap([0.88, 0.6, 0.3], [0.98, 0.2, None]) == pytest.approx((-0.1 + 0.4) / 2)
+    assert auc_gap([0.5], None) is None
+    m = sequential_metrics(np.eye(2), [0.88, 0.6], [0.98, 0.2])
+    assert m.auc_gap == pytest.approx(0.15)
+    assert multitask_metrics([1.0, 1.0], [0.88, 0.6], [0.98, None]).auc_gap == pytest.approx(-0.1)
 
 
 # --------------------------------------------------------------------------- sequential

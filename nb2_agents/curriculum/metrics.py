@@ -24,7 +24,11 @@ Metrics of one seed (:func:`sequential_metrics`)
       run. When ``AUC_ref_i >= 1`` (the reference solved the task from its first evaluation)
       the ratio is undefined and ``FT_i = AUC_i - AUC_ref_i`` (<= 0) is used instead
       (:func:`forward_transfer_task`). Tasks without a reference (``None`` or NaN) are left
-      out; ``FT`` is the mean of the available ``FT_i``, ``None`` if there are none.
+      out; ``FT`` is the mean of the available ``FT_i``, ``None`` if there are none;
+    * AUC gap ``G = mean_i (AUC_i - AUC_ref_i)`` over the same tasks (:func:`auc_gap`): forward
+      transfer as a plain difference in [-1, 1]. The ratio ``FT_i`` divides by ``1 - AUC_ref_i``,
+      so on a task the reference learns almost at once a small lag becomes a large negative
+      ``FT_i``; ``G`` weighs every task alike and is the better-conditioned summary there.
 
 Multitask runs (:func:`multitask_metrics`) have no task ends, only a final row of scores:
 ``A`` is their mean, forgetting and BWT are ``None``, and forward transfer uses each task's
@@ -54,6 +58,7 @@ __all__ = [
     "SCORE_TOLERANCE",
     "SeedMetrics",
     "aggregate",
+    "auc_gap",
     "bootstrap_ci",
     "forward_transfer_task",
     "matrix_to_csv",
@@ -68,7 +73,7 @@ __all__ = [
 SCORE_TOLERANCE = 1e-6
 
 #: The metrics that :func:`aggregate` reports, in this order.
-METRIC_KEYS = ("average_performance", "forgetting", "forward_transfer", "backward_transfer")
+METRIC_KEYS = ("average_performance", "forgetting", "forward_transfer", "backward_transfer", "auc_gap")
 
 _CSV_FIRST_COLUMN = "after_task"
 
@@ -181,6 +186,13 @@ def forward_transfer_task(auc: float, ref_auc: float) -> float:
     return (a - r) / (1.0 - r)
 
 
+def auc_gap(auc: Sequence[float] | np.ndarray, ref_auc: Sequence[float | None] | None) -> float | None:
+    """``mean_i (AUC_i - AUC_ref_i)`` over the tasks with a reference; ``None`` if none has one."""
+    aucs = _check_scores(np.asarray(auc, dtype=np.float64).ravel(), "auc")
+    refs = _check_refs(ref_auc, aucs.size)
+    return _mean_or_none([None if r is None else float(a) - r for a, r in zip(aucs, refs, strict=True)])
+
+
 # --------------------------------------------------------------------------- one seed
 
 
@@ -194,6 +206,7 @@ class SeedMetrics:
     backward_transfer: float | None
     per_task_forgetting: list[float | None]
     per_task_forward_transfer: list[float | None]
+    auc_gap: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (plain floats, lists and ``None``)."""
@@ -235,6 +248,7 @@ def sequential_metrics(
         backward_transfer=backward,
         per_task_forgetting=per_task_forgetting,
         per_task_forward_transfer=per_task_ft,
+        auc_gap=auc_gap(auc_arr, refs),
     )
 
 
@@ -260,6 +274,7 @@ def multitask_metrics(
         backward_transfer=None,
         per_task_forgetting=[None] * n_tasks,
         per_task_forward_transfer=per_task_ft,
+        auc_gap=auc_gap(auc_arr, ref_auc),
     )
 
 

@@ -35,7 +35,9 @@ METRICS_NAME = "metrics.json"
 MATRIX_NAME = "matrix.csv"
 CURVES_NAME = "curves.csv"
 _MODES = ("sequential", "multitask")
-_SHORT = dict(zip(METRIC_KEYS, ("avg perf", "forgetting", "fwd transfer", "bwd transfer"), strict=True))
+_SHORT = dict(
+    zip(METRIC_KEYS, ("avg perf", "forgetting", "fwd transfer", "bwd transfer", "AUC gap"), strict=True)
+)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 
 from nb2_agents.curriculum.evaluator import CURVE_FIELDS
-from nb2_agents.curriculum.metrics import SeedMetrics, aggregate, multitask_metrics, sequential_metrics
+from nb2_agents.curriculum.metrics import (
+    METRIC_KEYS,
+    SeedMetrics,
+    aggregate,
+    multitask_metrics,
+    sequential_metrics,
+)
 from nb2_agents.curriculum.spec import CurriculumSpec
 from nb2_agents.hyperparams import plain
 from nb2_agents.runs import atomic_write
@@ -67,7 +73,7 @@ class CurriculumResult:
     def summary(self) -> str:
         lines = [f"{self.config.suite}: {self.config.mode}, retention {self.config.retention}, "
                  f"seeds {','.join(map(str, self.config.seeds))}"]  # fmt: skip
-        for key in ("average_performance", "forgetting", "forward_transfer", "backward_transfer"):
+        for key in METRIC_KEYS:
             m = self.metrics[key]
             value = (
                 "n/a" if m["mean"] is None else f"{m['mean']:+.3f}  [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}]"
