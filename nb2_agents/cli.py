@@ -141,7 +141,7 @@ def _add_curriculum(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--retention",
         default="none",
-        help="none (fine-tuning, default), ewc, distill, nb2 (distill + EWC + task ids), or a+b",
+        help="none (fine-tuning, default), ewc, distill, nb2 (distill + task ids), nb2+ewc, or a+b",
     )
     p.add_argument(
         "--retention-set",

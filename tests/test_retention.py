@@ -337,7 +337,7 @@ def test_retention_state_survives_save_and_load(tmp_path: Path, monkeypatch: pyt
         return strategy
 
     monkeypatch.setattr(runner_module, "make_strategy", recording)
-    result = run_curriculum(_tiny_cartpole(tmp_path), retention="nb2", seeds=[0], evals_per_task=1,
+    result = run_curriculum(_tiny_cartpole(tmp_path), retention="nb2+ewc", seeds=[0], evals_per_task=1,
                             runs_dir=tmp_path / "runs", progress=False)  # fmt: skip
     monkeypatch.undo()
     live = made[-1]  # the strategy the seed trained with
@@ -347,10 +347,10 @@ def test_retention_state_survives_save_and_load(tmp_path: Path, monkeypatch: pyt
     assert sorted(p.name for p in folder.iterdir()) == ["replay.npz", "retention.json", "retention.pt"]
     assert (checkpoints / "after_0_CartPole-v1.retention" / "retention.pt").is_file()
     meta = json.loads((folder / "retention.json").read_text())
-    assert meta["name"] == "nb2" and meta["ewc"] and meta["distill"] and meta["task_ids"]
+    assert meta["name"] == "nb2+ewc" and meta["ewc"] and meta["distill"] and meta["task_ids"]
 
     model = PPO.load(checkpoints / "after_1_Mirrored.zip", device="cpu")
-    fresh = make_strategy("nb2")
+    fresh = make_strategy("nb2+ewc")
     assert isinstance(fresh, RetentionStrategy)
     fresh.setup(model, {"seed": 0})
     fresh.load(folder, model)
@@ -442,6 +442,26 @@ def test_a_corrupt_retention_state_names_the_file(tmp_path: Path, damage: Any) -
         RetentionStrategy(RetentionConfig(), "nb2").load(folder, model)
 
 
+def test_nb2_state_saved_with_ewc_loads_as_nb2_plus_ewc(tmp_path: Path) -> None:
+    """``nb2`` had EWC until it was dropped; a folder saved then names the strategy to load it with."""
+    model = PPO("NB2Policy", "CartPole-v1", n_steps=32, batch_size=32, seed=0, device="cpu",
+                policy_kwargs={"preset": "nano"})  # fmt: skip
+    old = RetentionStrategy(RetentionConfig(replay_budget_mb=0.01), "nb2")  # ewc=True: nb2 as it was
+    old.setup(model, {"seed": 0})
+    old.on_task_start(0, model)
+    old.observe(0, np.zeros((2, 4), np.float32))
+    old.on_task_end(0, model)
+    folder = tmp_path / "old.retention"
+    old.save(folder)
+    now = make_strategy("nb2")
+    hint = r"old\.retention .*'nb2' with EWC.*load it with retention 'nb2\+ewc'"
+    with pytest.raises(ValueError, match=hint):
+        now.load(folder, model)
+    full = make_strategy("nb2+ewc")
+    full.load(folder, model)
+    assert isinstance(full, RetentionStrategy) and full.ewc["policy"].active and sorted(full.snapshots) == [0]
+
+
 # ---- every algorithm family at tiny budgets ----------------------------------------------------------
 
 DISCRETE_HP = {
@@ -518,7 +538,8 @@ def test_strategy_names_and_combinations(tmp_path: Path) -> None:
         "none": None,
         "ewc": (True, False, False),
         "distill": (False, True, False),
-        "nb2": (True, True, True),
+        "nb2": (False, True, True),
+        "nb2+ewc": (True, True, True),
     }
     for name, flags in cases.items():
         strategy = make_strategy(name)
@@ -538,13 +559,14 @@ def test_strategy_names_and_combinations(tmp_path: Path) -> None:
     ].task_ids  # an explicit choice wins
     with pytest.raises(UsageError, match="unknown retention strategy"):
         runner_module.resolve(curriculum, retention="bogus")
+    assert make_strategy("ewc+nb2").name == "nb2+ewc"  # type: ignore[attr-defined]
     with pytest.raises(UsageError, match="cannot be combined"):
-        make_strategy("nb2+ewc")
+        make_strategy("nb2+distill")
     with pytest.raises(UsageError, match="cannot be combined"):
-        runner_module.resolve(curriculum, retention="nb2+ewc")
+        runner_module.resolve(curriculum, retention="nb2+distill")
 
     # options: the config's settings, checked when the strategy is made
-    tuned = make_strategy("nb2", {"ewc_strength": 2.5, "replay_budget_mb": 1})
+    tuned = make_strategy("nb2+ewc", {"ewc_strength": 2.5, "replay_budget_mb": 1})
     assert isinstance(tuned, RetentionStrategy) and tuned.config.ewc_strength == 2.5 and tuned.config.task_ids
     with pytest.raises(UsageError, match="ewc_strength") as err:
         make_strategy("ewc", {"ewc_strenght": 1.0})
@@ -556,7 +578,7 @@ def test_strategy_names_and_combinations(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no options"):
         make_strategy("none", {"ewc_strength": 1.0})
     with pytest.raises(UsageError, match="ewc_strength"):
-        runner_module.resolve(curriculum, retention="nb2", retention_options={"ewc_strength": -1.0})
+        runner_module.resolve(curriculum, retention="nb2+ewc", retention_options={"ewc_strength": -1.0})
 
     with pytest.raises(ValueError, match="ewc_strength"):
         RetentionConfig(ewc_strength=-1)
@@ -565,11 +587,23 @@ def test_strategy_names_and_combinations(tmp_path: Path) -> None:
     assert set(valid) <= set(STRATEGIES)
 
 
+def test_an_option_a_strategy_would_ignore_is_refused_naming_the_strategies_it_acts_with() -> None:
+    idle = r"\['ewc_strength'\] do nothing with 'nb2', which has no ewc"
+    with pytest.raises(UsageError, match=idle) as err:
+        make_strategy("nb2", {"ewc_strength": 5.0})
+    assert "nb2+ewc" in str(err.value)
+    with pytest.raises(UsageError, match=r"probe_episodes.*no task_ids"):
+        make_strategy("ewc+distill", {"probe_episodes": 3})
+    with pytest.raises(UsageError, match=r"distill_coef.*no distill"):
+        make_strategy("ewc", {"distill_coef": 0.5})
+    assert make_strategy("nb2", {"distill_coef": 0.5, "probe_episodes": 3, "replay_budget_mb": 1})
+
+
 def test_a_bad_combination_lists_the_valid_ones() -> None:
     with pytest.raises(UsageError, match="cannot be combined") as err:
-        make_strategy("nb2+ewc")
+        make_strategy("nb2+distill")
     assert all(name in str(err.value) for name in ("ewc", "distill", "nb2", "ewc+distill")), str(err.value)
-    assert "['nb2', 'ewc']" not in str(err.value)
+    assert "['nb2', 'distill']" not in str(err.value)
 
 
 # ---- a library bug met on the way: DQN's replay buffer reshapes the logger's kept observations ---------
