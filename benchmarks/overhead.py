@@ -2,7 +2,7 @@
 
 Each round trains the same short cartpole-variants curriculum (``STEPS_SCALE`` of its steps, one
 seed, evaluations included) once with retention ``none`` and once with ``nb2`` (distillation
-from frozen snapshots on replayed observations, online EWC, task ids), in alternating order, in
+from frozen snapshots on replayed observations, task ids), in alternating order, in
 this one process: the wall-time ratio is the median of the per-round ratios, so the machine's
 load cancels out.
 
@@ -11,8 +11,8 @@ at its last evaluation — the replay memory's allocated bytes (the budget bound
 bytes per stored observation. The whole-process peak RSS of full-length runs, each in a fresh
 process, is what ``python -m benchmarks.retention`` reports (``--only retention``, hours).
 
-The curriculum here is short, so evaluations and the per-task set-up (snapshot, Fisher
-estimate) weigh more than in a full run; the full-length ratio is the retention benchmark's.
+The curriculum here is short, so evaluations and the per-task set-up (snapshot, probe
+of the candidate starts) weigh more than in a full run; the full-length ratio is the retention benchmark's.
 """
 
 from __future__ import annotations
