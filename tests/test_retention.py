@@ -484,7 +484,7 @@ def _algo_curriculum(tmp_path: Path, algo: str) -> Path:
     return _tiny_cartpole(tmp_path, algo, DISCRETE_HP[algo], steps=320)
 
 
-@pytest.mark.parametrize("retention", ["nb2", "ewc"])
+@pytest.mark.parametrize("retention", ["nb2+ewc", "ewc"])  # nb2+ewc: every part, every tag
 @pytest.mark.parametrize("algo", ["ppo", "dqn", "sac"])
 def test_retention_runs_with_every_algorithm_family(tmp_path: Path, algo: str, retention: str) -> None:
     result = run_curriculum(
@@ -497,7 +497,7 @@ def test_retention_runs_with_every_algorithm_family(tmp_path: Path, algo: str, r
     events = EventAccumulator(str(next(seed_dir.glob("events.out.tfevents.*"))))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    expected = RETENTION_TAGS | ({"retention/kl", "retention/distill_loss"} if retention == "nb2" else set())
+    expected = RETENTION_TAGS | ({"retention/kl", "retention/distill_loss"} if retention == "nb2+ewc" else set())
     assert expected <= tags, sorted(expected - tags)
     if retention == "ewc":
         assert "retention/kl" not in tags and "retention/distill_loss" not in tags
