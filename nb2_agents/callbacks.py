@@ -35,6 +35,7 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from tqdm.auto import tqdm
 
 from nb2_agents.runs import save_model
+from nb2_agents.sb3.algos import optimizers
 
 
 class ProgressCallback(BaseCallback):
@@ -148,13 +149,6 @@ class SaveBestCallback(BaseCallback):
         return True
 
 
-def _gradient_optimizer(policy: Any) -> torch.optim.Optimizer:
-    optimizer = getattr(policy, "optimizer", None)
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return optimizer
-    return policy.actor.optimizer  # SAC / TD3: the actor's
-
-
 class NB2LoggerCallback(BaseCallback):
     """Writes the ``nb2/`` keys (see the module docstring) and the run's hyperparameters."""
 
@@ -175,7 +169,8 @@ class NB2LoggerCallback(BaseCallback):
         self._start, self._start_steps = time.perf_counter(), self.model.num_timesteps
         metrics = {"eval/mean_reward": 0.0, "rollout/ep_rew_mean": 0.0}
         self.logger.record("hparams", HParam(self.hparams, metrics), exclude=("stdout", "log", "json", "csv"))
-        optimizer = _gradient_optimizer(self.model.policy)
+        parts = optimizers(self.model.policy)
+        optimizer = parts.get("policy") or parts["actor"]  # SAC / TD3: the actor's
         for group in optimizer.param_groups:
             for param in group["params"]:
                 if param.requires_grad:

@@ -26,6 +26,7 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.vec_env import VecEnv, VecTransposeImage
 
 from nb2_agents.errors import UsageError
+from nb2_agents.sb3.algos import ALGOS
 
 EXTRAS: dict[str, tuple[str, str]] = {
     "MiniGrid-": ("minigrid", "pip install 'nb2-agents[minigrid]'"),
@@ -35,14 +36,9 @@ EXTRAS: dict[str, tuple[str, str]] = {
 """Env-id prefixes registered by another package: (module to import, how to install it)."""
 
 ACTION_SPACES: dict[str, tuple[type[spaces.Space], ...]] = {
-    "ppo": (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
-    "a2c": (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
-    "maskable_ppo": (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
-    "dqn": (spaces.Discrete,),
-    "sac": (spaces.Box,),
-    "td3": (spaces.Box,),
+    name: algo.action_spaces for name, algo in ALGOS.items()
 }
-"""Which action spaces each algorithm accepts (SB3's own support table)."""
+"""Which action spaces each algorithm accepts (SB3's own support table, in ``sb3/algos.py``)."""
 
 
 MINIGRID_OBS = ("cells", "rgb")

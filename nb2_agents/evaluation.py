@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ import numpy as np
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -28,6 +28,7 @@ from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS
 from nb2_agents.normalize import evaluation_env, read_stats, stats_for
 from nb2_agents.runs import read_meta, resolve_model
+from nb2_agents.sb3.algos import recognise_data
 
 DEFAULT_EPISODES = 20
 EVAL_SEED_OFFSET = 10_000
@@ -70,26 +71,18 @@ class EvalResult:
 
 def guess_algo(path: Path) -> str:
     """The ``--algo`` name of a model zip: nb2's metadata, else from SB3's saved data."""
-    meta = read_meta(path)
-    if meta.get("algo") in ALGOS:
-        return str(meta["algo"])
-    data, _, _ = load_from_zip_file(path, load_data=True, device="cpu")
-    data = data or {}
-    policy = getattr(data.get("policy_class"), "__name__", "")
-    if "Maskable" in policy:
-        return "maskable_ppo"
-    if "DQN" in policy:
-        return "dqn"
-    if "SAC" in policy:
-        return "sac"
-    if "TD3" in policy:
-        return "td3"
-    if "ActorCritic" in policy:
-        return "ppo" if "clip_range" in data else "a2c"
-    raise UsageError(
-        f"{path}: cannot tell which algorithm saved it (policy {policy or 'unknown'}); "
-        f"valid algorithms: {sorted(ALGOS)}"
-    )
+    try:
+        meta = read_meta(path)
+        if meta.get("algo") in ALGOS:
+            return str(meta["algo"])
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except (KeyError, ValueError, zipfile.BadZipFile, OSError) as err:
+        raise UsageError(f"{path}: not an SB3 model zip with a readable data member ({err})") from err
+    found = recognise_data(data) if isinstance(data, dict) else None
+    if found is None:
+        raise UsageError(f"{path}: cannot tell which algorithm saved it; valid algorithms: {sorted(ALGOS)}")
+    return found
 
 
 @dataclass

@@ -23,28 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sb3_contrib import MaskablePPO
-from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from nb2_agents.errors import UsageError
 from nb2_agents.nn.config import PRESETS, NB2Config
 from nb2_agents.normalize import NormalizeConfig, parse_normalize
+from nb2_agents.sb3 import algos
 from nb2_agents.sb3.registry import POLICY_FOR_ALGO, SHORT_NAME
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 """``envs/`` and ``policies/`` as shipped with the package (links to the top-level folders)."""
 
-ALGOS: dict[str, type[BaseAlgorithm]] = {
-    "ppo": PPO,
-    "a2c": A2C,
-    "dqn": DQN,
-    "sac": SAC,
-    "td3": TD3,
-    "maskable_ppo": MaskablePPO,
-}
-"""The ``--algo`` names, each with its hyperparameter file ``policies/<name>.yaml``."""
+ALGOS: dict[str, type[BaseAlgorithm]] = {name: algo.cls for name, algo in algos.ALGOS.items()}
+"""The ``--algo`` names and their SB3 classes (``sb3/algos.py``'s table), each with its
+hyperparameter file ``policies/<name>.yaml``."""
 
 # keys that configure the run rather than the algorithm's constructor
 RUN_KEYS = ("n_envs", "n_timesteps", "policy", "normalize")

@@ -67,12 +67,13 @@ from nb2_agents.curriculum.results import (
 from nb2_agents.curriculum.schedules import _unwrap, task_schedules  # noqa: F401  (_unwrap: old zips)
 from nb2_agents.curriculum.spec import CurriculumSpec, TaskSpec, load_curriculum
 from nb2_agents.curriculum.strategies import Strategy, check_strategy, install_extra_loss, make_strategy
-from nb2_agents.envs_util import ACTION_SPACES, check_algo
+from nb2_agents.envs_util import check_algo
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS, DATA_DIR, Hyperparams, load_entry, parse_entry, set_dotted
 from nb2_agents.nn.config import PRESETS
 from nb2_agents.normalize import RunningStats
 from nb2_agents.runs import dump_yaml, fresh_dir, safe_name, save_model, write_json, write_text
+from nb2_agents.sb3 import algos
 from nb2_agents.training import make_algorithm
 
 MODES = ("sequential", "multitask")
@@ -176,8 +177,8 @@ def probe_spaces(spec: CurriculumSpec, algo: str) -> CommonSpaces:
             env.close()
     common = common_spaces(spec.task_names(), obs, act, curriculum=f"curriculum {spec.name}")
     check_algo(algo, f"curriculum {spec.name}", common.action_space)
-    if common.action_masked and algo not in ("ppo", "a2c", "maskable_ppo"):
-        valid = [a for a in ("ppo", "a2c", "maskable_ppo") if a in ACTION_SPACES]
+    if common.action_masked and not algos.ALGOS[algo].masks_actions:
+        valid = [name for name, row in algos.ALGOS.items() if row.masks_actions]
         raise UsageError(
             f"curriculum {spec.name}: tasks have different numbers of actions, which are masked per task; "
             f"--algo {algo} cannot mask actions. Valid: {', '.join(valid)}"

@@ -26,6 +26,7 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from nb2_agents.errors import UsageError
+from nb2_agents.sb3.algos import optimizers
 
 
 class Strategy:
@@ -102,14 +103,6 @@ def make_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
         raise UsageError(f"--retention {name} takes no options; got {sorted(options)}") from None
 
 
-def optimizer_parts(model: BaseAlgorithm) -> dict[str, torch.optim.Optimizer]:
-    """The algorithm's optimizers by part name: ``policy``, or ``actor`` and ``critic``."""
-    policy: Any = model.policy
-    if isinstance(getattr(policy, "optimizer", None), torch.optim.Optimizer):
-        return {"policy": policy.optimizer}
-    return {"actor": policy.actor.optimizer, "critic": policy.critic.optimizer}
-
-
 def install_extra_loss(model: BaseAlgorithm, strategy: Strategy) -> list[Any]:
     """Hook ``strategy.extra_loss`` into each optimizer's steps; returns the hook handles.
 
@@ -119,7 +112,7 @@ def install_extra_loss(model: BaseAlgorithm, strategy: Strategy) -> list[Any]:
     """
     handles = []
     max_norm = getattr(model, "max_grad_norm", None)
-    for part, optimizer in optimizer_parts(model).items():
+    for part, optimizer in optimizers(model.policy).items():
         params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
 
         def pre_step(_opt: Any, *_: Any, part: str = part, params: list[Any] = params) -> None:

@@ -17,6 +17,7 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 
 from nb2_agents.retention.heads import actor_critic_forward
+from nb2_agents.sb3 import algos
 
 Obs = Any
 """A tensor, or a dict of tensors for Dict observation spaces (as SB3's ``obs_to_tensor`` gives)."""
@@ -64,11 +65,12 @@ def policy_outputs(policy: Any, algo: str, obs: Obs, temperature: float = 1.0) -
       squashing, where the student's does not) and Q1(s, a);
     * TD3: the actor's action in env units and Q1(s, a).
     """
-    if algo == "dqn":
+    family = algos.get(algo).family
+    if family == "q":
         q = policy.q_net(obs)  # (B, n)
         return Outputs(log_probs=F.log_softmax(q / temperature, dim=-1), value=q.max(dim=-1).values)
-    if algo in ("sac", "td3"):
-        scaled = policy.actor(obs, deterministic=True) if algo == "sac" else policy.actor(obs)  # (B, d)
+    if family in ("sac", "td3"):
+        scaled = policy.actor(obs, deterministic=True) if family == "sac" else policy.actor(obs)  # (B, d)
         value = policy.critic(obs, scaled)[0].reshape(-1)
         return Outputs(mean=_unscale(policy, scaled), value=value)
     dist, value = actor_critic_forward(policy, obs)

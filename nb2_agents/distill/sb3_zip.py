@@ -41,8 +41,8 @@ from torch import nn
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS
 from nb2_agents.runs import check_model_file, read_meta
+from nb2_agents.sb3.algos import SERIALIZED, recognise_data
 
-SERIALIZED = ":serialized:"
 CLASS_KEYS: dict[str, type] = {
     "activation_fn": nn.Module,
     "optimizer_class": torch.optim.Optimizer,
@@ -90,19 +90,9 @@ def detect_algo(data: dict[str, Any], meta: dict[str, Any], path: Path) -> str:
     """The ``--algo`` name: nb2's metadata, else the attributes only that algorithm saves."""
     if meta.get("algo") in ALGOS:
         return str(meta["algo"])
-    maskable = "maskable" in json.dumps(
-        [_readable(data.get("policy_class")), _readable(data.get("rollout_buffer_class"))]
-    )
-    if "exploration_rate" in data:
-        return "dqn"
-    if "target_entropy" in data:
-        return "sac"
-    if "policy_delay" in data:  # TD3 (and DDPG, a TD3 with policy_delay 1)
-        return "td3"
-    if "clip_range" in data:
-        return "maskable_ppo" if maskable else "ppo"
-    if "gae_lambda" in data:
-        return "a2c"
+    found = recognise_data(data)
+    if found is not None:
+        return found
     raise UsageError(
         f"teacher {path}: cannot tell which algorithm saved it; teachers come from {', '.join(ALGOS)}"
     )

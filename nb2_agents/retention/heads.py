@@ -25,14 +25,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.dqn.policies import DQNPolicy
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.sac.policies import SACPolicy
-from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 from torch.distributions import Normal, kl_divergence
+
+from nb2_agents.sb3 import algos
 
 Obs = Any  # a tensor or a dict of tensors, as SB3's obs_to_tensor returns
 LogLikelihoods = Callable[[BasePolicy, Obs], Iterator[torch.Tensor]]
@@ -189,26 +188,23 @@ def _ll_critic(policy: Any, obs: Obs) -> Iterator[torch.Tensor]:
 
 def parts_for(model: BaseAlgorithm) -> list[Part]:
     """The parts retention acts on for ``model``'s algorithm (see the module docstring)."""
-    policy = model.policy
-    if isinstance(policy, (ActorCriticPolicy, MaskableActorCriticPolicy)):
-        opt = policy.optimizer
+    policy: Any = model.policy
+    family = algos.of(model).family
+    opts = algos.optimizers(policy)
+    if family == "actor_critic":
+        opt = opts["policy"]
         return [Part("policy", opt, _named(policy, opt), _distill_actor_critic, [_ll_actions, _ll_value])]
-    if isinstance(policy, DQNPolicy):
-        opt = policy.optimizer
+    if family == "q":
+        opt = opts["policy"]
         return [Part("policy", opt, _named(policy.q_net, opt), _distill_q, [_ll_q])]
-    if isinstance(policy, (SACPolicy, TD3Policy)):
-        sac = isinstance(policy, SACPolicy)
-        actor_opt, critic_opt = policy.actor.optimizer, policy.critic.optimizer
-        actor_distill, actor_ll = (
-            (_distill_sac_actor, _ll_sac_actor) if sac else (_distill_td3_actor, _ll_td3_actor)
-        )
-        return [
-            Part("actor", actor_opt, _named(policy.actor, actor_opt), actor_distill, [actor_ll]),
-            Part("critic", critic_opt, _named(policy.critic, critic_opt), _distill_critic, [_ll_critic]),
-        ]
-    raise TypeError(
-        f"retention cannot act on {type(policy).__name__}; supported: actor-critic, DQN, SAC, TD3"
+    actor_distill, actor_ll = (
+        (_distill_sac_actor, _ll_sac_actor) if family == "sac" else (_distill_td3_actor, _ll_td3_actor)
     )
+    actor_opt, critic_opt = opts["actor"], opts["critic"]
+    return [
+        Part("actor", actor_opt, _named(policy.actor, actor_opt), actor_distill, [actor_ll]),
+        Part("critic", critic_opt, _named(policy.critic, critic_opt), _distill_critic, [_ll_critic]),
+    ]
 
 
 def snapshot(policy: BasePolicy) -> BasePolicy:

@@ -1,5 +1,6 @@
 """NB2 inside Stable-Baselines3: a features extractor and one policy class per algorithm family."""
 
+from nb2_agents.sb3 import algos
 from nb2_agents.sb3.actor_critic import MaskableNB2Policy, NB2ActorCriticPolicy
 from nb2_agents.sb3.extractor import NB2Extractor
 from nb2_agents.sb3.off_policy import NB2DQNPolicy, NB2SACPolicy, NB2TD3Policy
@@ -13,5 +14,6 @@ __all__ = [
     "NB2Extractor",
     "NB2SACPolicy",
     "NB2TD3Policy",
+    "algos",
     "register_policies",
 ]

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from sb3_contrib import MaskablePPO
-from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
-from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.policies import BasePolicy
-
-from nb2_agents.sb3.actor_critic import MaskableNB2Policy, NB2ActorCriticPolicy
-from nb2_agents.sb3.off_policy import NB2DQNPolicy, NB2SACPolicy, NB2TD3Policy
+from nb2_agents.sb3.algos import POLICY_FOR_CLASS
 
 SHORT_NAME = "NB2Policy"
 
-POLICY_FOR_ALGO: dict[type[BaseAlgorithm], type[BasePolicy]] = {
-    PPO: NB2ActorCriticPolicy,
-    A2C: NB2ActorCriticPolicy,
-    MaskablePPO: MaskableNB2Policy,
-    DQN: NB2DQNPolicy,
-    SAC: NB2SACPolicy,
-    TD3: NB2TD3Policy,
-    DDPG: NB2TD3Policy,
-}
+POLICY_FOR_ALGO = POLICY_FOR_CLASS
+"""Each SB3 class's NB2 policy (``algos.py``'s table)."""
 
 
 def register_policies() -> None:
