@@ -415,6 +415,20 @@ def test_retention_state_survives_save_and_load(tmp_path: Path, monkeypatch: pyt
         assert torch.equal(fisher, b["ewc"]["policy"]["fisher"][name])
 
 
+def _saved_after_one_task(folder: Path) -> tuple[PPO, Path]:
+    """A model and the retention state ``nb2`` with EWC (RetentionConfig's defaults) saved into
+    ``folder`` after one task of two observations."""
+    model = PPO("NB2Policy", "CartPole-v1", n_steps=32, batch_size=32, seed=0, device="cpu",
+                policy_kwargs={"preset": "nano"})  # fmt: skip
+    strategy = RetentionStrategy(RetentionConfig(replay_budget_mb=0.01), "nb2")
+    strategy.setup(model, {"seed": 0})
+    strategy.on_task_start(0, model)
+    strategy.observe(0, np.zeros((2, 4), np.float32))
+    strategy.on_task_end(0, model)
+    strategy.save(folder)
+    return model, folder
+
+
 @pytest.mark.parametrize(
     "damage",
     [
@@ -423,15 +437,7 @@ def test_retention_state_survives_save_and_load(tmp_path: Path, monkeypatch: pyt
     ],
 )
 def test_a_corrupt_retention_state_names_the_file(tmp_path: Path, damage: Any) -> None:
-    model = PPO("NB2Policy", "CartPole-v1", n_steps=32, batch_size=32, seed=0, device="cpu",
-                policy_kwargs={"preset": "nano"})  # fmt: skip
-    strategy = RetentionStrategy(RetentionConfig(replay_budget_mb=0.01), "nb2")
-    strategy.setup(model, {"seed": 0})
-    strategy.on_task_start(0, model)
-    strategy.observe(0, np.zeros((2, 4), np.float32))
-    strategy.on_task_end(0, model)
-    folder = tmp_path / "state.retention"
-    strategy.save(folder)
+    model, folder = _saved_after_one_task(tmp_path / "state.retention")
     fresh = RetentionStrategy(RetentionConfig(replay_budget_mb=0.01), "nb2")
     fresh.setup(model, {"seed": 0})
     fresh.load(folder, model)  # intact: loads
@@ -444,15 +450,7 @@ def test_a_corrupt_retention_state_names_the_file(tmp_path: Path, damage: Any) -
 
 def test_nb2_state_saved_with_ewc_loads_as_nb2_plus_ewc(tmp_path: Path) -> None:
     """``nb2`` had EWC until it was dropped; a folder saved then names the strategy to load it with."""
-    model = PPO("NB2Policy", "CartPole-v1", n_steps=32, batch_size=32, seed=0, device="cpu",
-                policy_kwargs={"preset": "nano"})  # fmt: skip
-    old = RetentionStrategy(RetentionConfig(replay_budget_mb=0.01), "nb2")  # ewc=True: nb2 as it was
-    old.setup(model, {"seed": 0})
-    old.on_task_start(0, model)
-    old.observe(0, np.zeros((2, 4), np.float32))
-    old.on_task_end(0, model)
-    folder = tmp_path / "old.retention"
-    old.save(folder)
+    model, folder = _saved_after_one_task(tmp_path / "old.retention")  # ewc=True: nb2 as it was
     now = make_strategy("nb2")
     hint = r"old\.retention .*'nb2' with EWC.*load it with retention 'nb2\+ewc'"
     with pytest.raises(ValueError, match=hint):
@@ -497,7 +495,8 @@ def test_retention_runs_with_every_algorithm_family(tmp_path: Path, algo: str, r
     events = EventAccumulator(str(next(seed_dir.glob("events.out.tfevents.*"))))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    expected = RETENTION_TAGS | ({"retention/kl", "retention/distill_loss"} if retention == "nb2+ewc" else set())
+    distilled = {"retention/kl", "retention/distill_loss"} if retention == "nb2+ewc" else set()
+    expected = RETENTION_TAGS | distilled
     assert expected <= tags, sorted(expected - tags)
     if retention == "ewc":
         assert "retention/kl" not in tags and "retention/distill_loss" not in tags
