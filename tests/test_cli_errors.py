@@ -63,7 +63,7 @@ BAD_TRAIN = [
     ),
     (["--env", "CartPole-v1", "--set", "n_steps"], "expected key=value"),
     (["--env", "Pendulum-v1", "--algo", "dqn"], "algorithms for it: ppo, a2c, sac, td3 (valid pairs:"),
-    (["--env", "CartPole-v1", "--algo", "sac"], "algorithms for it: ppo, a2c, maskable_ppo, dqn"),
+    (["--env", "CartPole-v1", "--algo", "sac"], "algorithms for it: ppo, a2c, dqn, maskable_ppo"),
     (["--env", "CartPole-v1", "--steps", "10x"], "such as 100000, 1e5 or 100k"),
     (["--env", "CartPole-v1", "--env-kwargs", "{bad"], "--env-kwargs is not JSON"),
     (["--env", "CartPole-v1", "--device", "tpu"], "valid: auto, cpu, cuda"),
