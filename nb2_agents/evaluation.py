@@ -73,13 +73,11 @@ def guess_algo(path: Path) -> str:
     """The ``--algo`` name of a model zip: nb2's metadata, else from SB3's saved data."""
     try:
         meta = read_meta(path)
-        if meta.get("algo") in ALGOS:
-            return str(meta["algo"])
         with zipfile.ZipFile(path) as archive:
             data = json.loads(archive.read("data"))
     except (KeyError, ValueError, zipfile.BadZipFile, OSError) as err:
         raise UsageError(f"{path}: not an SB3 model zip with a readable data member ({err})") from err
-    found = recognise_data(data) if isinstance(data, dict) else None
+    found = recognise_data(data, meta) if isinstance(data, dict) else None
     if found is None:
         raise UsageError(f"{path}: cannot tell which algorithm saved it; valid algorithms: {sorted(ALGOS)}")
     return found

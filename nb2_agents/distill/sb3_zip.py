@@ -88,9 +88,7 @@ def read_zip(path: Path) -> ModelZip:
 
 def detect_algo(data: dict[str, Any], meta: dict[str, Any], path: Path) -> str:
     """The ``--algo`` name: nb2's metadata, else the attributes only that algorithm saves."""
-    if meta.get("algo") in ALGOS:
-        return str(meta["algo"])
-    found = recognise_data(data)
+    found = recognise_data(data, meta)
     if found is not None:
         return found
     raise UsageError(

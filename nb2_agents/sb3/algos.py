@@ -87,10 +87,13 @@ def of(model: BaseAlgorithm | type[BaseAlgorithm]) -> Algo:
     raise UsageError(f"{cls.__name__} is not supported; valid: {', '.join(a.cls.__name__ for a in TABLE)}")
 
 
-def recognise_data(data: Mapping[str, Any]) -> str | None:
-    """The algorithm that saved a zip, from its ``data`` member as plain JSON (nothing unpickled):
-    :func:`recognise` on its keys, maskable when its policy or rollout buffer class is
-    sb3-contrib's maskable one (by the readable summary SB3 writes beside each pickle)."""
+def recognise_data(data: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> str | None:
+    """The algorithm that saved a zip: the ``algo`` of nb2's metadata ``meta`` when it names one,
+    else from its ``data`` member as plain JSON (nothing unpickled): :func:`recognise` on its keys,
+    maskable when its policy or rollout buffer class is sb3-contrib's maskable one (by the
+    readable summary SB3 writes beside each pickle)."""
+    if meta and meta.get("algo") in ALGOS:
+        return str(meta["algo"])
     readable = [
         {k: v for k, v in entry.items() if k != SERIALIZED}
         for entry in (data.get("policy_class"), data.get("rollout_buffer_class"))
