@@ -41,7 +41,7 @@ from torch import nn
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS
 from nb2_agents.runs import check_model_file, read_meta
-from nb2_agents.sb3.algos import SERIALIZED, recognise_data
+from nb2_agents.sb3.algos import SERIALIZED, readable, recognise_data
 
 CLASS_KEYS: dict[str, type] = {
     "activation_fn": nn.Module,
@@ -96,16 +96,9 @@ def detect_algo(data: dict[str, Any], meta: dict[str, Any], path: Path) -> str:
     )
 
 
-def _readable(entry: Any) -> dict[str, Any]:
-    """A pickled entry's readable summary (its type and attributes), without the pickle."""
-    if isinstance(entry, dict):
-        return {k: v for k, v in entry.items() if k != SERIALIZED}
-    return {}
-
-
 def policy_class(model: ModelZip) -> type[BasePolicy]:
     """The built-in policy class of ``model``'s algorithm that its ``policy_class`` names."""
-    summary = _readable(model.data.get("policy_class"))
+    summary = readable(model.data.get("policy_class"))
     module = summary.get("__module__")
     init = _INIT_REPR.match(str(summary.get("__init__", "")))
     candidates = {c for c in ALGOS[model.algo].policy_aliases.values() if isinstance(c, type)}
@@ -151,7 +144,7 @@ def policy_kwargs(model: ModelZip) -> dict[str, Any]:
     if SERIALIZED not in entry:
         return dict(entry)
     kwargs: dict[str, Any] = {}
-    for key, value in _readable(entry).items():
+    for key, value in readable(entry).items():
         if key == ":type:":
             continue
         if key in CLASS_KEYS:
@@ -187,7 +180,7 @@ def describe(space: spaces.Space) -> str:
 
 def describe_saved(entry: Any) -> str:
     """The same description read from a pickled space's summary, without unpickling it."""
-    summary = _readable(entry)
+    summary = readable(entry)
     kind = str(summary.get(":type:", "")).rstrip("'>").rsplit(".", 1)[-1]
     numbers = [int(float(n)) for n in _NUMBER.findall(str(summary.get("nvec", "")))]
     if kind == "Box":
@@ -208,7 +201,7 @@ def _bounds_differ(entry: Any, space: spaces.Space) -> bool:
     """For a Box, whether the saved low / high (printed by numpy) differ from ``space``'s."""
     if not isinstance(space, spaces.Box):
         return False
-    summary = _readable(entry)
+    summary = readable(entry)
     for key, actual in (("low", space.low), ("high", space.high)):
         text = str(summary.get(key, ""))
         saved = [float(n) for n in _NUMBER.findall(text)]
@@ -230,7 +223,7 @@ def check_space(model: ModelZip, key: str, space: spaces.Space, where: str) -> N
             "pass a teacher trained on this env"
         )
     if key == "action_space" and _bounds_differ(entry, space):
-        summary = _readable(entry)
+        summary = readable(entry)
         raise UsageError(
             f"teacher {model.path} was trained on actions {saved} in [{summary.get('low')}, "
             f"{summary.get('high')}], but {where} has bounds [{space.low}, {space.high}]"  # type: ignore[attr-defined]

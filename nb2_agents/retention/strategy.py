@@ -272,8 +272,13 @@ _NEEDS = {
     "task_ids": ("new_task_gain", "start_from_best", "probe_episodes"),
 }
 """Options that only act with one part of a strategy: given without it they would do nothing."""
-_WITH = {"ewc": "ewc, ewc+distill or nb2+ewc", "distill": "distill, ewc+distill, nb2 or nb2+ewc",
-         "task_ids": "nb2 or nb2+ewc"}  # fmt: skip
+_PARTS = {  # each strategy's parts: ewc, distill, task_ids
+    "ewc": (True, False, False),
+    "distill": (False, True, False),
+    "ewc+distill": (True, True, False),
+    "nb2": (False, True, True),
+    "nb2+ewc": (True, True, True),
+}
 
 
 def _factory(name: str, **flags: bool) -> Any:
@@ -284,9 +289,10 @@ def _factory(name: str, **flags: bool) -> Any:
         for part, keys in _NEEDS.items():
             idle = sorted(set(options) & set(keys))
             if idle and not flags[part]:
+                acting = [other for other in _PARTS if _flags(other)[part]]
                 raise UsageError(
                     f"retention option(s) {idle} do nothing with {name!r}, which has no {part}; "
-                    f"they act with {_WITH[part]}"
+                    f"they act with {', '.join(acting)}"
                 )
         try:
             return RetentionStrategy(RetentionConfig(**flags, **options), name)
@@ -296,8 +302,9 @@ def _factory(name: str, **flags: bool) -> Any:
     return make
 
 
-register_strategy("ewc", _factory("ewc", ewc=True, distill=False, task_ids=False))
-register_strategy("distill", _factory("distill", ewc=False, distill=True, task_ids=False))
-register_strategy("ewc+distill", _factory("ewc+distill", ewc=True, distill=True, task_ids=False))
-register_strategy("nb2", _factory("nb2", ewc=False, distill=True, task_ids=True))
-register_strategy("nb2+ewc", _factory("nb2+ewc", ewc=True, distill=True, task_ids=True))
+def _flags(name: str) -> dict[str, bool]:
+    return dict(zip(("ewc", "distill", "task_ids"), _PARTS[name], strict=True))
+
+
+for _name in _PARTS:
+    register_strategy(_name, _factory(_name, **_flags(_name)))

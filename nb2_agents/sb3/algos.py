@@ -3,8 +3,9 @@
 Each :class:`Algo` row holds the ``--algo`` name (and ``policies/<name>.yaml``), SB3's class, the
 NB2 policy class, the action spaces SB3 supports for it, and its *family*: how its policy is read
 (``actor_critic``: a distribution and V(s); ``q``: a Q-network; ``sac`` and ``td3``: an actor and a
-critic, each with its own optimizer). Retention's optimizer parts and heads, distillation's policy
-outputs and the export body dispatch on the family, and a saved zip is recognised by the
+critic, each with its own optimizer). Retention's optimizer parts and heads and distillation's
+policy outputs dispatch on the family (the export body recognises SB3's own policies too, by
+their structure), and a saved zip is recognised by the
 attributes only its algorithm writes (:func:`recognise`), from plain data, never by unpickling.
 """
 
@@ -94,12 +95,15 @@ def recognise_data(data: Mapping[str, Any], meta: Mapping[str, Any] | None = Non
     readable summary SB3 writes beside each pickle)."""
     if meta and meta.get("algo") in ALGOS:
         return str(meta["algo"])
-    readable = [
-        {k: v for k, v in entry.items() if k != SERIALIZED}
-        for entry in (data.get("policy_class"), data.get("rollout_buffer_class"))
-        if isinstance(entry, dict)
-    ]
-    return recognise(data.keys(), maskable="maskable" in json.dumps(readable, default=str).lower())
+    classes = [readable(data.get(key)) for key in ("policy_class", "rollout_buffer_class")]
+    return recognise(data.keys(), maskable="maskable" in json.dumps(classes, default=str).lower())
+
+
+def readable(entry: Any) -> dict[str, Any]:
+    """A pickled entry's readable summary (its type and attributes), without the pickle."""
+    if isinstance(entry, dict):
+        return {k: v for k, v in entry.items() if k != SERIALIZED}
+    return {}
 
 
 def recognise(data_keys: Collection[str], maskable: bool) -> str | None:
