@@ -10,12 +10,9 @@ run folder's layout and :mod:`nb2_agents.callbacks` for what goes to TensorBoard
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +52,7 @@ from nb2_agents.runs import (
     write_config,
     write_json,
 )
+from nb2_agents.signals import sigterm_as_interrupt
 
 __all__ = ["TrainConfig", "TrainResult", "resolve_config", "run", "train"]
 
@@ -110,23 +108,6 @@ def make_algorithm(
         callbacks.append(EntCoefScheduleCallback(ent_schedule))
     model = ALGOS[algo](hp.policy, env, seed=seed, device=device, verbose=0, **kwargs)
     return model, callbacks
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While training, SIGTERM (a job scheduler's stop, ``kill``) saves the run as Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class _EvalReport(BaseCallback):
@@ -201,7 +182,7 @@ def run(
     callbacks: list[BaseCallback] = [eval_cb, checkpoints, nb2_logger, bar, *extra_callbacks]
     start, interrupted = time.perf_counter(), False
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             model.learn(cfg.steps, callback=CallbackList(callbacks))
     except KeyboardInterrupt:
         interrupted = True

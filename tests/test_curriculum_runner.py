@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -262,6 +263,50 @@ def test_cli_curriculum_then_plot(tiny: Path, tmp_path: Path) -> None:
         png = run_dir / name
         assert f"wrote {png}" in out.stdout
         assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize(
+    ("sig", "workers"), [(signal.SIGTERM, 2), (signal.SIGINT, 1)], ids=["sigterm", "ctrl-c"]
+)
+def test_a_stopped_curriculum_keeps_every_evaluation_and_the_model(
+    tmp_path: Path, sig: signal.Signals, workers: int
+) -> None:
+    """SIGTERM (``timeout``, a scheduler) reaches the parent only: it stops each worker's seed as
+    Ctrl-C would. Evaluations are on disk as they come, and each seed saves ``interrupted.zip``."""
+    long = [
+        dict(_task("CartPole-v1", "CartPole-v1"), steps=1_000_000),
+        _task("LongPole", "nb2/CartPole-LongPole-v0"),
+    ]
+    yaml_path = write_curriculum(tmp_path / "long.yaml", long)
+    seeds = [0, 1][:workers]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nb2_agents.cli", "curriculum", yaml_path, "--retention", "nb2",
+         "--evals-per-task", "2000", "--seeds", ",".join(map(str, seeds)), "--workers", str(workers),
+         "--runs-dir", tmp_path / "runs", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while sum(len(_rows(p)) >= 2 for p in (tmp_path / "runs").glob("*/s*/curves.csv")) < len(seeds):
+            assert proc.poll() is None and time.monotonic() < deadline, "no evaluation after step 0"
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    (run,) = (tmp_path / "runs").iterdir()
+    for seed in seeds:
+        assert (run / f"s{seed}" / "interrupted.zip").is_file(), err
+        rows = _rows(run / f"s{seed}" / "curves.csv")
+        assert len(rows) >= 2 and rows[0]["step"] == "0"  # step 0 and at least one evaluation after it
+    assert "Traceback" not in err
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
 
 
 def test_cli_list_names_the_builtins() -> None:

@@ -74,6 +74,7 @@ from nb2_agents.nn.config import PRESETS
 from nb2_agents.normalize import RunningStats
 from nb2_agents.runs import dump_yaml, fresh_dir, safe_name, save_model, write_json, write_text
 from nb2_agents.sb3 import algos
+from nb2_agents.signals import sigterm_as_interrupt, stop_workers
 from nb2_agents.training import make_algorithm
 
 MODES = ("sequential", "multitask")
@@ -294,6 +295,7 @@ def train_seed(job: _Job) -> SeedResult:
             result.curves.append(curve_row(seed, step, current["task"], task.name, r))
             if step > 0 and (multitask or eval_ids[j] == current["task"]):
                 window[j].append(r.score)
+        write_curves(seed_dir / "curves.csv", result.curves)  # as they come: a killed run keeps them
 
     label = f"s{seed}" if job.only_task is None else f"ref {tasks[job.only_task].name} s{seed}"
     total = sum(tasks[i].steps for i in order)
@@ -303,46 +305,46 @@ def train_seed(job: _Job) -> SeedResult:
     nb2_logger = NB2LoggerCallback(flat_hparams(cfg.to_dict()), dormant_prefix="retention/")
     observer = _Observe(strategy, current)
     start_time = time.perf_counter()
-    try:
-        callback.evaluate_now(model)  # step 0: the untrained agent on every task
-        windows = [(None, total)] if multitask else [(i, tasks[i].steps) for i in order]
-        for task_index, steps in windows:
-            current["task"] = -1 if task_index is None else task_index
-            if task_index is not None and task_index != order[0]:
-                _switch_env(model, make_train_env(task_index))
-            for schedule in schedules:
-                schedule.start, schedule.length = model.num_timesteps, steps
-            n_points = cfg.evals_per_task * (len(tasks) if multitask else 1)
-            callback.schedule(evaluation_points(model.num_timesteps, steps, n_points))
-            if task_index is not None:
-                strategy.on_task_start(task_index, model)
-            callbacks = CallbackList([callback, nb2_logger, observer, *extra])
-            model.learn(steps, callback=callbacks, reset_num_timesteps=False)
-            if task_index is not None:
-                strategy.on_task_end(task_index, model)
-            results = callback.evaluate_now(model)
-            result.rows.append([r.score for r in results])
-            result.task_end_steps.append(int(model.num_timesteps))
-            if job.only_task is None:
-                name = _checkpoint_name(tasks, task_index)
-                _save(model, seed_dir / "checkpoints" / f"{name}.zip", cfg, seed, tasks, stats)
-                strategy.save(seed_dir / "checkpoints" / f"{name}.retention")
-    except KeyboardInterrupt:
-        # keep what was trained and measured: the model now, and every evaluation so far
-        path = seed_dir / "interrupted.zip"
-        _save(model, path, cfg, seed, tasks, stats)
-        write_curves(seed_dir / "curves.csv", result.curves)
-        curves = seed_dir / "curves.csv"
-        print(f"\ninterrupted at {model.num_timesteps:,} steps: model {path}, curves {curves}",
-              file=sys.stderr)  # fmt: skip
-        raise
-    finally:
-        for hook in hooks:
-            hook.remove()
-        nb2_logger.remove_hooks()
-        callback.close()
-        evaluator.close()
-        model.get_env().close()  # type: ignore[union-attr]
+    with sigterm_as_interrupt():  # SIGTERM saves as Ctrl-C does
+        try:
+            callback.evaluate_now(model)  # step 0: the untrained agent on every task
+            windows = [(None, total)] if multitask else [(i, tasks[i].steps) for i in order]
+            for task_index, steps in windows:
+                current["task"] = -1 if task_index is None else task_index
+                if task_index is not None and task_index != order[0]:
+                    _switch_env(model, make_train_env(task_index))
+                for schedule in schedules:
+                    schedule.start, schedule.length = model.num_timesteps, steps
+                n_points = cfg.evals_per_task * (len(tasks) if multitask else 1)
+                callback.schedule(evaluation_points(model.num_timesteps, steps, n_points))
+                if task_index is not None:
+                    strategy.on_task_start(task_index, model)
+                callbacks = CallbackList([callback, nb2_logger, observer, *extra])
+                model.learn(steps, callback=callbacks, reset_num_timesteps=False)
+                if task_index is not None:
+                    strategy.on_task_end(task_index, model)
+                results = callback.evaluate_now(model)
+                result.rows.append([r.score for r in results])
+                result.task_end_steps.append(int(model.num_timesteps))
+                if job.only_task is None:
+                    name = _checkpoint_name(tasks, task_index)
+                    _save(model, seed_dir / "checkpoints" / f"{name}.zip", cfg, seed, tasks, stats)
+                    strategy.save(seed_dir / "checkpoints" / f"{name}.retention")
+        except KeyboardInterrupt:
+            # keep what was trained and measured: the model now, and every evaluation so far
+            path = seed_dir / "interrupted.zip"
+            _save(model, path, cfg, seed, tasks, stats)
+            curves = seed_dir / "curves.csv"  # written after every evaluation
+            print(f"\ninterrupted at {model.num_timesteps:,} steps: model {path}, curves {curves}",
+                  file=sys.stderr)  # fmt: skip
+            raise
+        finally:
+            for hook in hooks:
+                hook.remove()
+            nb2_logger.remove_hooks()
+            callback.close()
+            evaluator.close()
+            model.get_env().close()  # type: ignore[union-attr]
     result.seconds = time.perf_counter() - start_time
     result.steps = int(model.num_timesteps)
     result.aucs = [window_auc(window[j]) if window[j] else None for j in range(len(evaluated))]
@@ -383,8 +385,13 @@ def _run_jobs(jobs: list[_Job], workers: int) -> list[SeedResult]:
     for job in jobs:
         job.show_progress = False
     ctx = get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-        return list(pool.map(train_seed, jobs))
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
+    with sigterm_as_interrupt(), pool:
+        try:
+            return list(pool.map(train_seed, jobs))
+        except KeyboardInterrupt:
+            stop_workers(pool)  # each worker saves its seed, as on Ctrl-C
+            raise
 
 
 def _new_run_dir(root: Path, cfg: CurriculumConfig) -> Path:

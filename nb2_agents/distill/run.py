@@ -58,6 +58,7 @@ from nb2_agents.runs import (
     write_json,
     write_text,
 )
+from nb2_agents.signals import sigterm_as_interrupt
 
 TEACHERS_NAME = "teachers.json"
 
@@ -138,8 +139,10 @@ def _train(plan: Plan, run_dir: Path, show: bool) -> tuple[BaseAlgorithm, float,
     nb2_logger = NB2LoggerCallback(flat_hparams({**plan.config, "teachers": None}))
     bar = ProgressCallback(sb3_eval, disable=not show)
     start, interrupted = time.perf_counter(), False
+    every = CallbackList([*callbacks, eval_cb, checkpoints, nb2_logger, bar])
     try:
-        model.learn(plan.steps, callback=CallbackList([*callbacks, eval_cb, checkpoints, nb2_logger, bar]))
+        with sigterm_as_interrupt():  # SIGTERM saves as Ctrl-C does
+            model.learn(plan.steps, callback=every)
     except KeyboardInterrupt:
         interrupted = True
     finally:
