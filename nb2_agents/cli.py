@@ -14,6 +14,7 @@ import json
 import sys
 import traceback
 from collections.abc import Sequence
+from importlib import metadata
 from typing import Any, NoReturn
 
 from nb2_agents.cli_common import EXIT_INTERRUPTED, count_arg, finish, positive_arg, steps_arg
@@ -175,11 +176,20 @@ def _add_curriculum(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _version() -> str:
+    """The installed distribution's version (``pyproject.toml``), or "unknown" for a bare checkout."""
+    try:
+        return metadata.version("nb2-agents")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     parser = _Parser(prog="nb2", description="NB2 transformer policies for Stable-Baselines3.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     adders = (_add_train, _add_evaluate, _add_plot, _add_info, _add_curriculum)
     for add in (*adders, zoo_cli.add_parser, distill_cli.add_parser, export_cli.add_parser):

@@ -288,3 +288,14 @@ def test_minigrid_view_errors_name_the_key(tmp_path: Path) -> None:
               "--steps", "64", "--runs-dir", tmp_path)  # fmt: skip
     assert out.returncode == 2 and "MiniGrid envs only" in out.stderr
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib import metadata
+
+    from nb2_agents.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"nb2 {metadata.version('nb2-agents')}"
