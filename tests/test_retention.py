@@ -706,6 +706,110 @@ def test_without_a_probe_or_with_start_from_best_off_a_new_task_starts_fresh() -
         assert torch.allclose(net.decoder.task_film[1, 0, 0], torch.full((32,), 0.1))
 
 
+# ---- the critic, re-initialised at each new task -----------------------------------------------------
+
+
+def _critic_and_actor(model: Any) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Copies of the critic's and the actor's parameters, by name."""
+    policy = model.policy
+    if hasattr(policy, "critic"):
+        critic = {n: p.detach().clone() for n, p in policy.critic.named_parameters()}
+        return critic, {n: p.detach().clone() for n, p in policy.actor.named_parameters()}
+    critic_prefixes = (
+        "value_net.",
+        "mlp_extractor.vf.",
+        *(() if policy.share_features_extractor else ("vf_",)),
+    )
+    named = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    return (
+        {n: v for n, v in named.items() if n.startswith(critic_prefixes)},
+        {n: v for n, v in named.items() if not n.startswith(critic_prefixes)},
+    )
+
+
+def _start_second_task(model: Any, name: str, obs: Any, **options: Any) -> RetentionStrategy:
+    strategy = make_strategy(name, {"replay_budget_mb": 0.01, **options})
+    assert isinstance(strategy, RetentionStrategy)
+    strategy.setup(model, {"seed": 0})
+    strategy.observe(0, obs)
+    strategy.on_task_start(1, model)
+    return strategy
+
+
+@pytest.mark.parametrize("share_encoder", [True, False])
+def test_a_new_task_starts_with_a_fresh_critic_and_the_same_actor(share_encoder: bool) -> None:
+    """nb2 resets the critic by default, distill does not (distill is given the option here: nb2's
+    fresh task rows would also change the actor)."""
+    assert make_strategy("nb2").config.resets_critic  # type: ignore[attr-defined]
+    assert not make_strategy("distill").config.resets_critic  # type: ignore[attr-defined]
+    model = PPO("NB2Policy", "CartPole-v1", n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs={"preset": "nano", "share_encoder": share_encoder})  # fmt: skip
+    model.learn(64)  # the critic and its Adam moments move away from their init
+    critic_before, actor_before = _critic_and_actor(model)
+    optimizer = model.policy.optimizer
+    strategy = _start_second_task(model, "distill", np.zeros((1, 4), np.float32), reset_critic=True)
+    critic_after, actor_after = _critic_and_actor(model)
+    assert all(torch.equal(actor_before[n], v) for n, v in actor_after.items())  # the actor is kept
+    changed = [n for n, v in critic_after.items() if not torch.equal(critic_before[n], v)]
+    assert len(changed) >= 0.5 * len(critic_after) and "value_net.weight" in changed  # init constants stay
+    value = model.policy.value_net
+    assert torch.equal(value.bias, torch.zeros(1))  # SB3's init: orthogonal with gain 1, zero bias
+    assert value.weight.norm().item() == pytest.approx(1.0, abs=1e-5)
+    critic_params = {id(p) for n, p in model.policy.named_parameters() if n in critic_after}
+    assert not any(id(p) in critic_params for p in optimizer.state)  # its moments are gone
+    assert any(id(p) not in critic_params for p in optimizer.state)  # the actor's are kept
+    # the critic is neither distilled nor in the Fisher: one head (the actions), KL only
+    (part,) = strategy.parts.values()
+    assert len(part.heads) == 1
+    model.policy.zero_grad(set_to_none=True)
+    loss, _ = part.distill(
+        model.policy, snapshot(model.policy), model.policy.obs_to_tensor(np.zeros((4, 4)))[0]
+    )
+    loss.backward()
+    assert model.policy.value_net.weight.grad is None
+
+
+def test_sac_critic_and_its_target_restart_together_and_distill_keeps_its_critic_by_default() -> None:
+    def sac() -> Any:
+        from stable_baselines3 import SAC
+
+        model = SAC("NB2Policy", "Pendulum-v1", learning_starts=16, batch_size=16, buffer_size=256, seed=0,
+                    device="cpu", policy_kwargs={"preset": "nano"})  # fmt: skip
+        model.learn(48)
+        return model
+
+    obs = np.zeros((1, 3), np.float32)
+    kept = sac()
+    critic_before, _ = _critic_and_actor(kept)
+    strategy = _start_second_task(kept, "distill", obs)
+    assert all(torch.equal(critic_before[n], v) for n, v in _critic_and_actor(kept)[0].items())
+    assert set(strategy.parts) == {"actor", "critic"}
+
+    model = sac()
+    critic_before, actor_before = _critic_and_actor(model)
+    strategy = _start_second_task(model, "distill", obs, reset_critic=True)
+    critic_after, actor_after = _critic_and_actor(model)
+    assert all(torch.equal(actor_before[n], v) for n, v in actor_after.items())
+    assert not all(torch.equal(critic_before[n], v) for n, v in critic_after.items())
+    target = model.policy.critic_target.state_dict()
+    assert all(torch.equal(target[n], v) for n, v in model.policy.critic.state_dict().items())
+    assert not model.policy.critic.optimizer.state
+    assert set(strategy.parts) == {"actor"}
+
+
+def test_reset_critic_is_refused_where_there_is_no_critic_or_not_a_bool() -> None:
+    from stable_baselines3 import DQN
+
+    model = DQN(
+        "NB2Policy", "CartPole-v1", buffer_size=64, seed=0, device="cpu", policy_kwargs={"preset": "nano"}
+    )
+    with pytest.raises(UsageError, match=r"reset_critic: DQN has no critic"):
+        make_strategy("distill", {"reset_critic": True}).setup(model, {"seed": 0})
+    make_strategy("nb2", {}).setup(model, {"seed": 0})  # nb2's default: on where there is a critic
+    with pytest.raises(UsageError, match="reset_critic must be true or false"):
+        make_strategy("nb2", {"reset_critic": "yes"})
+
+
 @pytest.mark.parametrize(
     ("key", "value"), [("start_from_best", "yes"), ("probe_episodes", 0), ("probe_episodes", 2.5)]
 )

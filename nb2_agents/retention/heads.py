@@ -15,10 +15,15 @@ TD3 / DDPG             ``actor``                action regression
 
 Value and Q targets are regressed relative to their scale (divided by ``1 + mean |target|``),
 so the loss does not grow with the returns.
+
+Without the critic (``parts_for(model, critic=False)``, when the critic is re-initialised at each
+new task by :func:`reset_critic`) only the actor is distilled and weighed by EWC: the actor-critic
+families' KL alone, SAC's and TD3's ``actor`` part alone.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +36,7 @@ from stable_baselines3.sac.policies import SACPolicy
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
+from nb2_agents.nn.model import NB2
 from nb2_agents.sb3 import algos
 
 Obs = Any  # a tensor or a dict of tensors, as SB3's obs_to_tensor returns
@@ -94,6 +100,14 @@ def _distill_actor_critic(policy: Any, old: Any, obs: Obs) -> tuple[torch.Tensor
     dist_new, value_new = actor_critic_forward(policy, obs)
     kl = _kl(dist_old, dist_new).mean()
     return kl + 0.5 * _rel_mse(value_new, value_old), float(kl.detach())
+
+
+def _distill_actor(policy: Any, old: Any, obs: Obs) -> tuple[torch.Tensor, float]:
+    """KL(pi_old || pi_new) alone, from the actor's path only (no value forward)."""
+    with torch.no_grad():
+        dist_old = old.get_distribution(obs)
+    kl = _kl(dist_old, policy.get_distribution(obs)).mean()
+    return kl, float(kl.detach())
 
 
 def _ll_actions(policy: Any, obs: Obs) -> Iterator[torch.Tensor]:
@@ -186,13 +200,16 @@ def _ll_critic(policy: Any, obs: Obs) -> Iterator[torch.Tensor]:
 # --------------------------------------------------------------------------- dispatch
 
 
-def parts_for(model: BaseAlgorithm) -> list[Part]:
-    """The parts retention acts on for ``model``'s algorithm (see the module docstring)."""
+def parts_for(model: BaseAlgorithm, critic: bool = True) -> list[Part]:
+    """The parts retention acts on for ``model``'s algorithm (see the module docstring); with
+    ``critic=False``, the actor's alone."""
     policy: Any = model.policy
     family = algos.of(model).family
     opts = algos.optimizers(policy)
     if family == "actor_critic":
         opt = opts["policy"]
+        if not critic:
+            return [Part("policy", opt, _named(policy, opt), _distill_actor, [_ll_actions])]
         return [Part("policy", opt, _named(policy, opt), _distill_actor_critic, [_ll_actions, _ll_value])]
     if family == "q":
         opt = opts["policy"]
@@ -201,10 +218,68 @@ def parts_for(model: BaseAlgorithm) -> list[Part]:
         (_distill_sac_actor, _ll_sac_actor) if family == "sac" else (_distill_td3_actor, _ll_td3_actor)
     )
     actor_opt, critic_opt = opts["actor"], opts["critic"]
-    return [
-        Part("actor", actor_opt, _named(policy.actor, actor_opt), actor_distill, [actor_ll]),
-        Part("critic", critic_opt, _named(policy.critic, critic_opt), _distill_critic, [_ll_critic]),
-    ]
+    actor = Part("actor", actor_opt, _named(policy.actor, actor_opt), actor_distill, [actor_ll])
+    if not critic:
+        return [actor]
+    critic_part = Part("critic", critic_opt, _named(policy.critic, critic_opt), _distill_critic, [_ll_critic])
+    return [actor, critic_part]
+
+
+def has_critic(model: BaseAlgorithm) -> bool:
+    """Whether ``model`` has a critic apart from its policy (DQN's Q-network is its policy)."""
+    return algos.of(model).family != "q"
+
+
+def _reinit(module: nn.Module, gain: float | None) -> None:
+    """Initialise ``module`` afresh as it was built: NB2 networks by their own init, every other
+    layer by torch's default, then SB3's orthogonal init with ``gain`` where given (actor-critic
+    policies with ``ortho_init``)."""
+    nets = [m for m in module.modules() if isinstance(m, NB2)]
+    inside = {id(m) for net in nets for m in net.modules()}
+    for net in nets:
+        net.reset_parameters()
+    for m in module.modules():
+        if id(m) in inside or next(m.children(), None) is not None:
+            continue  # NB2's own, or a container
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset):
+            reset()
+        if gain is not None:
+            BasePolicy.init_weights(m, gain)  # Linear / Conv2d only, as SB3's _build does
+
+
+def reset_critic(model: BaseAlgorithm) -> int:
+    """Re-initialise the critic of ``model`` and drop its optimizer state: Continual World's
+    ``reset_critic_on_task_change``. The actor-critic families' value head (and the critic's own
+    encoder when it has one, ``share_encoder=False``); SAC's and TD3's Q-networks, their encoder
+    when not shared with the actor, and the target copied from them. Returns the number of
+    parameters reset (0 for DQN, which has no critic apart from its policy)."""
+    policy: Any = model.policy
+    family = algos.of(model).family
+    if family == "q":
+        return 0
+    if family == "actor_critic":
+        heads = policy.mlp_extractor
+        vf = heads.vf if hasattr(heads, "vf") else heads.value_net  # NB2Heads or SB3's MlpExtractor
+        gain = math.sqrt(2) if policy.ortho_init else None
+        plan: list[tuple[nn.Module, float | None]] = [(vf, gain), (policy.value_net, 1.0 if gain else None)]
+        if not policy.share_features_extractor:
+            plan.append((policy.vf_features_extractor, gain))
+        optimizer = policy.optimizer
+    else:
+        critic = policy.critic
+        plan = [(q, None) for q in critic.q_networks]
+        if not policy.share_features_extractor:
+            plan.append((critic.features_extractor, None))
+        optimizer = critic.optimizer
+    params = [p for module, _ in plan for p in module.parameters()]
+    for module, module_gain in plan:
+        _reinit(module, module_gain)
+    for p in params:
+        optimizer.state.pop(p, None)  # Adam's moments belonged to the old critic
+    if family != "actor_critic":
+        policy.critic_target.load_state_dict(policy.critic.state_dict())
+    return sum(p.numel() for p in params)
 
 
 def snapshot(policy: BasePolicy) -> BasePolicy:
