@@ -32,58 +32,47 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.logger import HParam
 from stable_baselines3.common.preprocessing import preprocess_obs
-from tqdm.auto import tqdm
 
+from nb2_agents.progress import Mode, Progress
 from nb2_agents.runs import save_model
 from nb2_agents.sb3.algos import optimizers
 
 
 class ProgressCallback(BaseCallback):
-    """A progress bar: steps, FPS and the latest evaluation return (on stderr, TTY only)."""
+    """Steps, speed and the latest evaluation return (:mod:`nb2_agents.progress`): a bar on a
+    terminal, a line every 30 seconds elsewhere, or nothing (``mode``)."""
 
-    def __init__(self, eval_callback: EvalCallback | None = None, disable: bool | None = None) -> None:
+    def __init__(
+        self, eval_callback: EvalCallback | None = None, mode: Mode = "bar", label: str = "train"
+    ) -> None:
         super().__init__()
         self.eval_callback = eval_callback
-        self.disable = disable
-        self.pbar: Any = None
-        self._start = 0.0
-        self._start_steps = 0
+        self.mode: Mode = mode
+        self.label = label
+        self.progress: Progress | None = None
 
     def _on_training_start(self) -> None:
         total = self.locals["total_timesteps"]
-        self._start, self._start_steps = time.perf_counter(), self.model.num_timesteps
-        self.pbar = tqdm(
-            total=total,
-            initial=self.model.num_timesteps,
-            unit="step",
-            unit_scale=True,
-            dynamic_ncols=True,
-            disable=self.disable,
-            desc="train",
-        )
+        self.progress = Progress(total, self.label, self.mode, initial=self.model.num_timesteps)
 
     def _on_step(self) -> bool:
-        if self.pbar is None:
+        if self.progress is None:
             return True
-        if self.model.num_timesteps > self.pbar.total:  # the last rollout overshoots the budget
-            self.pbar.total = self.model.num_timesteps
-        self.pbar.update(self.model.num_timesteps - self.pbar.n)
+        self.progress.update(self.model.num_timesteps)
         if self.n_calls % 16 == 0:
-            self.pbar.set_postfix_str(self.postfix(), refresh=False)
+            self.progress.set_postfix(self.postfix())
         return True
 
     def postfix(self) -> str:
-        seconds = max(time.perf_counter() - self._start, 1e-9)
-        text = f"{(self.model.num_timesteps - self._start_steps) / seconds:,.0f} fps"
-        if self.eval_callback is not None and math.isfinite(self.eval_callback.last_mean_reward):
-            text += f", eval {self.eval_callback.last_mean_reward:.3g}"
-        return text
+        """The latest evaluation's mean return, once there is one."""
+        last = self.eval_callback.last_mean_reward if self.eval_callback is not None else math.nan
+        return f"eval {last:.3g}" if math.isfinite(last) else ""
 
     def close(self) -> None:
-        if self.pbar is not None:
-            self.pbar.set_postfix_str(self.postfix(), refresh=False)
-            self.pbar.close()
-            self.pbar = None
+        if self.progress is not None:
+            self.progress.set_postfix(self.postfix())
+            self.progress.close()
+            self.progress = None
 
     def _on_training_end(self) -> None:
         self.close()

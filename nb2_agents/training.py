@@ -10,7 +10,6 @@ run folder's layout and :mod:`nb2_agents.callbacks` for what goes to TensorBoard
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from nb2_agents.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
 from nb2_agents.hyperparams import ALGOS, Hyperparams, LinearSchedule, parse_entry
 from nb2_agents.nn.model import NB2
 from nb2_agents.normalize import vec_normalize
+from nb2_agents.progress import progress_mode
 from nb2_agents.runs import (
     BEST_NAME,
     CHECKPOINTS,
@@ -131,7 +131,7 @@ def run(
     Ctrl-C (or SIGTERM) during training saves ``model.zip`` and ``checkpoints/interrupted_*.zip``
     and returns with ``interrupted=True``.
 
-    :param progress: progress bar on stderr; None shows it on a terminal only
+    :param progress: a progress bar on stderr; None: a bar on a terminal, a line every 30 s elsewhere
     """
     run_dir = new_run_dir(runs_dir, cfg.env, cfg.algo, cfg.preset, cfg.seed)
     write_config(run_dir / CONFIG_NAME, cfg.to_dict())
@@ -163,7 +163,8 @@ def run(
         "deterministic_eval": cfg.deterministic_eval,
     }
 
-    show = sys.stderr.isatty() if progress is None else progress
+    mode = progress_mode(progress)
+    show = mode == "bar"
     eval_class = MaskableEvalCallback if cfg.algo == "maskable_ppo" else EvalCallback
     eval_cb = eval_class(
         eval_env,
@@ -178,7 +179,7 @@ def run(
     )
     checkpoints = CheckpointCallback(run_dir / CHECKPOINTS, cfg.save_freq, meta)
     nb2_logger = NB2LoggerCallback(flat_hparams({**cfg.to_dict(), "architecture": None}))
-    bar = ProgressCallback(eval_cb, disable=not show)
+    bar = ProgressCallback(eval_cb, mode)
     callbacks: list[BaseCallback] = [eval_cb, checkpoints, nb2_logger, bar, *extra_callbacks]
     start, interrupted = time.perf_counter(), False
     try:

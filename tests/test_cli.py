@@ -45,6 +45,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = only_run(runs)
     assert f"run folder: {run}" in out.stdout and "tensorboard --logdir" in out.stdout
     assert "env: CartPole-v1" in out.stdout  # the resolved configuration, printed first
+    assert "train: 512/512 steps (100 %)" in out.stderr  # off a terminal: progress lines, the last at the end
     return run
 
 

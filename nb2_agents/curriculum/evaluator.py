@@ -26,12 +26,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecTransposeImage
-from tqdm.auto import tqdm
 
 from nb2_agents.curriculum.adapter import CommonSpaces, TaskAdapter
 from nb2_agents.curriculum.spec import TaskSpec
 from nb2_agents.evaluation import EVAL_SEED_OFFSET, run_episodes
 from nb2_agents.normalize import NormalizeConfig, NormalizeWrapper, RunningStats, check_space
+from nb2_agents.progress import Mode, Progress
 
 CURVE_FIELDS = ("seed", "step", "current_task", "task", "mean_return", "std_return", "success_rate", "score")
 MAX_EVAL_ENVS = 10
@@ -241,7 +241,7 @@ class CurriculumCallback(BaseCallback):
         on_eval: Callable[[int, list[TaskEval]], None],
         current_task: Callable[[], int],
         total_steps: int,
-        show_progress: bool,
+        progress: Mode,
         extra_log: Callable[[], dict[str, float]] | None = None,
         label: str = "",
     ) -> None:
@@ -251,10 +251,7 @@ class CurriculumCallback(BaseCallback):
         self.current_task = current_task
         self.extra_log = extra_log
         self.points: list[int] = []
-        self.pbar = tqdm(
-            total=total_steps, unit="step", unit_scale=True, disable=not show_progress, desc=label
-        )
-        self._last = 0
+        self.progress = Progress(total_steps, label, progress)
 
     def schedule(self, points: Sequence[int]) -> None:
         """Evaluate when ``num_timesteps`` first reaches each of ``points`` during ``learn``."""
@@ -262,8 +259,7 @@ class CurriculumCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         step = self.model.num_timesteps
-        self.pbar.update(step - self._last)
-        self._last = step
+        self.progress.update(step)
         if self.points and step >= self.points[0]:
             while self.points and step >= self.points[0]:
                 self.points.pop(0)
@@ -284,14 +280,14 @@ class CurriculumCallback(BaseCallback):
         for key, value in (self.extra_log() if self.extra_log else {}).items():
             logger.record(key, value)
         logger.dump(step)
-        self.pbar.set_postfix_str(
+        self.progress.set_postfix(
             f"task {self.current_task()} avg score {np.mean([r.score for r in results]):.2f}"
         )
         self.on_eval(step, results)
         return results
 
     def close(self) -> None:
-        self.pbar.close()
+        self.progress.close()
 
 
 def evaluation_points(start: int, length: int, n: int) -> list[int]:

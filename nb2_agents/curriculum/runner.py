@@ -72,6 +72,7 @@ from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS, DATA_DIR, Hyperparams, load_entry, parse_entry, set_dotted
 from nb2_agents.nn.config import PRESETS
 from nb2_agents.normalize import RunningStats
+from nb2_agents.progress import Mode, progress_mode
 from nb2_agents.runs import dump_yaml, fresh_dir, safe_name, save_model, write_json, write_text
 from nb2_agents.sb3 import algos
 from nb2_agents.signals import sigterm_as_interrupt, stop_workers
@@ -252,7 +253,7 @@ class _Job:
     seed_dir: Path
     only_task: int | None = None
     """Reference run: train task ``only_task`` alone, from scratch."""
-    show_progress: bool = False
+    progress: Mode = "off"
 
 
 def train_seed(job: _Job) -> SeedResult:
@@ -300,7 +301,7 @@ def train_seed(job: _Job) -> SeedResult:
     label = f"s{seed}" if job.only_task is None else f"ref {tasks[job.only_task].name} s{seed}"
     total = sum(tasks[i].steps for i in order)
     callback = CurriculumCallback(
-        evaluator, on_eval, lambda: current["task"], total, job.show_progress, strategy.log, label
+        evaluator, on_eval, lambda: current["task"], total, job.progress, strategy.log, label
     )
     nb2_logger = NB2LoggerCallback(flat_hparams(cfg.to_dict()), dormant_prefix="retention/")
     observer = _Observe(strategy, current)
@@ -382,8 +383,8 @@ def _worker_init() -> None:
 def _run_jobs(jobs: list[_Job], workers: int) -> list[SeedResult]:
     if workers <= 1 or len(jobs) == 1:
         return [train_seed(job) for job in jobs]
-    for job in jobs:
-        job.show_progress = False
+    for job in jobs:  # one bar per seed would clash: a line per seed instead
+        job.progress = "lines" if job.progress == "bar" else job.progress
     ctx = get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
     with sigterm_as_interrupt(), pool:
@@ -431,8 +432,8 @@ def run_curriculum(
     write_text(
         run_dir / "config.yaml", "# nb2 curriculum configuration, fully resolved\n" + dump_yaml(cfg.to_dict())
     )
-    show = sys.stderr.isatty() if progress is None else progress
-    jobs = [_Job(cfg, spec, hp, s, run_dir / f"s{s}", show_progress=show) for s in cfg.seeds]
+    mode = progress_mode(progress)
+    jobs = [_Job(cfg, spec, hp, s, run_dir / f"s{s}", progress=mode) for s in cfg.seeds]
     results = _run_jobs(jobs, workers)
     refs = reference_aucs(cfg, spec, Path(runs_dir))
     metrics = curriculum_metrics(cfg, spec, results, refs)
@@ -471,7 +472,7 @@ def run_references(
     )
     probe_spaces(spec, cfg.algo)
     root = Path(runs_dir)
-    show = sys.stderr.isatty() if progress is None else progress
+    mode = progress_mode(progress)
     jobs, paths = [], []
     for i in range(len(spec.tasks)):
         for s in cfg.seeds:
@@ -479,7 +480,7 @@ def run_references(
             paths.append(path)
             if not path.exists():
                 folder = path.with_suffix("")
-                jobs.append(_Job(cfg, spec, hp, s, folder, only_task=i, show_progress=show))
+                jobs.append(_Job(cfg, spec, hp, s, folder, only_task=i, progress=mode))
     results = _run_jobs(jobs, workers)
     for job, r in zip(jobs, results, strict=True):
         assert job.only_task is not None

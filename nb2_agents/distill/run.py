@@ -14,7 +14,6 @@ Run folder ``{runs_dir}/{env or suite}__distill-{mode}__{preset}__s{seed}__{time
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from nb2_agents.distill.report import (
 from nb2_agents.distill.student import build_student
 from nb2_agents.evaluation import EvalResult, evaluate
 from nb2_agents.hyperparams import parse_assignment
+from nb2_agents.progress import Mode, progress_mode
 from nb2_agents.runs import (
     BEST_NAME,
     CHECKPOINTS,
@@ -111,13 +111,13 @@ def _evaluation(plan: Plan, run_dir: Path) -> tuple[BaseCallback, EvalCallback |
         )
         return callback, callback, eval_env
     evaluator = curriculum_evaluator(plan)
-    every_task = CurriculumCallback(evaluator, lambda step, results: None, lambda: -1, plan.steps, False)
+    every_task = CurriculumCallback(evaluator, lambda step, results: None, lambda: -1, plan.steps, "off")
     if plan.eval_freq:
         every_task.schedule(evaluation_points(0, plan.steps, max(plan.steps // plan.eval_freq, 1)))
     return every_task, None, evaluator
 
 
-def _train(plan: Plan, run_dir: Path, show: bool) -> tuple[BaseAlgorithm, float, bool, Path | None]:
+def _train(plan: Plan, run_dir: Path, mode: Mode) -> tuple[BaseAlgorithm, float, bool, Path | None]:
     """Train the student in ``run_dir``; (model, seconds, interrupted, interruption checkpoint)."""
     opts = plan.options
     env = plan.make_env(run_dir)
@@ -137,7 +137,7 @@ def _train(plan: Plan, run_dir: Path, show: bool) -> tuple[BaseAlgorithm, float,
     eval_cb, sb3_eval, eval_resource = _evaluation(plan, run_dir)
     checkpoints = CheckpointCallback(run_dir / CHECKPOINTS, plan.save_freq, plan.meta())
     nb2_logger = NB2LoggerCallback(flat_hparams({**plan.config, "teachers": None}))
-    bar = ProgressCallback(sb3_eval, disable=not show)
+    bar = ProgressCallback(sb3_eval, mode, label="distill")
     start, interrupted = time.perf_counter(), False
     every = CallbackList([*callbacks, eval_cb, checkpoints, nb2_logger, bar])
     try:
@@ -171,8 +171,7 @@ def run(
         print(
             f"nb2 distill ({mode}): {', '.join(str(t.path) for t in plan.teachers)} -> {run_dir}", flush=True
         )
-    show = sys.stderr.isatty() if progress is None else progress
-    model, seconds, interrupted, checkpoint = _train(plan, run_dir, show)
+    model, seconds, interrupted, checkpoint = _train(plan, run_dir, progress_mode(progress))
     model_path = save_model(model, run_dir / MODEL_NAME, plan.meta())
     result = DistillResult(
         run_dir, model_path, mode, int(model.num_timesteps), seconds, interrupted, checkpoint
@@ -241,7 +240,7 @@ def distill(
     :param overrides: the student's hyperparameters over the env's ``policies/distill.yaml``
         (pure) or ``ppo.yaml`` (kickstart) entry or the curriculum's settings: ``{"n_epochs": 20}``
         or ``["n_epochs=20"]`` (``--set``)
-    :param progress: progress bar on stderr; None shows it on a terminal only
+    :param progress: a progress bar on stderr; None: a bar on a terminal, a line every 30 s elsewhere
     """
     paths = [teachers] if isinstance(teachers, (str, Path)) else list(teachers)
     options = Options(
