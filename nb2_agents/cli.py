@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -77,10 +78,20 @@ def _add_train(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("evaluate", parents=[common], help="evaluate a run folder or model file")
-    p.add_argument("path", metavar="PATH", help="a run folder, a model .zip, zoo:NAME or an nb2 export file")
-    p.add_argument("--env", help="env id (default: the one it was trained on)")
+    p.add_argument(
+        "path",
+        metavar="PATH",
+        help="a run folder, a model .zip, zoo:NAME, an nb2 export file or a curriculum run",
+    )
+    p.add_argument(
+        "--env",
+        help="env id (default: the one it was trained on); for a curriculum model, a task's name or env id "
+        "(default: every task)",
+    )
     p.add_argument("--env-kwargs", metavar="JSON", help="gym.make keyword arguments as a JSON object")
-    p.add_argument("--episodes", type=steps_arg, default=20, help="default 20")
+    p.add_argument(
+        "--episodes", type=steps_arg, help="default 20; for a curriculum model, each task's eval_episodes"
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--deterministic",
@@ -226,7 +237,8 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from nb2_agents.evaluation import evaluate
+    from nb2_agents.curriculum.evaluate import evaluate_curriculum, is_curriculum_path, results_json
+    from nb2_agents.evaluation import DEFAULT_EPISODES, evaluate
 
     torch.set_num_threads(1)  # as nb2 train evaluates, so results match its eval.json
 
@@ -238,10 +250,25 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"--env-kwargs is not JSON ({err}); expected an object, e.g. '{{\"size\": 8}}'"
             ) from None
+    if is_curriculum_path(args.path):
+        if args.env_kwargs is not None or args.video is not None:
+            raise UsageError(
+                "--env-kwargs and --video apply to one env; a curriculum model's tasks have their own"
+            )
+        results = evaluate_curriculum(
+            args.path, args.env, args.episodes, args.deterministic, args.seed, device=args.device
+        )
+        models = list(dict.fromkeys(r.model for r in results))
+        if args.json or len(models) == 1:
+            print(results_json(results) if args.json else "\n".join(r.summary() for r in results))
+        else:  # a run folder's seeds: each model, then its tasks
+            for model in models:
+                print(f"{model}:\n" + "\n".join(f"  {r.summary()}" for r in results if r.model == model))
+        return 0
     result = evaluate(
         args.path,
         env=args.env,
-        episodes=args.episodes,
+        episodes=DEFAULT_EPISODES if args.episodes is None else args.episodes,
         deterministic=args.deterministic,
         seed=args.seed,
         video=args.video,
@@ -326,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the output went to a pipe that closed early (nb2 info ... | head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own advice
+        return 1
     except Exception as err:
         if args.debug:
             raise

@@ -31,6 +31,9 @@ class ModelInfo:
     sb3_version: str | None
     normalized: list[str]
     """Envs (or curriculum tasks) whose observations the policy sees normalised (``normalize``)."""
+    curriculum: str | None = None
+    """The curriculum a curriculum's model was trained on, and its tasks."""
+    tasks: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,7 +42,11 @@ class ModelInfo:
         rows = [
             ("model", self.model),
             ("algorithm", f"{self.algorithm} ({self.algo})"),
-            ("env", self.env or "unknown (not saved by nb2 train)"),
+            *(
+                [("curriculum", f"{self.curriculum}: {', '.join(self.tasks or [])} (nb2 evaluate runs each)")]
+                if self.curriculum
+                else [("env", self.env or "unknown (not saved by nb2 train)")]
+            ),
             ("preset", self.preset or "-"),
             ("parameters", f"{self.parameters:,}"),
             ("steps trained", f"{self.steps:,}"),
@@ -70,6 +77,8 @@ def info(path: str | Path) -> ModelInfo:
         algo=loaded.algo,
         algorithm=ALGOS[loaded.algo].__name__,
         env=meta.get("env"),
+        curriculum=meta.get("curriculum"),
+        tasks=[str(t) for t in meta["tasks"]] if isinstance(meta.get("tasks"), list) else None,
         preset=preset,
         parameters=int(n_params),
         steps=int(model.num_timesteps),

@@ -146,6 +146,43 @@ def test_two_task_curriculum_writes_the_run_folder(tiny: Path, tmp_path: Path) -
 # ---- tasks with different spaces -----------------------------------------------------------------
 
 
+def test_a_curriculum_model_is_evaluated_on_every_task_or_one_by_name(classic: Path, tmp_path: Path) -> None:
+    """nb2 evaluate and nb2 info work on what nb2 curriculum saves: the run folder, a seed folder or its
+    model.zip, in the curriculum's own spaces, with task ids and a normalised task's statistics."""
+    from nb2_agents.curriculum.evaluate import evaluate_curriculum
+
+    data = yaml.safe_load(classic.read_text())
+    data["tasks"][1]["normalize"] = True
+    classic.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = run_curriculum(classic, retention="nb2", seeds=[3], evals_per_task=1, runs_dir=tmp_path / "runs",
+                            progress=False)  # fmt: skip
+    run_dir = result.run_dir
+    every = evaluate_curriculum(run_dir)
+    assert [(r.task, r.episodes, r.seed, r.deterministic) for r in every] == [
+        ("CartPole-v1", 2, 10003, True), ("Acrobot-v1", 2, 11003, True)
+    ]  # fmt: skip
+    assert all(0 <= r.score <= 1 and r.steps_trained == 2 * STEPS for r in every)
+    (one,) = evaluate_curriculum(
+        run_dir / "s3" / "model.zip", task="Acrobot-v1", episodes=3, deterministic=False
+    )
+    assert one.task == "Acrobot-v1" and one.episodes == len(one.returns) == 3 and not one.deterministic
+
+    out = nb2("evaluate", run_dir / "s3", "--env", "CartPole-v1", "--json")
+    assert out.returncode == 0, out.stderr
+    (entry,) = json.loads(out.stdout)
+    assert (
+        entry["task"] == "CartPole-v1" and entry["returns"] == every[0].returns
+    )  # same seeds, same episodes
+    out = nb2("info", run_dir / "s3")
+    assert out.returncode == 0 and "curriculum     classic: CartPole-v1, Acrobot-v1" in out.stdout, out.stderr
+    out = nb2("evaluate", run_dir, "--env", "Pong-v5")
+    assert out.returncode == 2 and "its tasks: CartPole-v1, Acrobot-v1" in out.stderr
+    classic.unlink()  # a curriculum that is not built in must still be where it was
+    out = nb2("evaluate", run_dir)
+    assert out.returncode == 2 and "cannot find the curriculum it was trained on" in out.stderr
+    assert str(classic.resolve()) in out.stderr
+
+
 def test_classic_control_pair_trains_sequentially(classic: Path, tmp_path: Path) -> None:
     result = run_curriculum(
         classic, seeds=[0], evals_per_task=EVALS, runs_dir=tmp_path / "runs", progress=False

@@ -191,7 +191,8 @@ def probe_spaces(spec: CurriculumSpec, algo: str) -> CommonSpaces:
 # --------------------------------------------------------------------------- one seed
 
 
-def _deterministic(env_id: str) -> bool:
+def deterministic_eval(env_id: str) -> bool:
+    """Whether a task is evaluated with greedy actions."""
     return not env_id.startswith(("MiniGrid-", "BabyAI-"))  # RL Zoo samples MiniGrid actions
 
 
@@ -285,7 +286,7 @@ def train_seed(job: _Job) -> SeedResult:
     strategy.setup(model, {"spec": spec, "common": common, "config": cfg, "seed": seed, "probe": probe})
     hooks = install_extra_loss(model, strategy)
 
-    deterministic = [_deterministic(t.env_id) for t in evaluated]
+    deterministic = [deterministic_eval(t.env_id) for t in evaluated]
     evaluator = Evaluator(evaluated, common, cfg.algo, seed, deterministic, eval_ids, cfg.task_ids, stats)
     result = SeedResult(seed, [], [], [], [], 0.0, 0)
     current = {"task": -1 if multitask else order[0]}
@@ -369,8 +370,12 @@ def _save(
 
 
 def _meta(cfg: CurriculumConfig, seed: int) -> dict[str, Any]:
-    return {"algo": cfg.algo, "env": None, "curriculum": cfg.suite, "preset": cfg.preset, "seed": seed,
+    meta = {"algo": cfg.algo, "env": None, "curriculum": cfg.suite, "preset": cfg.preset, "seed": seed,
             "mode": cfg.mode, "retention": cfg.retention}  # fmt: skip
+    source = Path(str(cfg.curriculum))
+    if source.suffix in (".yaml", ".yml") and source.is_file():  # not a built-in: where to find it again
+        meta["curriculum_file"] = str(source.resolve())
+    return meta
 
 
 # --------------------------------------------------------------------------- many seeds
