@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 import yaml
 
 from nb2_agents.errors import UsageError
-from nb2_agents.runs import CONFIG_NAME, find_runs
+from nb2_agents.runs import CONFIG_NAME
 
 # keys that differ between runs of one configuration
 _PER_RUN = {"seed", "source", "nb2_agents", "threads", "device"}
@@ -56,7 +57,10 @@ def learning_curve(run_dir: Path, window: int | None = None) -> tuple[np.ndarray
     """(steps, smoothed episode return): a moving average over ``window`` episodes."""
     x, y = monitor_episodes(run_dir)
     if len(y) == 0:
-        raise UsageError(f"{run_dir} has no finished episodes in its monitor CSVs; train it longer")
+        raise UsageError(
+            f"{run_dir}: no finished episode in its monitor CSVs (it failed or was stopped before its "
+            "first episode ended, or trained too few steps for one)"
+        )
     w = min(window or max(1, min(100, len(y) // 10)), len(y))
     smooth = np.convolve(y, np.ones(w) / w, mode="valid")
     return x[w - 1 :], smooth
@@ -70,6 +74,19 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def _seed(run: Path) -> Any:
+    return (yaml.safe_load((run / CONFIG_NAME).read_text()) or {}).get("seed")
+
+
+def _count(runs: list[Path]) -> str:
+    """ "3 seeds"; "2 runs of seed 0" where runs repeat a seed."""
+    seeds = {_seed(run) for run in runs}
+    if len(seeds) == len(runs):
+        return f"{len(runs)} seeds"
+    listed = ", ".join(str(s) for s in sorted(seeds, key=str))
+    return f"{len(runs)} runs of seed{'s' if len(seeds) > 1 else ''} {listed}"
 
 
 def group_runs(runs: list[Path]) -> list[Group]:
@@ -101,41 +118,99 @@ def plot(runs: list[str | Path], out: str | Path | None = None, window: int | No
     return plot_all(runs, out, window)[0]
 
 
+def _sort_runs(paths: list[Path], skipped: list[str]) -> tuple[list[Path], list[Path]]:
+    """(curriculum runs, ordinary runs) among ``paths``; a folder that is neither is searched one
+    level down. What is not a run goes to ``skipped`` with the reason."""
+    from nb2_agents.curriculum.plot import METRICS_NAME, is_curriculum_run
+
+    curriculum: list[Path] = []
+    ordinary: list[Path] = []
+
+    def kind(path: Path) -> list[Path] | None:
+        if is_curriculum_run(path) or (path / METRICS_NAME).is_file():
+            return curriculum
+        return ordinary if (path / CONFIG_NAME).is_file() else None
+
+    for path in paths:
+        found = kind(path)
+        if found is not None:
+            found.append(path)
+            continue
+        inner = [(p, kind(p)) for p in sorted(path.iterdir())] if path.is_dir() else []
+        runs = [(p, k) for p, k in inner if k is not None]
+        for p, k in runs:
+            k.append(p)
+        if not runs:
+            skipped.append(f"{path}: not a run folder (no {CONFIG_NAME}), nor a folder of runs")
+    return curriculum, ordinary
+
+
 def plot_all(runs: list[str | Path], out: str | Path | None = None, window: int | None = None) -> list[Path]:
     """Draw the runs (run folders, or folders of runs) into ``out`` (PNG, default
     ``learning_curves.png``); return the files written.
 
-    Curriculum run folders (:func:`nb2_agents.curriculum.plot.plot_curriculum_runs`) are drawn
-    instead as curves and heatmap PNGs each, into the run folder unless ``out`` is given;
-    ``window`` does not apply to them. Curriculum and ordinary runs cannot be mixed.
-    """
-    from nb2_agents.curriculum.plot import plot_curriculum_runs
+    Curriculum run folders (:func:`nb2_agents.curriculum.plot.plot_curriculum`) are drawn as curves
+    and heatmap PNGs each: into the run folder without ``out``; with it, to ``out`` when it is the
+    only run, else to ``<out>-<run>.png``. ``window`` does not apply to them.
 
-    curriculum = plot_curriculum_runs(runs, out)
-    if curriculum is not None:
-        return curriculum
+    What cannot be drawn is skipped with a line on stderr saying why, so that ``nb2 plot runs/*``
+    draws what it can: a file, a folder holding no run, a run that failed or was stopped before
+    its first episode ended, a curriculum run whose files are missing. Nothing left to draw is an
+    error that lists them.
+    """
+    from nb2_agents.curriculum.plot import plot_curriculum
+
+    if out is not None and Path(out).suffix.lower() != ".png":
+        raise UsageError(f"--out {out}: expected a .png file name")
+    skipped: list[str] = []
+    curriculum, ordinary = _sort_runs([Path(p) for p in runs], skipped)
+    written: list[Path] = []
+    names = [p.resolve().name for p in curriculum]
+    if out is not None and len(set(names)) != len(names) and len(curriculum) > 1:
+        raise UsageError(f"--out {out}: the curriculum runs' folder names repeat ({', '.join(names)})")
+    for path, name in zip(curriculum, names, strict=True):
+        alone = len(curriculum) == 1 and not ordinary
+        target = (
+            None if out is None else Path(out) if alone else Path(out).with_stem(f"{Path(out).stem}-{name}")
+        )
+        try:
+            written += plot_curriculum(path, target)
+        except UsageError as err:
+            skipped.append(str(err))
+    curves: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
+    for path in ordinary:
+        try:
+            curves[path] = learning_curve(path, window)
+        except UsageError as err:
+            skipped.append(str(err))
+    if curves:
+        written.append(_draw(group_runs(list(curves)), curves, Path(DEFAULT_OUT if out is None else out)))
+    for reason in skipped:
+        print(f"nb2 plot: skipped {reason}", file=sys.stderr)
+    if not written:
+        raise UsageError("nothing to plot: " + "; ".join(skipped))
+    return written
+
+
+def _draw(groups: list[Group], curves: dict[Path, tuple[np.ndarray, np.ndarray]], out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(DEFAULT_OUT if out is None else out)
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"--out {out}: expected a .png file name")
-    groups = group_runs(find_runs(list(runs)))
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     for group in groups:
-        curves = [learning_curve(run, window) for run in group.runs]
-        if len(curves) == 1:
-            x, y = curves[0]
+        mine = [curves[run] for run in group.runs]
+        if len(mine) == 1:
+            x, y = mine[0]
             ax.plot(x, y, label=group.label)
             continue
-        end = min(float(c[0][-1]) for c in curves)
-        start = max(float(c[0][0]) for c in curves)
+        end = min(float(c[0][-1]) for c in mine)
+        start = max(float(c[0][0]) for c in mine)
         grid = np.linspace(start, end, 200) if end > start else np.array([end])
-        ys = np.stack([np.interp(grid, x, y) for x, y in curves])
+        ys = np.stack([np.interp(grid, x, y) for x, y in mine])
         mean, std = ys.mean(0), ys.std(0)
-        (line,) = ax.plot(grid, mean, label=f"{group.label} ({len(curves)} seeds)")
+        (line,) = ax.plot(grid, mean, label=f"{group.label} ({_count(group.runs)})")
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.25)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("episode return (smoothed)")
@@ -148,4 +223,4 @@ def plot_all(runs: list[str | Path], out: str | Path | None = None, window: int 
     fig.savefig(tmp, format="png")
     plt.close(fig)
     tmp.replace(out)
-    return [out]
+    return out

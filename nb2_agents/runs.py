@@ -169,21 +169,3 @@ def resolve_model(path: str | Path) -> tuple[Path, Path | None]:
         if (parent / CONFIG_NAME).is_file():
             return path, parent
     return path, None
-
-
-def find_runs(paths: list[str | Path]) -> list[Path]:
-    """Run folders among ``paths``; a folder that is not a run is searched one level down."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if (path / CONFIG_NAME).is_file():
-            found.append(path)
-        elif path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if (p / CONFIG_NAME).is_file()))
-        else:
-            raise UsageError(
-                f"{path} is not a run folder (no {CONFIG_NAME}); expected folders made by nb2 train"
-            )
-    if not found:
-        raise UsageError(f"no run folders (with {CONFIG_NAME}) in {', '.join(map(str, paths))}")
-    return found

@@ -165,3 +165,44 @@ def test_duplicate_run_names_with_out(tmp_path: Path) -> None:
     a, b = make_run(tmp_path / "x"), make_run(tmp_path / "y")
     with pytest.raises(UsageError, match="repeat"):
         plot_curriculum_runs([a, b], tmp_path / "all.png")
+
+
+def _train_run(root: Path, name: str, seed: int, episodes: int) -> Path:
+    """An ``nb2 train`` run folder: its config and one Monitor CSV of ``episodes`` episodes."""
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(f"env: CartPole-v1\nalgo: ppo\nseed: {seed}\n")
+    lines = ['#{"t_start": 0.0, "env_id": "CartPole-v1"}', "r,l,t"]
+    lines += [f"{10.0 + i},{10 + i},{0.1 * (i + 1)}" for i in range(episodes)]
+    (run / "0.monitor.csv").write_text("\n".join(lines) + "\n")
+    return run
+
+
+def test_plot_of_a_whole_runs_folder_draws_what_it_can(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """nb2 plot runs/*: a README, a run killed before its first episode ended and a folder of no runs
+    are skipped with a line each; the train runs and the curriculum run are drawn, side by side."""
+    from nb2_agents.plot import plot_all
+
+    runs = tmp_path / "runs"
+    good = [_train_run(runs, f"cartpole-s{s}", s, 30) for s in (0, 1)]
+    orphan = _train_run(runs, "killed", 2, 0)
+    curriculum = make_run(runs, name="curriculum")
+    (runs / "README.md").write_text("# runs\n")
+    (runs / "empty").mkdir()
+    paths = plot_all(sorted(runs.iterdir()), tmp_path / "all.png")
+    assert sorted(p.name for p in paths) == ["all-curriculum-heatmap.png", "all-curriculum.png", "all.png"]
+    err = capsys.readouterr().err
+    for skipped in (orphan, runs / "README.md", runs / "empty"):
+        assert f"nb2 plot: skipped {skipped}" in err
+    assert "no finished episode" in err and str(good[0]) not in err and str(curriculum) not in err
+    with pytest.raises(UsageError, match="nothing to plot"):
+        plot_all([orphan, runs / "README.md"], tmp_path / "none.png")
+
+
+def test_band_labels_count_seeds_and_say_when_runs_repeat_one(tmp_path: Path) -> None:
+    from nb2_agents.plot import _count
+
+    assert _count([_train_run(tmp_path, f"a{s}", s, 1) for s in (0, 1, 2)]) == "3 seeds"
+    assert _count([_train_run(tmp_path, f"b{i}", 0, 1) for i in (0, 1)]) == "2 runs of seed 0"
