@@ -65,8 +65,20 @@ def fresh_dir(root: str | Path, name: str) -> Path:
     raise RuntimeError(f"could not create a fresh run folder under {root}")
 
 
+def _file_mode() -> int:
+    """The mode a plainly created file gets here (0644 under the usual umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temp file in ``path``'s folder, then rename it onto ``path``."""
+    """Call ``write(tmp)`` on a temp file in ``path``'s folder, flush it to disk, give it the mode
+    any other file gets (``mkstemp``'s is 0600), then rename it onto ``path``: a reader sees the
+    old file or the new one, never half of one, even after a crash."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -74,6 +86,9 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        tmp.chmod(FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -67,6 +67,9 @@ def test_run_folder_layout(run_dir: Path) -> None:
         "ckpt_512_steps.zip",
     }
     assert not list(run_dir.rglob("*.tmp")), "a temp file was left behind"
+    plain = (run_dir / "0.monitor.csv").stat().st_mode & 0o777  # written by SB3 with open()
+    for name in ("config.yaml", "eval.json", "model.zip"):  # written atomically: the same mode, not 0600
+        assert (run_dir / name).stat().st_mode & 0o777 == plain, name
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["env"] == "CartPole-v1" and config["seed"] == 3 and config["steps"] == 512
     assert config["hyperparams"]["n_steps"] == 32 and config["hyperparams"]["learning_rate"] == "lin_1e-3"

@@ -44,14 +44,14 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from nb2_agents.runs import write_text
 
 __all__ = [
     "METRIC_KEYS",
@@ -376,21 +376,7 @@ def matrix_to_csv(matrix: np.ndarray, task_names: Sequence[str], path: Path) -> 
     writer.writerow([_CSV_FIRST_COLUMN, *names])
     for name, row in zip(names[: m.shape[0]], m, strict=True):
         writer.writerow([name, *(f"{v:.4f}" for v in row)])
-    _atomic_write_text(Path(path), buf.getvalue())
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_text(Path(path), buf.getvalue())
 
 
 def read_matrix_csv(path: Path) -> tuple[list[str], np.ndarray]:

@@ -19,10 +19,7 @@ distill the old policies into the new one. :class:`ReplayMemory` keeps them unde
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +29,8 @@ from typing import Any
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+
+from nb2_agents.runs import atomic_write
 
 __all__ = ["ReplayMemory"]
 
@@ -427,18 +426,12 @@ class ReplayMemory:
             for name in ("version", "space", "budget_bytes", "seed", "rng_state", "tasks", "seen")
         }
         meta["keys"] = keys
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
+
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as f:  # a file object: np.savez would add .npz to a name
                 np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return path
+
+        return atomic_write(path, write)
 
     @classmethod
     def load(cls, path: Path, observation_space: gymnasium.spaces.Space) -> ReplayMemory:

@@ -55,6 +55,7 @@ from nb2_agents.nn.model import NB2
 from nb2_agents.retention.ewc import OnlineEWC
 from nb2_agents.retention.heads import Part, has_critic, parts_for, reset_critic, snapshot
 from nb2_agents.retention.replay import ReplayMemory
+from nb2_agents.runs import atomic_write, write_json
 
 MB = 2**20
 Probe = Callable[[int, int, BaseAlgorithm], float]
@@ -252,11 +253,8 @@ class RetentionStrategy(Strategy):
             "current": self.current,
             "start_from": dict(self.start_from),
         }
-        tmp = folder / "retention.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(folder / "retention.pt")
-        meta = {"name": self.name, **asdict(self.config)}
-        (folder / "retention.json").write_text(json.dumps(meta, indent=2))
+        atomic_write(folder / "retention.pt", lambda tmp: torch.save(state, tmp))
+        write_json(folder / "retention.json", {"name": self.name, **asdict(self.config)})
 
     def load(self, folder: Path, model: BaseAlgorithm) -> None:
         if self.memory is None:
