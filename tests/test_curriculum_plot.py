@@ -206,3 +206,10 @@ def test_band_labels_count_seeds_and_say_when_runs_repeat_one(tmp_path: Path) ->
 
     assert _count([_train_run(tmp_path, f"a{s}", s, 1) for s in (0, 1, 2)]) == "3 seeds"
     assert _count([_train_run(tmp_path, f"b{i}", 0, 1) for i in (0, 1)]) == "2 runs of seed 0"
+
+
+def test_one_seed_gets_no_interval_in_titles() -> None:
+    from nb2_agents.curriculum.plot import _fmt_metric
+
+    assert _fmt_metric({**_metric(0.5), "n": 1}) == "0.50"
+    assert _fmt_metric(_metric(0.5)) == "0.50 [0.40, 0.60]"

@@ -157,6 +157,7 @@ def test_a_curriculum_model_is_evaluated_on_every_task_or_one_by_name(classic: P
     result = run_curriculum(classic, retention="nb2", seeds=[3], evals_per_task=1, runs_dir=tmp_path / "runs",
                             progress=False)  # fmt: skip
     run_dir = result.run_dir
+    assert "average_performance" in result.summary() and "(one seed: no CI)" in result.summary()
     every = evaluate_curriculum(run_dir)
     assert [(r.task, r.episodes, r.seed, r.deterministic) for r in every] == [
         ("CartPole-v1", 2, 10003, True), ("Acrobot-v1", 2, 11003, True)

@@ -81,8 +81,8 @@ def _fmt_metric(entry: Any) -> str:
         return "n/a"
     text = f"{mean:.2f}"
     low, high = entry.get("ci_low"), entry.get("ci_high")
-    if isinstance(low, int | float) and isinstance(high, int | float):
-        text += f" [{low:.2f}, {high:.2f}]"
+    if isinstance(low, int | float) and isinstance(high, int | float) and entry.get("n", 2) >= 2:
+        text += f" [{low:.2f}, {high:.2f}]"  # one seed: no interval
     return text
 
 

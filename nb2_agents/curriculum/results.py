@@ -75,9 +75,12 @@ class CurriculumResult:
                  f"seeds {','.join(map(str, self.config.seeds))}"]  # fmt: skip
         for key in METRIC_KEYS:
             m = self.metrics[key]
-            value = (
-                "n/a" if m["mean"] is None else f"{m['mean']:+.3f}  [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}]"
-            )
+            if m["mean"] is None:
+                value = "n/a"
+            elif m.get("n", 0) < 2:  # one seed has no spread: an interval would only repeat the mean
+                value = f"{m['mean']:+.3f}  (one seed: no CI)"
+            else:
+                value = f"{m['mean']:+.3f}  [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}]"
             lines.append(f"  {key:<20} {value}")
         if self.metrics.get("forward_transfer_note"):
             lines.append(f"  ({self.metrics['forward_transfer_note']})")
