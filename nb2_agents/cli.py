@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from nb2_agents.cli_common import EXIT_INTERRUPTED, count_arg, finish, positive_arg, steps_arg
 from nb2_agents.distill import cli as distill_cli
+from nb2_agents.envs_util import import_gym_packages
 from nb2_agents.errors import UsageError
 from nb2_agents.export import cli as export_cli
 from nb2_agents.hyperparams import ALGOS
@@ -198,6 +199,14 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument(
+        "--gym-packages",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="modules to import first, which register the envs of your own (as RL Zoo's); or name an env "
+        "module:EnvId",
+    )
     parser = _Parser(prog="nb2", description="NB2 transformer policies for Stable-Baselines3.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -344,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = f"nb2 {args.command}"
     try:
+        import_gym_packages(getattr(args, "gym_packages", []))
         return COMMANDS[args.command](args)
     except UsageError as err:
         if args.debug:

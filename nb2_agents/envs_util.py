@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +55,41 @@ def _extra_for(env_id: str) -> tuple[str, str] | None:
     return None
 
 
+GYM_PACKAGES_VAR = "NB2_GYM_PACKAGES"
+"""Where ``--gym-packages`` is kept for the worker processes a job spawns, which import it too."""
+
+
+def import_gym_packages(modules: Sequence[str] | None = None) -> None:
+    """Import the modules that register a user's envs (``--gym-packages``, as RL Zoo's), and keep
+    them in :data:`GYM_PACKAGES_VAR` for spawned workers; ``None``: the ones kept there."""
+    if modules is None:
+        modules = [m for m in os.environ.get(GYM_PACKAGES_VAR, "").split(",") if m]
+    elif modules:
+        os.environ[GYM_PACKAGES_VAR] = ",".join(modules)
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise UsageError(
+                f"--gym-packages {module}: cannot import it ({err}); install it or put it on PYTHONPATH"
+            ) from None
+
+
 def check_env_id(env_id: str) -> None:
-    """Import the package that registers ``env_id`` if needed; unknown ids get suggestions."""
+    """Import the package that registers ``env_id`` if needed; unknown ids get suggestions.
+
+    ``module:EnvId`` (Gymnasium's syntax for an env that a package of the user's registers when
+    imported) imports ``module`` first; the id is kept whole, so every process that makes the env
+    (and ``nb2 evaluate`` later, from the run's config) imports it again."""
+    if ":" in env_id:
+        module, _, env_id = env_id.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise UsageError(
+                f"env id {module}:{env_id}: cannot import {module!r}, the module that should register "
+                f"{env_id!r} ({err}); install it or put it on PYTHONPATH"
+            ) from None
     extra = _extra_for(env_id)
     if extra is not None and env_id not in gym.registry:
         module, install = extra

@@ -303,3 +303,43 @@ def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[st
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"nb2 {metadata.version('nb2-agents')}"
+
+
+def test_a_users_own_env_by_module_colon_id_or_gym_packages(tmp_path: Path) -> None:
+    """The env is registered by a module of the user's (tests/toy_envs.py here), imported by
+    Gymnasium's module:EnvId syntax or --gym-packages; spawned curriculum workers import it too."""
+    env = {**ENV, "PYTHONPATH": str(Path(__file__).parent)}
+    tiny = ["--steps", "128", "--set", "n_steps=32", "--set", "n_envs=2", "--eval-freq", "0",
+            "--final-episodes", "1"]  # fmt: skip
+
+    def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "nb2_agents.cli", *map(str, args)]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+    out = run("train", "--env", "toy_envs:nb2test/Match-v0", *tiny, "--runs-dir", tmp_path / "a")
+    assert out.returncode == 0 and "evaluation: toy_envs:nb2test/Match-v0" in out.stdout, out.stderr
+    out = run(
+        "train",
+        "--env",
+        "nb2test/Match-v0",
+        "--gym-packages",
+        "toy_envs",
+        *tiny,
+        "--runs-dir",
+        tmp_path / "b",
+    )
+    assert out.returncode == 0, out.stderr
+    curriculum = tmp_path / "mine.yaml"
+    tasks = [{"name": n, "env_id": i, "steps": 64, "eval_episodes": 1, "random_return": 0,
+              "reference_return": 10}
+             for n, i in (("match", "nb2test/Match-v0"), ("mirror", "nb2test/MatchMirrored-v0"))]  # fmt: skip
+    curriculum.write_text(yaml.safe_dump({"name": "mine", "algo": "ppo", "preset": "nano",
+                                          "hyperparams": {"n_envs": 2, "n_steps": 32, "batch_size": 32},
+                                          "tasks": tasks}))  # fmt: skip
+    out = run("curriculum", curriculum, "--gym-packages", "toy_envs", "--seeds", "0,1", "--workers", "2",
+              "--evals-per-task", "1", "--runs-dir", tmp_path / "c", "--no-progress")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    out = run("train", "--env", "nosuchmodule:Foo-v0")
+    assert out.returncode == 2 and "cannot import 'nosuchmodule'" in out.stderr
+    out = run("train", "--env", "Foo-v0", "--gym-packages", "nosuchmodule")
+    assert out.returncode == 2 and "--gym-packages nosuchmodule: cannot import it" in out.stderr

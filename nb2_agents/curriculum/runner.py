@@ -67,7 +67,7 @@ from nb2_agents.curriculum.results import (
 from nb2_agents.curriculum.schedules import _unwrap, task_schedules  # noqa: F401  (_unwrap: old zips)
 from nb2_agents.curriculum.spec import CurriculumSpec, TaskSpec, load_curriculum
 from nb2_agents.curriculum.strategies import Strategy, check_strategy, install_extra_loss, make_strategy
-from nb2_agents.envs_util import check_algo
+from nb2_agents.envs_util import check_algo, import_gym_packages
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS, DATA_DIR, Hyperparams, load_entry, parse_entry, set_dotted
 from nb2_agents.nn.config import PRESETS
@@ -383,6 +383,7 @@ def _meta(cfg: CurriculumConfig, seed: int) -> dict[str, Any]:
 
 def _worker_init() -> None:
     torch.set_num_threads(1)  # workers share the cores; one thread each
+    import_gym_packages()  # the parent's --gym-packages
 
 
 def _run_jobs(jobs: list[_Job], workers: int) -> list[SeedResult]:
