@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from nb2_agents.errors import UsageError
-from nb2_agents.runs import CONFIG_NAME
+from nb2_agents.runs import CONFIG_NAME, failure
 
 # keys that differ between runs of one configuration
 _PER_RUN = {"seed", "source", "nb2_agents", "threads", "device"}
@@ -126,21 +126,23 @@ def _sort_runs(paths: list[Path], skipped: list[str]) -> tuple[list[Path], list[
     curriculum: list[Path] = []
     ordinary: list[Path] = []
 
-    def kind(path: Path) -> list[Path] | None:
-        if is_curriculum_run(path) or (path / METRICS_NAME).is_file():
-            return curriculum
-        return ordinary if (path / CONFIG_NAME).is_file() else None
+    def take(path: Path) -> bool:
+        """Sort ``path`` if it is a run (a failed one is skipped with its error); False if not a run."""
+        if failure(path) is not None:
+            skipped.append(f"{path}: the run failed ({failure(path)})")
+        elif is_curriculum_run(path) or (path / METRICS_NAME).is_file():
+            curriculum.append(path)
+        elif (path / CONFIG_NAME).is_file():
+            ordinary.append(path)
+        else:
+            return False
+        return True
 
     for path in paths:
-        found = kind(path)
-        if found is not None:
-            found.append(path)
+        if take(path):
             continue
-        inner = [(p, kind(p)) for p in sorted(path.iterdir())] if path.is_dir() else []
-        runs = [(p, k) for p, k in inner if k is not None]
-        for p, k in runs:
-            k.append(p)
-        if not runs:
+        inner = [take(p) for p in sorted(path.iterdir())] if path.is_dir() else []
+        if not any(inner):
             skipped.append(f"{path}: not a run folder (no {CONFIG_NAME}), nor a folder of runs")
     return curriculum, ordinary
 

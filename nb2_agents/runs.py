@@ -15,13 +15,14 @@ that ``nb2 evaluate`` and ``nb2 info`` work on a bare model file; SB3's ``load``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ EVAL_NAME = "eval.json"
 MODEL_NAME = "model.zip"
 CHECKPOINTS = "checkpoints"
 BEST_NAME = "best_model.zip"
+FAILED_NAME = "failed.txt"
+"""Left in a run folder by a run that raised: the error, so the folder never passes for a run."""
 
 
 def safe_name(part: str) -> str:
@@ -184,3 +187,20 @@ def resolve_model(path: str | Path) -> tuple[Path, Path | None]:
         if (parent / CONFIG_NAME).is_file():
             return path, parent
     return path, None
+
+
+@contextlib.contextmanager
+def marks_failure(run_dir: Path) -> Iterator[None]:
+    """A job that raises in ``run_dir`` (any error; Ctrl-C and SIGTERM save what they can instead)
+    leaves :data:`FAILED_NAME` there with the error, for ``nb2 plot`` and users to see."""
+    try:
+        yield
+    except Exception as err:
+        write_text(run_dir / FAILED_NAME, f"{type(err).__name__}: {' '.join(str(err).split())}\n")
+        raise
+
+
+def failure(run_dir: Path) -> str | None:
+    """The error a failed run left (:func:`marks_failure`), or None."""
+    path = Path(run_dir) / FAILED_NAME
+    return path.read_text().strip() if path.is_file() else None

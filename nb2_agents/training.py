@@ -47,6 +47,7 @@ from nb2_agents.runs import (
     EVAL_NAME,
     MODEL_NAME,
     dump_yaml,
+    marks_failure,
     new_run_dir,
     save_model,
     write_config,
@@ -134,6 +135,11 @@ def run(
     :param progress: a progress bar on stderr; None: a bar on a terminal, a line every 30 s elsewhere
     """
     run_dir = new_run_dir(runs_dir, cfg.env, cfg.algo, cfg.preset, cfg.seed)
+    with marks_failure(run_dir):
+        return _run_in(cfg, run_dir, progress, verbose)
+
+
+def _run_in(cfg: TrainConfig, run_dir: Path, progress: bool | None, verbose: bool) -> TrainResult:
     write_config(run_dir / CONFIG_NAME, cfg.to_dict())
     if verbose:
         print(f"nb2 train: resolved configuration (saved as {run_dir / CONFIG_NAME}):")

@@ -213,3 +213,24 @@ def test_one_seed_gets_no_interval_in_titles() -> None:
 
     assert _fmt_metric({**_metric(0.5), "n": 1}) == "0.50"
     assert _fmt_metric(_metric(0.5)) == "0.50 [0.40, 0.60]"
+
+
+def test_a_run_that_fails_says_so_in_its_folder_and_plot_skips_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stable_baselines3 import PPO
+
+    from nb2_agents.plot import plot_all
+    from nb2_agents.training import train
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the env crashed")
+
+    monkeypatch.setattr(PPO, "learn", boom)
+    with pytest.raises(RuntimeError, match="the env crashed"):
+        train(env="CartPole-v1", steps="64", runs_dir=tmp_path / "runs", progress=False, verbose=False)
+    (failed,) = (tmp_path / "runs").iterdir()
+    assert (failed / "failed.txt").read_text() == "RuntimeError: the env crashed\n"
+    good = _train_run(tmp_path / "runs", "good", 0, 20)
+    assert plot_all([failed, good], tmp_path / "x.png") == [tmp_path / "x.png"]
+    assert f"skipped {failed}: the run failed (RuntimeError: the env crashed)" in capsys.readouterr().err

@@ -73,7 +73,7 @@ from nb2_agents.hyperparams import ALGOS, DATA_DIR, Hyperparams, load_entry, par
 from nb2_agents.nn.config import PRESETS
 from nb2_agents.normalize import RunningStats
 from nb2_agents.progress import Mode, progress_mode
-from nb2_agents.runs import dump_yaml, fresh_dir, safe_name, save_model, write_json, write_text
+from nb2_agents.runs import dump_yaml, fresh_dir, marks_failure, safe_name, save_model, write_json, write_text
 from nb2_agents.sb3 import algos
 from nb2_agents.signals import sigterm_as_interrupt, stop_workers
 from nb2_agents.training import make_algorithm
@@ -440,7 +440,8 @@ def run_curriculum(
     )
     mode = progress_mode(progress)
     jobs = [_Job(cfg, spec, hp, s, run_dir / f"s{s}", progress=mode) for s in cfg.seeds]
-    results = _run_jobs(jobs, workers)
+    with marks_failure(run_dir):
+        results = _run_jobs(jobs, workers)
     refs = reference_aucs(cfg, spec, Path(runs_dir))
     metrics = curriculum_metrics(cfg, spec, results, refs)
     write_json(run_dir / "metrics.json", metrics)

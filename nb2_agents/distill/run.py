@@ -53,6 +53,7 @@ from nb2_agents.runs import (
     EVAL_NAME,
     MODEL_NAME,
     dump_yaml,
+    marks_failure,
     new_run_dir,
     save_model,
     write_json,
@@ -164,6 +165,12 @@ def run(
     to its teachers."""
     mode = plan.options.mode
     run_dir = new_run_dir(runs_dir, plan.name, f"distill-{mode}", plan.options.preset, plan.seed)
+    with marks_failure(run_dir):
+        return _run_in(plan, run_dir, progress, verbose)
+
+
+def _run_in(plan: Plan, run_dir: Path, progress: bool | None, verbose: bool) -> DistillResult:
+    mode = plan.options.mode
     write_text(
         run_dir / CONFIG_NAME, "# nb2 distill configuration, fully resolved\n" + dump_yaml(plan.config)
     )
