@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Any, NoReturn
 
-from nb2_agents.cli_common import EXIT_INTERRUPTED, count_arg, finish, positive_arg, steps_arg
+from nb2_agents.cli_common import EXIT_INTERRUPTED, count_arg, finish, positive_arg, steps_arg, whole_arg
 from nb2_agents.distill import cli as distill_cli
 from nb2_agents.envs_util import import_gym_packages
 from nb2_agents.errors import UsageError
@@ -50,7 +50,7 @@ def _add_train(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--steps", type=steps_arg, help="env steps: 100000, 1e5 or 100k (default: the file's n_timesteps)"
     )
-    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--seed", type=whole_arg, help="default 0")
     p.add_argument("--n-envs", type=steps_arg, help="parallel envs (default: the file's n_envs)")
     p.add_argument("--hyperparams", metavar="FILE", help="RL Zoo-style YAML (default policies/<algo>.yaml)")
     p.add_argument(
@@ -72,7 +72,9 @@ def _add_train(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--save-freq", type=count_arg, help="checkpoint every N steps (default steps/5; 0: never)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument("--threads", type=int, help="torch threads (default 1: fastest for small networks on CPU)")
+    p.add_argument(
+        "--threads", type=whole_arg, help="torch threads (default 1: fastest for small networks on CPU)"
+    )
     p.add_argument("--config", metavar="FILE", help="re-run a run's config.yaml; other options override it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -102,7 +104,9 @@ def _add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
         help="greedy actions (default, except MiniGrid: as the run evaluated)",
     )
     mode.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions")
-    p.add_argument("--seed", type=int, help="default: the run's evaluation seed (training seed + 10000)")
+    p.add_argument(
+        "--seed", type=whole_arg, help="default: the run's evaluation seed (training seed + 10000)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--video", metavar="DIR", help="record every episode to DIR (Gymnasium RecordVideo)")
     p.add_argument("--device", default="auto")
@@ -184,7 +188,7 @@ def _add_curriculum(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=count_arg, default=1, help="seeds trained side by side (default 1)")
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=whole_arg, default=1, help="torch threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -28,6 +28,17 @@ def count_arg(text: str) -> int:
     return 0 if text.strip() == "0" else steps_arg(text)
 
 
+def whole_arg(text: str) -> int:
+    """A whole number >= 0 (a seed; a thread count, where 0 is torch's default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, e.g. 0 or 3; got {text!r}")
+    return value
+
+
 def _finite(text: str) -> float:
     try:
         value = float(text)

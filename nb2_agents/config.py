@@ -96,6 +96,13 @@ def _positive(value: Any, what: str, allow_zero: bool = False) -> int:
     return parse_steps(value, what)
 
 
+def _whole(value: Any, name: str) -> int:
+    """A seed or thread count: a whole number >= 0 (threads 0: torch's default)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(f"{name}: expected a whole number >= 0, got {value!r}")
+    return value
+
+
 def _check_device(device: str) -> str:
     try:
         dev = torch.device(device) if device != "auto" else None
@@ -257,7 +264,7 @@ def resolve_config(
     return TrainConfig(
         env=env,
         algo=algo,
-        seed=int(seed if seed is not None else base.get("seed", 0)),
+        seed=_whole(seed if seed is not None else base.get("seed", 0), "seed"),
         steps=total,
         hyperparams=plain(entry),
         env_kwargs=dict(env_kwargs),
@@ -267,7 +274,7 @@ def resolve_config(
         save_freq=_positive(sf, "--save-freq", True) if sf is not None else max(math.ceil(total / 5), 1),
         deterministic_eval=bool(base.get("deterministic_eval", not minigrid)),
         device=_check_device(device or base.get("device", "auto")),
-        threads=int(threads if threads is not None else base.get("threads", 1)),
+        threads=_whole(threads if threads is not None else base.get("threads", 1), "threads"),
         architecture=architecture,
         source=source,
     )

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,6 +243,64 @@ def _check_policy_kwargs(algo_class: type[BaseAlgorithm], policy: str, value: An
             raise UsageError(f"{where}.nb2_kwargs.{key}: unknown NB2Config field; valid keys: {fields}")
 
 
+def _real(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_POSITIVE = (lambda v: _real(v) and v > 0, "a number > 0")
+_UNIT = (lambda v: _real(v) and 0 <= v <= 1, "a number in [0, 1]")
+_NON_NEGATIVE = (lambda v: _real(v) and v >= 0, "a number >= 0")
+_COUNT = (lambda v: _whole(v) and v >= 1, "a whole number >= 1")
+_FLAG = (lambda v: isinstance(v, bool), "true or false")
+VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "learning_rate": _POSITIVE,
+    "gamma": (lambda v: _real(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "gae_lambda": _UNIT,
+    "n_steps": _COUNT,
+    "n_epochs": _COUNT,
+    "batch_size": (
+        lambda v: _whole(v) and v >= 2,
+        "a whole number >= 2 (SB3 normalises advantages per batch)",
+    ),
+    "clip_range": _POSITIVE,
+    "clip_range_vf": (lambda v: v is None or (_real(v) and v > 0), "a number > 0, or null for none"),
+    "ent_coef": (
+        lambda v: (_real(v) and v >= 0) or (isinstance(v, str) and v.startswith("auto")),
+        "a number >= 0 (SAC: also auto or auto_<initial>)",
+    ),
+    "vf_coef": _NON_NEGATIVE,
+    "max_grad_norm": _POSITIVE,
+    "target_kl": (lambda v: v is None or (_real(v) and v > 0), "a number > 0, or null for none"),
+    "buffer_size": _COUNT,
+    "learning_starts": (lambda v: _whole(v) and v >= 0, "a whole number >= 0"),
+    "tau": (lambda v: _real(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "target_update_interval": _COUNT,
+    "exploration_fraction": _UNIT,
+    "exploration_initial_eps": _UNIT,
+    "exploration_final_eps": _UNIT,
+    "policy_delay": _COUNT,
+    "target_policy_noise": _NON_NEGATIVE,
+    "target_noise_clip": _NON_NEGATIVE,
+    "use_sde": _FLAG,
+    "normalize_advantage": _FLAG,
+}
+"""What the common SB3 options accept, checked where they are read (a file or ``--set``), so a
+bad value is refused with its key rather than by SB3's assertions or numpy mid-setup. A ``lin_X``
+schedule is checked by its initial value."""
+
+
+def _check_value(key: str, value: Any, where: str) -> None:
+    rule = VALUE_RULES.get(key)
+    checked = value.initial if isinstance(value, LinearSchedule) else value
+    if rule is not None and not rule[0](checked):
+        schedule = " or lin_<number>" if key in ("learning_rate", "clip_range", "ent_coef") else ""
+        raise UsageError(f"{where}: expected {rule[1]}{schedule}, got {value!r}")
+
+
 def parse_entry(
     algo_class: type[BaseAlgorithm], entry: dict[str, Any], label: dict[str, str] | str
 ) -> Hyperparams:
@@ -281,6 +341,7 @@ def parse_entry(
                     f"{where}: {algo_class.__name__} takes no schedule for {key!r}; "
                     f"lin_X is accepted for {sorted(schedule_keys(algo_class))}"
                 )
+            _check_value(key, parsed, where)
             hp.algo_kwargs[key] = parsed
     return hp
 

@@ -56,7 +56,11 @@ def new_run_dir(root: str | Path, env_id: str, algo: str, preset: str, seed: int
 def fresh_dir(root: str | Path, name: str) -> Path:
     """Create ``root/{name}__{time}`` (``-1``, ``-2``, ... if taken); never reuses a folder."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file, a read-only place
+        why = "is a file" if root.is_file() else (err.strerror or str(err)).lower()
+        raise UsageError(f"--runs-dir {root}: {why}; expected a folder that can be written to") from None
     base = f"{safe_name(name)}__{time.strftime('%Y%m%d-%H%M%S')}"
     for n in range(1000):
         path = root / (base if n == 0 else f"{base}-{n}")
@@ -64,6 +68,12 @@ def fresh_dir(root: str | Path, name: str) -> Path:
             path.mkdir()  # atomic: fails if another run took the name
         except FileExistsError:
             continue
+        except OSError as err:
+            why = (err.strerror or str(err)).lower()
+            raise UsageError(
+                f"--runs-dir {root}: cannot create a run folder in it ({why}); "
+                "expected a folder that can be written to"
+            ) from None
         return path
     raise RuntimeError(f"could not create a fresh run folder under {root}")
 

@@ -68,6 +68,16 @@ BAD_TRAIN = [
     (["--env", "CartPole-v1", "--env-kwargs", "{bad"], "--env-kwargs is not JSON"),
     (["--env", "CartPole-v1", "--device", "tpu"], "valid: auto, cpu, cuda"),
     (["--algo", "ppo"], "pass --env ENV_ID"),
+    # values SB3, numpy or torch would refuse mid-setup, refused where they are read
+    (
+        ["--env", "CartPole-v1", "--set", "learning_rate=notanumber"],
+        "learning_rate: expected a number > 0",
+    ),
+    (["--env", "CartPole-v1", "--set", "learning_rate=lin_-1"], "or lin_<number>, got lin_-1"),
+    (["--env", "CartPole-v1", "--set", "gamma=abc"], "--set gamma: expected a number in (0, 1], got 'abc'"),
+    (["--env", "CartPole-v1", "--set", "batch_size=-1"], "--set batch_size: expected a whole number >= 2"),
+    (["--env", "CartPole-v1", "--seed", "-1"], "argument --seed: expected a whole number >= 0"),
+    (["--env", "CartPole-v1", "--threads", "-1"], "argument --threads: expected a whole number >= 0"),
 ]
 
 
@@ -165,3 +175,18 @@ def test_plot_without_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert code == 2 and "not a run folder" in err
     code, _, err = main(capsys, "plot", tmp_path, "--out", tmp_path / "x.jpg")
     assert code == 2 and ".png" in err
+
+
+def test_a_bad_value_in_a_file_or_a_runs_dir_that_is_a_file(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hyperparams = tmp_path / "mine.yaml"
+    hyperparams.write_text("CartPole-v1:\n  learning_rate: fast\n")
+    code, _, err = main(
+        capsys, "train", "--env", "CartPole-v1", "--hyperparams", hyperparams, "--runs-dir", runs
+    )
+    assert code == 2 and f"{hyperparams} [CartPole-v1].learning_rate: expected a number > 0" in err, err
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    code, _, err = main(capsys, "train", "--env", "CartPole-v1", "--steps", "64", "--runs-dir", a_file)
+    assert code == 2 and f"--runs-dir {a_file}: is a file; expected a folder that can be written to" in err

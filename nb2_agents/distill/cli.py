@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nb2_agents.cli_common import count_arg, finish, non_negative_arg, positive_arg, steps_arg
+from nb2_agents.cli_common import count_arg, finish, non_negative_arg, positive_arg, steps_arg, whole_arg
 from nb2_agents.nn.config import PRESETS
 
 
@@ -82,9 +82,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "ppo.yaml for kickstart, or the curriculum's), e.g. n_epochs=20",
     )
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")
-    p.add_argument("--seed", type=int, default=0, help="default 0")
+    p.add_argument("--seed", type=whole_arg, default=0, help="default 0")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=whole_arg, default=1, help="torch threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
