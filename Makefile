@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev,minigrid,export]'
 	touch $(STAMP)
 
-# The default curriculum with NB2's retention (distillation + online EWC + task ids).
+# The default curriculum with NB2's retention (distillation + task ids; the critic restarts at each task).
 run: install
 	$(PY) -m nb2_agents.cli curriculum cartpole-variants --retention nb2 --seeds 0
 
