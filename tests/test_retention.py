@@ -452,12 +452,23 @@ def test_nb2_state_saved_with_ewc_loads_as_nb2_plus_ewc(tmp_path: Path) -> None:
     """``nb2`` had EWC until it was dropped; a folder saved then names the strategy to load it with."""
     model, folder = _saved_after_one_task(tmp_path / "old.retention")  # ewc=True: nb2 as it was
     now = make_strategy("nb2")
-    hint = r"old\.retention .*'nb2' with EWC.*load it with retention 'nb2\+ewc'"
+    hint = r"old\.retention .*'nb2' with EWC.*load it with --retention nb2\+ewc, "
     with pytest.raises(ValueError, match=hint):
         now.load(folder, model)
     full = make_strategy("nb2+ewc")
     full.load(folder, model)
     assert isinstance(full, RetentionStrategy) and full.ewc["policy"].active and sorted(full.snapshots) == [0]
+    # saved before reset_critic existed: its Fisher covers a critic that was kept across tasks
+    meta = json.loads((folder / "retention.json").read_text())
+    del meta["reset_critic"]
+    (folder / "retention.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        ValueError, match=r"load it with --retention nb2\+ewc --retention-set reset_critic=false"
+    ):
+        make_strategy("nb2").load(folder, model)
+    with pytest.raises(ValueError, match=r"a critic kept across tasks.*--retention-set reset_critic=false"):
+        make_strategy("nb2+ewc").load(folder, model)
+    make_strategy("nb2+ewc", {"reset_critic": False}).load(folder, model)
 
 
 # ---- every algorithm family at tiny budgets ----------------------------------------------------------

@@ -261,18 +261,35 @@ class RetentionStrategy(Strategy):
             self.setup(model, None)
         path = folder / "retention.pt"
         try:
-            saved = json.loads((folder / "retention.json").read_text()).get("name")
+            meta = json.loads((folder / "retention.json").read_text())
+            saved = meta.get("name")
             state = torch.load(path, map_location=model.device, weights_only=False)
-        except (OSError, RuntimeError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as err:
+        except (
+            OSError,
+            RuntimeError,
+            EOFError,
+            ValueError,
+            KeyError,
+            AttributeError,
+            pickle.UnpicklingError,
+        ) as err:
             raise ValueError(f"cannot read retention state {path}: {err}") from err
         legacy = saved == "nb2" and bool(state["ewc"])  # saved while nb2 still had EWC: nb2+ewc's state
         if saved != self.name and not (legacy and self.name == "nb2+ewc"):
             raise ValueError(f"{folder} holds the state of retention {saved!r}, not {self.name!r}")
-        if set(state["ewc"]) != set(self.ewc):
+        kept = _kept_critic(meta)
+        if bool(state["ewc"]) != bool(self.ewc):
+            how = "--retention nb2+ewc" + (" --retention-set reset_critic=false" if kept else "")
             raise ValueError(
                 f"{folder} holds the state of retention {saved!r} {'with' if state['ewc'] else 'without'} "
                 f"EWC, but {self.name!r} here is {'with' if self.ewc else 'without'} it"
-                + (": load it with retention 'nb2+ewc', what 'nb2' was when it was saved" if legacy else "")
+                + (f": load it with {how}, what 'nb2' was when it was saved" if legacy else "")
+            )
+        if state["ewc"] and kept == self.config.resets_critic:  # the Fisher covers the critic, or not
+            saved_how, here = ("kept across", "reset at") if kept else ("reset at", "kept across")
+            raise ValueError(
+                f"{folder} was saved with EWC on a critic {saved_how} tasks, but here the critic is {here} "
+                f"each new task: load it with --retention-set reset_critic={str(not kept).lower()}"
             )
         self.memory = ReplayMemory.load(folder / "replay.npz", model.observation_space)
         for name, ewc_state in state["ewc"].items():
@@ -285,6 +302,15 @@ class RetentionStrategy(Strategy):
         self.rng.bit_generator.state = state["rng"]
         self.current = int(state["current"])
         self.start_from = {int(t): int(s) for t, s in state.get("start_from", {}).items()}
+
+
+def _kept_critic(meta: dict[str, Any]) -> bool:
+    """Whether a saved strategy (its ``retention.json``) kept its critic across tasks; one saved
+    before ``reset_critic`` existed did."""
+    if "reset_critic" not in meta:
+        return True
+    reset = meta["reset_critic"]
+    return not (bool(meta.get("task_ids", False)) if reset is None else bool(reset))
 
 
 _FIXED = ("ewc", "distill", "task_ids", "seed")  # set by the strategy's name and the run's seed
