@@ -18,7 +18,15 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Any, NoReturn
 
-from nb2_agents.cli_common import EXIT_INTERRUPTED, count_arg, finish, positive_arg, steps_arg, whole_arg
+from nb2_agents.cli_common import (
+    EXIT_INTERRUPTED,
+    count_arg,
+    finish,
+    positive_arg,
+    quiet,
+    steps_arg,
+    whole_arg,
+)
 from nb2_agents.distill import cli as distill_cli
 from nb2_agents.envs_util import import_gym_packages
 from nb2_agents.errors import UsageError
@@ -192,6 +200,11 @@ def _add_curriculum(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _progress(args: argparse.Namespace) -> bool | None:
+    """False (none) with --no-progress or -q; None: a bar on a terminal, lines elsewhere."""
+    return False if args.no_progress or quiet(args) else None
+
+
 def _version() -> str:
     """The installed distribution's version (``pyproject.toml``), or "unknown" for a bare checkout."""
     try:
@@ -203,6 +216,13 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print only the result and errors (no configuration, no progress)",
+    )
     common.add_argument(
         "--gym-packages",
         nargs="+",
@@ -242,7 +262,8 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         config=args.config,
-        progress=False if args.no_progress else None,
+        progress=_progress(args),
+        verbose=not quiet(args),
     )
     return finish(result)
 
@@ -317,7 +338,7 @@ def _curriculum(args: argparse.Namespace) -> int:
     common = dict(
         algo=args.algo, preset=args.preset, seeds=args.seeds, steps_scale=args.steps_scale,
         evals_per_task=args.evals_per_task, overrides=overrides, runs_dir=args.runs_dir, device=args.device,
-        workers=args.workers, progress=False if args.no_progress else None,
+        workers=args.workers, progress=_progress(args),
     )  # fmt: skip
     if args.references:
         for path in run_references(args.curriculum, **common):

@@ -28,6 +28,11 @@ def count_arg(text: str) -> int:
     return 0 if text.strip() == "0" else steps_arg(text)
 
 
+def quiet(args: argparse.Namespace) -> bool:
+    """``-q``: only the result and errors."""
+    return bool(getattr(args, "quiet", False))
+
+
 def whole_arg(text: str) -> int:
     """A whole number >= 0 (a seed; a thread count, where 0 is torch's default)."""
     try:

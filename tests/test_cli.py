@@ -343,3 +343,11 @@ def test_a_users_own_env_by_module_colon_id_or_gym_packages(tmp_path: Path) -> N
     assert out.returncode == 2 and "cannot import 'nosuchmodule'" in out.stderr
     out = run("train", "--env", "Foo-v0", "--gym-packages", "nosuchmodule")
     assert out.returncode == 2 and "--gym-packages nosuchmodule: cannot import it" in out.stderr
+
+
+def test_quiet_prints_only_the_result(tmp_path: Path) -> None:
+    out = nb2("train", "--env", "CartPole-v1", "--steps", "64", "--eval-freq", "0", "--final-episodes", "1",
+              "--runs-dir", tmp_path, "-q")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "evaluation: CartPole-v1" in out.stdout and f"run folder: {only_run(tmp_path)}" in out.stdout
+    assert "resolved configuration" not in out.stdout and "steps (100 %)" not in out.stderr

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nb2_agents.cli_common import count_arg, finish, non_negative_arg, positive_arg, steps_arg, whole_arg
+from nb2_agents.cli_common import (
+    count_arg,
+    finish,
+    non_negative_arg,
+    positive_arg,
+    quiet,
+    steps_arg,
+    whole_arg,
+)
 from nb2_agents.nn.config import PRESETS
 
 
@@ -113,6 +121,7 @@ def handle(args: argparse.Namespace) -> int:
         eval_freq=args.eval_freq,
         final_episodes=args.final_episodes,
         overrides=args.overrides,
-        progress=False if args.no_progress else None,
+        progress=False if args.no_progress or quiet(args) else None,
+        verbose=not quiet(args),
     )
     return finish(result)
