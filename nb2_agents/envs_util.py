@@ -55,6 +55,14 @@ def _extra_for(env_id: str) -> tuple[str, str] | None:
     return None
 
 
+def _import_registering(module: str, what: str) -> None:
+    """Import a module of the user's that registers envs; ``what`` opens the error if it cannot."""
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise UsageError(f"{what} ({err}); install it or put it on PYTHONPATH") from None
+
+
 GYM_PACKAGES_VAR = "NB2_GYM_PACKAGES"
 """Where ``--gym-packages`` is kept for the worker processes a job spawns, which import it too."""
 
@@ -67,12 +75,7 @@ def import_gym_packages(modules: Sequence[str] | None = None) -> None:
     elif modules:
         os.environ[GYM_PACKAGES_VAR] = ",".join(modules)
     for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            raise UsageError(
-                f"--gym-packages {module}: cannot import it ({err}); install it or put it on PYTHONPATH"
-            ) from None
+        _import_registering(module, f"--gym-packages {module}: cannot import it")
 
 
 def check_env_id(env_id: str) -> None:
@@ -83,13 +86,10 @@ def check_env_id(env_id: str) -> None:
     (and ``nb2 evaluate`` later, from the run's config) imports it again."""
     if ":" in env_id:
         module, _, env_id = env_id.partition(":")
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            raise UsageError(
-                f"env id {module}:{env_id}: cannot import {module!r}, the module that should register "
-                f"{env_id!r} ({err}); install it or put it on PYTHONPATH"
-            ) from None
+        _import_registering(
+            module,
+            f"env id {module}:{env_id}: cannot import {module!r}, the module that should register {env_id!r}",
+        )
     extra = _extra_for(env_id)
     if extra is not None and env_id not in gym.registry:
         module, install = extra

@@ -29,6 +29,8 @@ DEFAULT_OUT = "learning_curves.png"
 class Group:
     label: str
     runs: list[Path] = field(default_factory=list)
+    seeds: list[Any] = field(default_factory=list)
+    """Each run's seed, from its config.yaml."""
     curves: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
@@ -76,13 +78,9 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _seed(run: Path) -> Any:
-    return (yaml.safe_load((run / CONFIG_NAME).read_text()) or {}).get("seed")
-
-
-def _count(runs: list[Path]) -> str:
+def _count(group: Group) -> str:
     """ "3 seeds"; "2 runs of seed 0" where runs repeat a seed."""
-    seeds = {_seed(run) for run in runs}
+    runs, seeds = group.runs, set(group.seeds)
     if len(seeds) == len(runs):
         return f"{len(runs)} seeds"
     listed = ", ".join(str(s) for s in sorted(seeds, key=str))
@@ -103,6 +101,7 @@ def group_runs(runs: list[Path]) -> list[Group]:
             groups[key] = Group(f"{config.get('env')} {config.get('algo')} {preset}")
             flats[key] = _flat(shared)
         groups[key].runs.append(run)
+        groups[key].seeds.append(config.get("seed"))
     base = {key: group.label for key, group in groups.items()}
     for key, group in groups.items():
         others = [flats[k] for k in groups if k != key and base[k] == base[key]]
@@ -212,7 +211,7 @@ def _draw(groups: list[Group], curves: dict[Path, tuple[np.ndarray, np.ndarray]]
         grid = np.linspace(start, end, 200) if end > start else np.array([end])
         ys = np.stack([np.interp(grid, x, y) for x, y in mine])
         mean, std = ys.mean(0), ys.std(0)
-        (line,) = ax.plot(grid, mean, label=f"{group.label} ({_count(group.runs)})")
+        (line,) = ax.plot(grid, mean, label=f"{group.label} ({_count(group)})")
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.25)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("episode return (smoothed)")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nb2_agents.curriculum.metrics import matrix_to_csv
-from nb2_agents.curriculum.plot import is_curriculum_run, plot_curriculum, plot_curriculum_runs
+from nb2_agents.curriculum.plot import is_curriculum_run, plot_curriculum
 from nb2_agents.errors import UsageError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -147,24 +147,21 @@ def test_dispatch_through_nb2_plot(tmp_path: Path) -> None:
         assert_png(path)
 
 
-def test_dispatch_refuses_mixed_and_passes_ordinary(tmp_path: Path) -> None:
-    run = make_run(tmp_path)
-    ordinary = tmp_path / "ordinary"
-    ordinary.mkdir()
-    (ordinary / "config.yaml").write_text("env: CartPole-v1\n")
-    with pytest.raises(UsageError, match="curriculum runs together with other runs"):
-        plot_curriculum_runs([run, ordinary])
-    assert plot_curriculum_runs([ordinary]) is None
+def test_a_broken_curriculum_run_is_named_with_its_missing_file(tmp_path: Path) -> None:
+    from nb2_agents.plot import plot_all
+
     broken = make_run(tmp_path, name="broken")
     (broken / "curves.csv").unlink()  # still recognised by its metrics.json: a clear error, not "no runs"
     with pytest.raises(UsageError, match=r"curves\.csv is missing"):
-        plot_curriculum_runs([broken])
+        plot_all([broken])
 
 
 def test_duplicate_run_names_with_out(tmp_path: Path) -> None:
+    from nb2_agents.plot import plot_all
+
     a, b = make_run(tmp_path / "x"), make_run(tmp_path / "y")
     with pytest.raises(UsageError, match="repeat"):
-        plot_curriculum_runs([a, b], tmp_path / "all.png")
+        plot_all([a, b], tmp_path / "all.png")
 
 
 def _train_run(root: Path, name: str, seed: int, episodes: int) -> Path:
@@ -202,10 +199,12 @@ def test_plot_of_a_whole_runs_folder_draws_what_it_can(
 
 
 def test_band_labels_count_seeds_and_say_when_runs_repeat_one(tmp_path: Path) -> None:
-    from nb2_agents.plot import _count
+    from nb2_agents.plot import _count, group_runs
 
-    assert _count([_train_run(tmp_path, f"a{s}", s, 1) for s in (0, 1, 2)]) == "3 seeds"
-    assert _count([_train_run(tmp_path, f"b{i}", 0, 1) for i in (0, 1)]) == "2 runs of seed 0"
+    (three,) = group_runs([_train_run(tmp_path, f"a{s}", s, 1) for s in (0, 1, 2)])
+    (repeated,) = group_runs([_train_run(tmp_path, f"b{i}", 0, 1) for i in (0, 1)])
+    assert _count(three) == "3 seeds"
+    assert _count(repeated) == "2 runs of seed 0"
 
 
 def test_one_seed_gets_no_interval_in_titles() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import numpy as np
 from nb2_agents.curriculum.metrics import METRIC_KEYS, read_matrix_csv
 from nb2_agents.errors import UsageError
 
-__all__ = ["is_curriculum_run", "plot_curriculum", "plot_curriculum_runs"]
+__all__ = ["is_curriculum_run", "plot_curriculum"]
 
 METRICS_NAME = "metrics.json"
 MATRIX_NAME = "matrix.csv"
@@ -290,32 +289,3 @@ def plot_curriculum(run_dir: Path, out: Path | None = None) -> list[Path]:
     curves = _read_curves(run_dir / CURVES_NAME, meta.tasks)
     labels, matrix = _read_matrix(run_dir / MATRIX_NAME, meta)
     return [_draw_curves(meta, curves, curves_out), _draw_heatmap(meta, labels, matrix, heatmap_out)]
-
-
-def plot_curriculum_runs(runs: Sequence[str | Path], out: str | Path | None = None) -> list[Path] | None:
-    """``nb2 plot``'s dispatch: plot every run with :func:`plot_curriculum` if all are curriculum runs.
-
-    Returns ``None`` when none is (the caller draws ordinary learning curves) and raises
-    UsageError when curriculum and ordinary runs are mixed. A folder with ``metrics.json``
-    counts as a curriculum run here, so that a broken one gets an error about its files.
-    With several runs and ``out`` (``x.png``), run ``R`` is drawn to ``x-R.png`` and
-    ``x-R-heatmap.png``; without ``out`` each run's plots go into its own folder.
-    """
-    paths = [Path(p) for p in runs]
-    kinds = [is_curriculum_run(p) or (p / METRICS_NAME).is_file() for p in paths]
-    if not any(kinds):
-        return None
-    if not all(kinds):
-        others = ", ".join(str(p) for p, k in zip(paths, kinds, strict=True) if not k)
-        raise UsageError(f"cannot plot curriculum runs together with other runs ({others}); plot them apart")
-    if out is None or len(paths) == 1:
-        return [f for p in paths for f in plot_curriculum(p, None if out is None else Path(out))]
-    base = _check_png(Path(out))
-    names = [p.resolve().name for p in paths]
-    if len(set(names)) != len(names):
-        raise UsageError(f"--out {out}: the curriculum runs' folder names repeat ({', '.join(names)})")
-    return [
-        f
-        for p, name in zip(paths, names, strict=True)
-        for f in plot_curriculum(p, base.with_stem(f"{base.stem}-{name}"))
-    ]
