@@ -3,8 +3,9 @@
 ``python -m benchmarks.retention [--suites A,B] [--seeds 0,1,2] [--steps-scale 1.0] [--workers 2]
 [--runs-dir runs/benchmarks/retention] [--runs none,ewc,distill,nb2,multitask] [--quick]``, or
 ``python -m benchmarks --only retention``. Each finished run's figures are kept under
-``{runs-dir}/measured/``; a later invocation with the same seeds and steps-scale reuses them, so
-an interrupted benchmark resumes where it stopped (delete that folder to measure afresh).
+``{runs-dir}/measured/``; a later invocation with the same seeds and steps-scale, and the suite's
+YAML unchanged (its tasks, budgets and hyperparameters), reuses them, so an interrupted benchmark
+resumes where it stopped (delete that folder to measure afresh).
 
 For each suite: the single-task reference runs (:func:`run_references`, cached under
 ``{runs-dir}/references/``, for forward transfer), then five curriculum runs, each one
@@ -52,6 +53,7 @@ mean nothing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import resource
 import sys
@@ -64,11 +66,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+import yaml
 
 from benchmarks.common import Row
 from nb2_agents.curriculum.metrics import auc_gap, bootstrap_ci
 from nb2_agents.curriculum.plot import plot_curriculum
 from nb2_agents.curriculum.runner import run_curriculum, run_references
+from nb2_agents.curriculum.spec import load_curriculum
+from nb2_agents.hyperparams import plain
 from nb2_agents.retention.strategy import MB, RetentionConfig
 
 SUITES = ("cartpole-variants", "classic-control", "minigrid")
@@ -244,14 +249,42 @@ def measured_path(runs_dir: Path, suite: str, name: str) -> Path:
     return runs_dir / MEASURED_DIR / f"{suite}__{name}.json"
 
 
+def suite_key(suite: str) -> str:
+    """What a suite's runs depend on in its YAML: tasks, budgets, algorithm, preset, hyperparameters."""
+    data = asdict(load_curriculum(suite))
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _same_hyperparams(run_dir: str, suite: str) -> bool:
+    """For figures kept before :func:`suite_key` was recorded: the run's ``config.yaml`` holds every
+    hyperparameter the suite's YAML sets now, with the same value."""
+    config = Path(run_dir) / "config.yaml"
+    if not config.is_file():
+        return False
+    ran = yaml.safe_load(config.read_text()).get("hyperparams") or {}
+    return _holds(ran, plain(load_curriculum(suite).hyperparams))
+
+
+def _holds(ran: Any, wanted: Any) -> bool:
+    """``ran`` has every key of ``wanted``, with the same value (nested dicts: the same keys)."""
+    if isinstance(wanted, dict):
+        return isinstance(ran, dict) and all(_holds(ran.get(k), v) for k, v in wanted.items())
+    return str(ran) == str(wanted)
+
+
 def load_measured(path: Path, seeds: Sequence[int], steps_scale: float) -> Measured | None:
-    """A run measured by an earlier invocation with the same seeds and steps-scale, or None."""
+    """A run measured by an earlier invocation with the same seeds and steps-scale, on the suite's
+    YAML as it is now, or None."""
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
     if data.get("seeds") != list(seeds) or data.get("steps_scale") != steps_scale:
         return None
     m = data["measured"]
+    key = data.get("suite_key")
+    if (key != suite_key(m["suite"])) if key else not _same_hyperparams(m["run_dir"], m["suite"]):
+        print(f"   {m['run']}: {path} was measured on an earlier {m['suite']} YAML; measuring again")
+        return None
     return Measured(
         m["suite"], m["run"], m["run_dir"], with_auc_gap(m["metrics"]), Usage(**m["usage"]),
         [tuple(pair) for pair in m["replay_mb"]], m["plots"],
@@ -275,7 +308,12 @@ def with_auc_gap(metrics: dict[str, Any]) -> dict[str, Any]:
 def save_measured(path: Path, measured: Measured, seeds: Sequence[int], steps_scale: float) -> None:
     """Keep a finished run's figures, so that an interrupted benchmark resumes after it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"seeds": list(seeds), "steps_scale": steps_scale, "measured": asdict(measured)}
+    data = {
+        "seeds": list(seeds),
+        "steps_scale": steps_scale,
+        "suite_key": suite_key(measured.suite),
+        "measured": asdict(measured),
+    }
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     tmp.replace(path)

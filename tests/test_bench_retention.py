@@ -3,11 +3,15 @@ targets are checked on whichever runs were made."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmarks import retention as bench
+from nb2_agents.curriculum.spec import load_curriculum
+from nb2_agents.hyperparams import plain
 
 
 def _measured(run: str, forgetting: float, perf: float, wall: float) -> bench.Measured:
@@ -18,12 +22,12 @@ def _measured(run: str, forgetting: float, perf: float, wall: float) -> bench.Me
         "auc_gap": {"mean": 0.05, "ci_low": 0.0, "ci_high": 0.1},
     }
     usage = bench.Usage(wall_s=wall, self_mb=300.0, children_mb=400.0, baseline_mb=250.0)
-    return bench.Measured("suite", run, f"/runs/{run}", metrics, usage, [(64.0, 1.5)], ["a.png"])
+    return bench.Measured("classic-control", run, f"/runs/{run}", metrics, usage, [(64.0, 1.5)], ["a.png"])
 
 
 def test_measured_run_is_saved_and_reused_only_for_the_same_settings(tmp_path: Path) -> None:
     m = _measured("nb2", 0.01, 0.8, 100.0)
-    path = bench.measured_path(tmp_path, "suite", "nb2")
+    path = bench.measured_path(tmp_path, "classic-control", "nb2")
     bench.save_measured(path, m, [0, 1, 2], 1.0)
     assert bench.load_measured(path, [0, 1, 2], 1.0) == m
     assert bench.load_measured(path, [0], 1.0) is None
@@ -31,11 +35,43 @@ def test_measured_run_is_saved_and_reused_only_for_the_same_settings(tmp_path: P
     assert bench.load_measured(tmp_path / "missing.json", [0, 1, 2], 1.0) is None
 
 
+def test_a_run_measured_on_an_earlier_suite_yaml_is_measured_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    m = _measured("nb2", 0.01, 0.8, 100.0)
+    path = bench.measured_path(tmp_path, "classic-control", "nb2")
+    bench.save_measured(path, m, [0, 1, 2], 1.0)
+    monkeypatch.setattr(bench, "suite_key", lambda suite: "another-yaml")
+    assert bench.load_measured(path, [0, 1, 2], 1.0) is None
+    assert "measured on an earlier classic-control YAML" in capsys.readouterr().out
+
+
+def test_figures_kept_before_the_suite_key_are_checked_on_their_run_config(tmp_path: Path) -> None:
+    """Older files have no suite key: the run's config.yaml must hold the suite's hyperparameters."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    m = _measured("nb2", 0.01, 0.8, 100.0)
+    m.run_dir = str(run_dir)
+    path = bench.measured_path(tmp_path, "classic-control", "nb2")
+    bench.save_measured(path, m, [0, 1, 2], 1.0)
+    data = json.loads(path.read_text())
+    del data["suite_key"]
+    path.write_text(json.dumps(data))
+    hyperparams = plain(load_curriculum("classic-control").hyperparams)
+    kwargs = {**hyperparams["policy_kwargs"], "preset": "nano"}
+    config = {"hyperparams": {**hyperparams, "policy": "NB2Policy", "policy_kwargs": kwargs}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    assert bench.load_measured(path, [0, 1, 2], 1.0) is not None  # resolved extras do not matter
+    config["hyperparams"]["gamma"] = 0.5
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    assert bench.load_measured(path, [0, 1, 2], 1.0) is None
+
+
 def test_a_run_measured_before_the_auc_gap_gets_it_from_its_aucs(tmp_path: Path) -> None:
     m = _measured("nb2", 0.01, 0.8, 100.0)
     del m.metrics["auc_gap"]
     m.metrics.update(seeds=[0, 1], auc={"0": [1.0, 0.5], "1": [0.8, None]}, reference_auc=[0.9, 0.25])
-    path = bench.measured_path(tmp_path, "suite", "nb2")
+    path = bench.measured_path(tmp_path, "classic-control", "nb2")
     bench.save_measured(path, m, [0, 1], 1.0)
     gap = bench.load_measured(path, [0, 1], 1.0).metrics["auc_gap"]  # type: ignore[union-attr]
     # seed 0: (0.1 + 0.25) / 2; seed 1: (-0.1 - 0.25) / 2, a task never evaluated scoring 0
