@@ -28,11 +28,10 @@ from nb2_agents.cli_common import (
     whole_arg,
 )
 from nb2_agents.distill import cli as distill_cli
-from nb2_agents.envs_util import import_gym_packages
 from nb2_agents.errors import UsageError
 from nb2_agents.export import cli as export_cli
-from nb2_agents.hyperparams import ALGOS
 from nb2_agents.nn.config import PRESETS
+from nb2_agents.sb3.names import ALGO_NAMES
 from nb2_agents.zoo import cli as zoo_cli
 
 EXIT_USAGE = 2
@@ -53,7 +52,7 @@ def _add_train(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Train an NB2 policy; hyperparameters come from policies/<algo>.yaml.",
     )
     p.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1 or MiniGrid-DoorKey-5x5-v0")
-    p.add_argument("--algo", help=f"one of {', '.join(ALGOS)} (default ppo)")
+    p.add_argument("--algo", help=f"one of {', '.join(ALGO_NAMES)} (default ppo)")
     p.add_argument("--preset", help=f"NB2 size: {', '.join(PRESETS)} (default: the file's, else nano)")
     p.add_argument(
         "--steps", type=steps_arg, help="env steps: 100000, 1e5 or 100k (default: the file's n_timesteps)"
@@ -160,7 +159,7 @@ def _add_curriculum(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("curriculum", nargs="?", help="a built-in suite (see --list) or a curriculum YAML file")
     p.add_argument("--list", action="store_true", help="list the built-in suites")
-    p.add_argument("--algo", help=f"one of {', '.join(ALGOS)} (default: the suite's)")
+    p.add_argument("--algo", help=f"one of {', '.join(ALGO_NAMES)} (default: the suite's)")
     p.add_argument("--preset", help=f"NB2 size: {', '.join(PRESETS)} (default: the suite's)")
     p.add_argument("--mode", default="sequential", choices=["sequential", "multitask"])
     p.add_argument(
@@ -375,9 +374,11 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nb2`` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # light: nothing heavy is imported before this line
     prog = f"nb2 {args.command}"
     try:
+        from nb2_agents.envs_util import import_gym_packages
+
         import_gym_packages(getattr(args, "gym_packages", []))
         return COMMANDS[args.command](args)
     except UsageError as err:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
-from nb2_agents.hyperparams import parse_steps
+from nb2_agents.counts import parse_steps
 
 EXIT_INTERRUPTED = 130
 

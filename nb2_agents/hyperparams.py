@@ -28,6 +28,7 @@ import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
+from nb2_agents.counts import parse_steps
 from nb2_agents.errors import UsageError
 from nb2_agents.nn.config import PRESETS, NB2Config
 from nb2_agents.normalize import NormalizeConfig, parse_normalize
@@ -134,21 +135,6 @@ def read_yaml(path: str | Path) -> Any:
         raise UsageError(f"cannot read {where}: malformed YAML: {what}") from err
     except yaml.YAMLError as err:
         raise UsageError(f"cannot read {path}: malformed YAML: {err}") from err
-
-
-def parse_steps(value: Any, what: str = "steps") -> int:
-    """``100000``, ``1e5``, ``100k``, ``1.5M``, ``100_000`` → an int > 0."""
-    text = str(value).strip().lower().replace("_", "").replace(",", "")
-    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1) if text else 1
-    if scale > 1:
-        text = text[:-1]
-    try:
-        number = float(text) * scale
-    except ValueError:
-        number = float("nan")
-    if not number >= 1 or number != int(number) or isinstance(value, bool):
-        raise UsageError(f"{what} must be a positive whole number such as 100000, 1e5 or 100k; got {value!r}")
-    return int(number)
 
 
 def _number(value: Any) -> Any:

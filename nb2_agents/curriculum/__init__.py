@@ -9,8 +9,26 @@
 * :mod:`.strategies`: the hooks retention strategies plug into.
 """
 
-from nb2_agents.curriculum.runner import CurriculumResult, run_curriculum, run_references
-from nb2_agents.curriculum.spec import CurriculumSpec, TaskSpec, builtin_curricula, load_curriculum
+from typing import TYPE_CHECKING
+
+from nb2_agents.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from nb2_agents.curriculum.runner import CurriculumResult, run_curriculum, run_references
+    from nb2_agents.curriculum.spec import CurriculumSpec, TaskSpec, builtin_curricula, load_curriculum
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "CurriculumResult": "nb2_agents.curriculum.runner",
+        "run_curriculum": "nb2_agents.curriculum.runner",
+        "run_references": "nb2_agents.curriculum.runner",
+        "CurriculumSpec": "nb2_agents.curriculum.spec",
+        "TaskSpec": "nb2_agents.curriculum.spec",
+        "builtin_curricula": "nb2_agents.curriculum.spec",
+        "load_curriculum": "nb2_agents.curriculum.spec",
+    },
+)
 
 __all__ = [
     "CurriculumResult",

@@ -42,9 +42,10 @@ from typing import Any
 
 import gymnasium as gym
 
+from nb2_agents.counts import parse_steps
 from nb2_agents.envs_util import EnvSpec
 from nb2_agents.errors import UsageError
-from nb2_agents.hyperparams import ALGOS, DATA_DIR, parse_steps, read_yaml, valid_keys
+from nb2_agents.hyperparams import ALGOS, DATA_DIR, read_yaml, valid_keys
 from nb2_agents.nn.config import PRESETS
 from nb2_agents.normalize import NormalizeConfig, parse_normalize
 

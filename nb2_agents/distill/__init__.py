@@ -10,7 +10,23 @@
 * :mod:`.cli`: the ``nb2 distill`` subcommand.
 """
 
-from nb2_agents.distill.run import DistillResult, distill
-from nb2_agents.distill.teachers import Teacher, load_teacher, resolve_teacher_path
+from typing import TYPE_CHECKING
+
+from nb2_agents.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from nb2_agents.distill.run import DistillResult, distill
+    from nb2_agents.distill.teachers import Teacher, load_teacher, resolve_teacher_path
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "DistillResult": "nb2_agents.distill.run",
+        "distill": "nb2_agents.distill.run",
+        "Teacher": "nb2_agents.distill.teachers",
+        "load_teacher": "nb2_agents.distill.teachers",
+        "resolve_teacher_path": "nb2_agents.distill.teachers",
+    },
+)
 
 __all__ = ["DistillResult", "Teacher", "distill", "load_teacher", "resolve_teacher_path"]

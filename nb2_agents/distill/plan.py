@@ -22,6 +22,7 @@ from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecEnv
 
 from nb2_agents.config import VERSION, TrainConfig, resolve_config
+from nb2_agents.counts import parse_steps
 from nb2_agents.curriculum.adapter import CommonSpaces
 from nb2_agents.curriculum.evaluator import task_env_fns, vec_env
 from nb2_agents.curriculum.runner import probe_spaces
@@ -32,7 +33,7 @@ from nb2_agents.distill.teachers import Teacher, load_teacher
 from nb2_agents.envs_util import EnvSpec
 from nb2_agents.errors import UsageError
 from nb2_agents.evaluation import EVAL_SEED_OFFSET
-from nb2_agents.hyperparams import ALGOS, DATA_DIR, Hyperparams, parse_entry, parse_steps, plain
+from nb2_agents.hyperparams import ALGOS, DATA_DIR, Hyperparams, parse_entry, plain
 from nb2_agents.nn.config import PRESETS
 from nb2_agents.runs import safe_name
 

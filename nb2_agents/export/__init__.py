@@ -8,7 +8,24 @@
   which runs a file with SB3's ``predict`` (``nb2 evaluate model.onnx``).
 """
 
-from nb2_agents.export.exporter import FORMATS, ExportResult, export
-from nb2_agents.export.loader import ExportedPolicy, is_exported
+from typing import TYPE_CHECKING
+
+from nb2_agents.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from nb2_agents.export.exporter import ExportResult, export
+    from nb2_agents.export.formats import FORMATS
+    from nb2_agents.export.loader import ExportedPolicy, is_exported
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "FORMATS": "nb2_agents.export.formats",
+        "ExportResult": "nb2_agents.export.exporter",
+        "export": "nb2_agents.export.exporter",
+        "ExportedPolicy": "nb2_agents.export.loader",
+        "is_exported": "nb2_agents.export.loader",
+    },
+)
 
 __all__ = ["FORMATS", "ExportResult", "ExportedPolicy", "export", "is_exported"]

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from nb2_agents.export.exporter import FORMATS
+from nb2_agents.export.formats import FORMATS
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:

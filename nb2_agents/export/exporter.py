@@ -24,6 +24,7 @@ from gymnasium import spaces
 
 from nb2_agents.errors import UsageError
 from nb2_agents.evaluation import LoadedModel, load_model
+from nb2_agents.export.formats import FORMATS
 from nb2_agents.export.loader import SUFFIXES, onnx_runner, torchscript_runner
 from nb2_agents.export.module import PolicyGraph
 from nb2_agents.export.normalizer import normalizer_for
@@ -34,8 +35,6 @@ from nb2_agents.normalize import read_stats
 from nb2_agents.runs import atomic_write
 from nb2_agents.sb3.extractor import NB2PolicyMixin
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
-"""Export format → default file suffix."""
 CHECK_SAMPLES = 64
 FP32_TOLERANCE = 1e-3
 """Largest logit difference from PyTorch an fp32 export may show on the check samples."""

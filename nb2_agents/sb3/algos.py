@@ -25,6 +25,7 @@ from stable_baselines3.common.policies import BasePolicy
 
 from nb2_agents.errors import UsageError
 from nb2_agents.sb3.actor_critic import MaskableNB2Policy, NB2ActorCriticPolicy
+from nb2_agents.sb3.names import ALGO_NAMES
 from nb2_agents.sb3.off_policy import NB2DQNPolicy, NB2SACPolicy, NB2TD3Policy
 
 Family = Literal["actor_critic", "q", "sac", "td3"]
@@ -67,8 +68,7 @@ its data holds (PPO saves ``gae_lambda`` too, so it comes before A2C; MaskablePP
 ``clip_range`` and are told apart by their classes)."""
 
 _BY_NAME = {a.name: a for a in TABLE}
-_CLI_ORDER = ("ppo", "a2c", "dqn", "sac", "td3", "maskable_ppo")
-ALGOS: dict[str, Algo] = {name: _BY_NAME[name] for name in _CLI_ORDER}
+ALGOS: dict[str, Algo] = {name: _BY_NAME[name] for name in ALGO_NAMES}
 """The rows by ``--algo`` name, in the order the CLI lists them."""
 
 

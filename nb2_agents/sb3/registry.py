@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from nb2_agents.sb3.algos import POLICY_FOR_CLASS
-
-SHORT_NAME = "NB2Policy"
+from nb2_agents.sb3.names import SHORT_NAME
 
 POLICY_FOR_ALGO = POLICY_FOR_CLASS
 """Each SB3 class's NB2 policy (``algos.py``'s table)."""

@@ -11,21 +11,53 @@ wherever a model path is (``nb2 evaluate zoo:cartpole-ppo-mlp``, ``--teacher zoo
 PosixPath('.../policies/zoo/cartpole-ppo-mlp/model.zip')
 """
 
-from nb2_agents.zoo.build import build, build_many, measure
-from nb2_agents.zoo.card import (
-    MAX_BYTES,
-    PREFIX,
-    Built,
-    Card,
-    EvalSettings,
-    Score,
-    StudentRecipe,
-    TeacherRecipe,
-    expected_return,
-    read_card,
-    tolerance,
+from typing import TYPE_CHECKING
+
+from nb2_agents.lazy import functions_over_subpackages, lazy_exports
+
+if TYPE_CHECKING:
+    from nb2_agents.zoo.build import build, build_many, measure
+    from nb2_agents.zoo.card import (
+        MAX_BYTES,
+        PREFIX,
+        Built,
+        Card,
+        EvalSettings,
+        Score,
+        StudentRecipe,
+        TeacherRecipe,
+        expected_return,
+        read_card,
+        tolerance,
+    )
+    from nb2_agents.zoo.registry import ZOO_DIR, entries, get, is_zoo_ref, resolve
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "build": "nb2_agents.zoo.build",
+        "build_many": "nb2_agents.zoo.build",
+        "measure": "nb2_agents.zoo.build",
+        "MAX_BYTES": "nb2_agents.zoo.card",
+        "PREFIX": "nb2_agents.zoo.card",
+        "Built": "nb2_agents.zoo.card",
+        "Card": "nb2_agents.zoo.card",
+        "EvalSettings": "nb2_agents.zoo.card",
+        "Score": "nb2_agents.zoo.card",
+        "StudentRecipe": "nb2_agents.zoo.card",
+        "TeacherRecipe": "nb2_agents.zoo.card",
+        "expected_return": "nb2_agents.zoo.card",
+        "read_card": "nb2_agents.zoo.card",
+        "tolerance": "nb2_agents.zoo.card",
+        "ZOO_DIR": "nb2_agents.zoo.registry",
+        "entries": "nb2_agents.zoo.registry",
+        "get": "nb2_agents.zoo.registry",
+        "is_zoo_ref": "nb2_agents.zoo.registry",
+        "resolve": "nb2_agents.zoo.registry",
+    },
 )
-from nb2_agents.zoo.registry import ZOO_DIR, entries, get, is_zoo_ref, resolve
+
+functions_over_subpackages(__name__, ("build",))  # zoo.build: the function, as the API has it
 
 __all__ = [
     "MAX_BYTES",

@@ -26,8 +26,9 @@ from typing import Any
 
 import yaml
 
+from nb2_agents.counts import parse_steps
 from nb2_agents.errors import UsageError
-from nb2_agents.hyperparams import ALGOS, parse_steps, read_yaml
+from nb2_agents.hyperparams import ALGOS, read_yaml
 from nb2_agents.zoo.teachers import check_hyperparams
 
 KINDS = ("teacher", "student")
