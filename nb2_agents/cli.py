@@ -25,6 +25,7 @@ from nb2_agents.cli_common import (
     positive_arg,
     quiet,
     steps_arg,
+    verbosity,
     whole_arg,
 )
 from nb2_agents.distill import cli as distill_cli
@@ -215,12 +216,20 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    common.add_argument(
+    talk = common.add_mutually_exclusive_group()
+    talk.add_argument(
         "-q",
         "--quiet",
         action="store_true",
         default=argparse.SUPPRESS,
         help="print only the result and errors (no configuration, no progress)",
+    )
+    talk.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="when training, also print SB3's table of logged values (rollout/, train/, nb2/ ...) at each log step",
     )
     common.add_argument(
         "--gym-packages",
@@ -262,7 +271,7 @@ def _train(args: argparse.Namespace) -> int:
         threads=args.threads,
         config=args.config,
         progress=_progress(args),
-        verbose=not quiet(args),
+        verbose=verbosity(args),
     )
     return finish(result)
 
@@ -346,7 +355,7 @@ def _curriculum(args: argparse.Namespace) -> int:
     options = dict(parse_assignment(item) for item in args.retention_options)
     result = run_curriculum(
         args.curriculum, mode=args.mode, retention=args.retention, task_ids=args.task_ids,
-        retention_options=options, **common,
+        retention_options=options, verbose=verbosity(args), **common,
     )  # fmt: skip
     print(result.summary())
     return 0

@@ -33,6 +33,11 @@ def quiet(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "quiet", False))
 
 
+def verbosity(args: argparse.Namespace) -> int:
+    """0 with ``-q`` (the result and errors), 2 with ``-v`` (SB3's table of logged values too), else 1."""
+    return 0 if quiet(args) else 2 if getattr(args, "verbose", False) else 1
+
+
 def whole_arg(text: str) -> int:
     """A whole number >= 0 (a seed; a thread count, where 0 is torch's default)."""
     try:

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.logger import Logger, configure
 
 from nb2_agents.errors import UsageError
 from nb2_agents.normalize import RunningStats, add_to_zip, model_stats
@@ -214,3 +215,9 @@ def failure(run_dir: Path) -> str | None:
     """The error a failed run left (:func:`marks_failure`), or None."""
     path = Path(run_dir) / FAILED_NAME
     return path.read_text().strip() if path.is_file() else None
+
+
+def run_logger(folder: Path, verbose: int = 1) -> Logger:
+    """A run's SB3 logger: TensorBoard events in ``folder``; with ``verbose`` >= 2 (``-v``), also
+    SB3's table of every logged key on stdout, as SB3's own ``verbose=1`` prints it."""
+    return configure(str(folder), ["tensorboard", "stdout"] if verbose >= 2 else ["tensorboard"])

@@ -21,7 +21,6 @@ import torch
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
-from stable_baselines3.common.logger import configure
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -49,6 +48,7 @@ from nb2_agents.runs import (
     dump_yaml,
     marks_failure,
     new_run_dir,
+    run_logger,
     save_model,
     write_config,
     write_json,
@@ -125,7 +125,7 @@ class _EvalReport(BaseCallback):
 
 
 def run(
-    cfg: TrainConfig, runs_dir: str | Path = "runs", progress: bool | None = None, verbose: bool = True
+    cfg: TrainConfig, runs_dir: str | Path = "runs", progress: bool | None = None, verbose: int = 1
 ) -> TrainResult:
     """Train ``cfg`` (already resolved) in a fresh folder under ``runs_dir``.
 
@@ -139,7 +139,7 @@ def run(
         return _run_in(cfg, run_dir, progress, verbose)
 
 
-def _run_in(cfg: TrainConfig, run_dir: Path, progress: bool | None, verbose: bool) -> TrainResult:
+def _run_in(cfg: TrainConfig, run_dir: Path, progress: bool | None, verbose: int) -> TrainResult:
     write_config(run_dir / CONFIG_NAME, cfg.to_dict())
     if verbose:
         print(f"nb2 train: resolved configuration (saved as {run_dir / CONFIG_NAME}):")
@@ -154,7 +154,7 @@ def _run_in(cfg: TrainConfig, run_dir: Path, progress: bool | None, verbose: boo
         env = vec_normalize(env, hp.normalize, hp.gamma)
         eval_env = vec_normalize(eval_env, hp.normalize, hp.gamma, training=False)
     model, extra_callbacks = make_algorithm(cfg.algo, hp, env, cfg.seed, cfg.device)
-    model.set_logger(configure(str(run_dir), ["tensorboard"]))
+    model.set_logger(run_logger(run_dir, verbose))
     if verbose:
         nets = [m for m in model.policy.modules() if isinstance(m, NB2)]
         for reason in sorted({str(n.encoder.sampling_off) for n in nets if n.encoder.sampling_off}):
@@ -235,7 +235,7 @@ def train(
     threads: int | None = None,
     config: str | Path | None = None,
     progress: bool | None = None,
-    verbose: bool = True,
+    verbose: int = 1,
 ) -> TrainResult:
     """Train an NB2 policy as ``nb2 train`` does, and return where everything went.
 
@@ -243,6 +243,8 @@ def train(
     strings or a ``{"n_steps": 64}`` mapping; ``config`` is ``--config``); ``None`` means the
     config file's value, else the hyperparameter file's, else the default. Ctrl-C stops
     training, saves ``model.zip`` and a checkpoint and returns with ``interrupted=True``.
+    ``verbose``: 0 prints nothing, 1 the configuration and evaluations, 2 also SB3's table of
+    logged values (``-q``, the default, ``-v``).
     """
     cfg = resolve_config(
         env=env,

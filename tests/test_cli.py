@@ -351,3 +351,14 @@ def test_quiet_prints_only_the_result(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "evaluation: CartPole-v1" in out.stdout and f"run folder: {only_run(tmp_path)}" in out.stdout
     assert "resolved configuration" not in out.stdout and "steps (100 %)" not in out.stderr
+
+
+def test_verbose_adds_sb3s_table_of_logged_values(tmp_path: Path) -> None:
+    out = nb2("train", "--env", "CartPole-v1", "--steps", "64", "--n-envs", "1", "--set", "n_steps=32",
+              "--set", "batch_size=32", "--eval-freq", "0", "--final-episodes", "1", "--runs-dir", tmp_path,
+              "-v")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "| train/" in out.stdout and "| rollout/" in out.stdout and "ep_rew_mean" in out.stdout
+    assert "resolved configuration" in out.stdout and "evaluation: CartPole-v1" in out.stdout
+    out = nb2("train", "--env", "CartPole-v1", "-q", "-v")
+    assert out.returncode == 2 and "-v/--verbose: not allowed with argument -q/--quiet" in out.stderr

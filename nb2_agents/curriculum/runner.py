@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv
 
 from nb2_agents.callbacks import NB2LoggerCallback, flat_hparams
@@ -73,7 +72,16 @@ from nb2_agents.hyperparams import ALGOS, DATA_DIR, Hyperparams, load_entry, par
 from nb2_agents.nn.config import PRESETS
 from nb2_agents.normalize import RunningStats
 from nb2_agents.progress import Mode, progress_mode
-from nb2_agents.runs import dump_yaml, fresh_dir, marks_failure, safe_name, save_model, write_json, write_text
+from nb2_agents.runs import (
+    dump_yaml,
+    fresh_dir,
+    marks_failure,
+    run_logger,
+    safe_name,
+    save_model,
+    write_json,
+    write_text,
+)
 from nb2_agents.sb3 import algos
 from nb2_agents.signals import sigterm_as_interrupt, stop_workers
 from nb2_agents.training import make_algorithm
@@ -255,6 +263,8 @@ class _Job:
     only_task: int | None = None
     """Reference run: train task ``only_task`` alone, from scratch."""
     progress: Mode = "off"
+    verbose: int = 1
+    """2: SB3's table of logged values on stdout (``-v``)."""
 
 
 def train_seed(job: _Job) -> SeedResult:
@@ -279,7 +289,7 @@ def train_seed(job: _Job) -> SeedResult:
     multitask = cfg.mode == "multitask" and job.only_task is None
     env = make_train_env(None if multitask else order[0])
     model, extra = make_algorithm(cfg.algo, hp, env, seed, cfg.device)
-    model.set_logger(configure(str(seed_dir), ["tensorboard"]))
+    model.set_logger(run_logger(seed_dir, job.verbose))
     schedules = task_schedules(model, extra)
     strategy = make_strategy(cfg.retention, cfg.retention_options)
     probe = task_probe(tasks, common, cfg.algo, seed, cfg.task_ids, stats)
@@ -422,6 +432,7 @@ def run_curriculum(
     progress: bool | None = None,
     task_ids: bool | None = None,
     retention_options: dict[str, Any] | None = None,
+    verbose: int = 1,
 ) -> CurriculumResult:
     """Train one agent across a curriculum for each seed; write the run folder; return metrics.
 
@@ -430,6 +441,7 @@ def run_curriculum(
     :param overrides: hyperparameters over the suite's (``--set key=value``)
     :param task_ids: tell the agent which task it is on (default: ``nb2`` retention and multitask)
     :param retention_options: the strategy's settings, e.g. ``{"replay_budget_mb": 16}``
+    :param verbose: 2 also prints SB3's table of logged values, per seed (``-v``)
     """
     cfg, spec, hp = resolve(curriculum, algo, preset, mode, retention, seeds, steps_scale, evals_per_task,
                             overrides, device, task_ids, retention_options)  # fmt: skip
@@ -439,7 +451,7 @@ def run_curriculum(
         run_dir / "config.yaml", "# nb2 curriculum configuration, fully resolved\n" + dump_yaml(cfg.to_dict())
     )
     mode = progress_mode(progress)
-    jobs = [_Job(cfg, spec, hp, s, run_dir / f"s{s}", progress=mode) for s in cfg.seeds]
+    jobs = [_Job(cfg, spec, hp, s, run_dir / f"s{s}", progress=mode, verbose=verbose) for s in cfg.seeds]
     with marks_failure(run_dir):
         results = _run_jobs(jobs, workers)
     refs = reference_aucs(cfg, spec, Path(runs_dir))
@@ -470,6 +482,7 @@ def run_references(
     device: str = "auto",
     workers: int = 1,
     progress: bool | None = None,
+    verbose: int = 1,
 ) -> list[Path]:
     """Single-task runs from scratch, one per task and seed, cached under
     ``{runs_dir}/references/{suite}/``; forward transfer compares against them. Cached runs
@@ -487,7 +500,7 @@ def run_references(
             paths.append(path)
             if not path.exists():
                 folder = path.with_suffix("")
-                jobs.append(_Job(cfg, spec, hp, s, folder, only_task=i, progress=mode))
+                jobs.append(_Job(cfg, spec, hp, s, folder, only_task=i, progress=mode, verbose=verbose))
     results = _run_jobs(jobs, workers)
     for job, r in zip(jobs, results, strict=True):
         assert job.only_task is not None

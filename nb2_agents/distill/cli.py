@@ -12,6 +12,7 @@ from nb2_agents.cli_common import (
     positive_arg,
     quiet,
     steps_arg,
+    verbosity,
     whole_arg,
 )
 from nb2_agents.nn.config import PRESETS
@@ -122,6 +123,6 @@ def handle(args: argparse.Namespace) -> int:
         final_episodes=args.final_episodes,
         overrides=args.overrides,
         progress=False if args.no_progress or quiet(args) else None,
-        verbose=not quiet(args),
+        verbose=verbosity(args),
     )
     return finish(result)

@@ -22,7 +22,6 @@ from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
-from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import get_device
 
 from nb2_agents.callbacks import (
@@ -55,6 +54,7 @@ from nb2_agents.runs import (
     dump_yaml,
     marks_failure,
     new_run_dir,
+    run_logger,
     save_model,
     write_json,
     write_text,
@@ -118,7 +118,9 @@ def _evaluation(plan: Plan, run_dir: Path) -> tuple[BaseCallback, EvalCallback |
     return every_task, None, evaluator
 
 
-def _train(plan: Plan, run_dir: Path, mode: Mode) -> tuple[BaseAlgorithm, float, bool, Path | None]:
+def _train(
+    plan: Plan, run_dir: Path, mode: Mode, verbose: int
+) -> tuple[BaseAlgorithm, float, bool, Path | None]:
     """Train the student in ``run_dir``; (model, seconds, interrupted, interruption checkpoint)."""
     opts = plan.options
     env = plan.make_env(run_dir)
@@ -134,7 +136,7 @@ def _train(plan: Plan, run_dir: Path, mode: Mode) -> tuple[BaseAlgorithm, float,
         plan.config["kl_coef"],
         opts.value_coef,
     )
-    model.set_logger(configure(str(run_dir), ["tensorboard"]))
+    model.set_logger(run_logger(run_dir, verbose))
     eval_cb, sb3_eval, eval_resource = _evaluation(plan, run_dir)
     checkpoints = CheckpointCallback(run_dir / CHECKPOINTS, plan.save_freq, plan.meta())
     nb2_logger = NB2LoggerCallback(flat_hparams({**plan.config, "teachers": None}))
@@ -159,7 +161,7 @@ def _train(plan: Plan, run_dir: Path, mode: Mode) -> tuple[BaseAlgorithm, float,
 
 
 def run(
-    plan: Plan, runs_dir: str | Path = "runs", progress: bool | None = None, verbose: bool = True
+    plan: Plan, runs_dir: str | Path = "runs", progress: bool | None = None, verbose: int = 1
 ) -> DistillResult:
     """Train the student of a checked :class:`Plan` in a fresh run folder, then evaluate it next
     to its teachers."""
@@ -169,7 +171,7 @@ def run(
         return _run_in(plan, run_dir, progress, verbose)
 
 
-def _run_in(plan: Plan, run_dir: Path, progress: bool | None, verbose: bool) -> DistillResult:
+def _run_in(plan: Plan, run_dir: Path, progress: bool | None, verbose: int) -> DistillResult:
     mode = plan.options.mode
     write_text(
         run_dir / CONFIG_NAME, "# nb2 distill configuration, fully resolved\n" + dump_yaml(plan.config)
@@ -178,7 +180,7 @@ def _run_in(plan: Plan, run_dir: Path, progress: bool | None, verbose: bool) -> 
         print(
             f"nb2 distill ({mode}): {', '.join(str(t.path) for t in plan.teachers)} -> {run_dir}", flush=True
         )
-    model, seconds, interrupted, checkpoint = _train(plan, run_dir, progress_mode(progress))
+    model, seconds, interrupted, checkpoint = _train(plan, run_dir, progress_mode(progress), verbose)
     model_path = save_model(model, run_dir / MODEL_NAME, plan.meta())
     result = DistillResult(
         run_dir, model_path, mode, int(model.num_timesteps), seconds, interrupted, checkpoint
@@ -224,7 +226,7 @@ def distill(
     final_episodes: int | None = None,
     overrides: Sequence[str] | Mapping[str, Any] | None = None,
     progress: bool | None = None,
-    verbose: bool = True,
+    verbose: int = 1,
 ) -> DistillResult:
     """Distil teachers into an NB2 student (PPO + NB2 policy), as ``nb2 distill`` does.
 
@@ -248,6 +250,8 @@ def distill(
         (pure) or ``ppo.yaml`` (kickstart) entry or the curriculum's settings: ``{"n_epochs": 20}``
         or ``["n_epochs=20"]`` (``--set``)
     :param progress: a progress bar on stderr; None: a bar on a terminal, a line every 30 s elsewhere
+    :param verbose: 0 prints nothing, 1 what it does and the report, 2 also SB3's table of logged
+        values (``-q``, the default, ``-v``)
     """
     paths = [teachers] if isinstance(teachers, (str, Path)) else list(teachers)
     options = Options(
