@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev,minigrid,export]'
 	touch $(STAMP)
 
-# The default curriculum with NB2's retention (distillation + task ids; the critic restarts at each task).
+# A curriculum with NB2's retention (distillation + task ids; the critic restarts at each task).
+# By default the quick one, CartPole-v1 then its mirror (160k steps); the full suite is
+# `make run SUITE=cartpole-variants` (460k steps, six tasks).
+SUITE   ?= cartpole-mirrored
 run: install
-	$(PY) -m nb2_agents.cli curriculum cartpole-variants --retention nb2 --seeds 0
+	$(PY) -m nb2_agents.cli curriculum $(SUITE) --retention nb2 --seeds 0
 
 test: install
 	$(PYTEST) -m "not slow"

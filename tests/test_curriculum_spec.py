@@ -3,6 +3,7 @@ is refused with the file and the key named; the nb2/ CartPole variants are regis
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import warnings
 from pathlib import Path
@@ -28,7 +29,7 @@ from nb2_agents.hyperparams import ALGOS, DATA_DIR, parse_entry, read_yaml
 
 HAS_MINIGRID = importlib.util.find_spec("minigrid") is not None
 HAS_METAWORLD = importlib.util.find_spec("metaworld") is not None
-BUILTINS = ["cartpole-variants", "classic-control", "continual-world", "minigrid"]
+BUILTINS = ["cartpole-mirrored", "cartpole-variants", "classic-control", "continual-world", "minigrid"]
 
 
 def _trainable_tasks() -> list[tuple[str, TaskSpec]]:
@@ -139,7 +140,9 @@ def test_unknown_name_and_missing_path(tmp_path: Path) -> None:
         UsageError, match=r"unknown curriculum 'cartpole-variant'.*did you mean cartpole-variants"
     ):
         load_curriculum("cartpole-variant")
-    with pytest.raises(UsageError, match="built-in curricula: cartpole-variants, classic-control"):
+    with pytest.raises(
+        UsageError, match="built-in curricula: cartpole-mirrored, cartpole-variants, classic-control"
+    ):
         load_curriculum("nothing-like-it")
     with pytest.raises(UsageError, match=r"nope\.yaml does not exist"):
         load_curriculum(tmp_path / "nope.yaml")
@@ -323,3 +326,12 @@ def test_variants_are_solvable_by_a_linear_policy(env_id: str) -> None:
             done = terminated or truncated
         assert total == 500.0
     env.close()
+
+
+def test_cartpole_mirrored_repeats_cartpole_variants_settings_and_tasks() -> None:
+    """make run's quick suite is cartpole-variants' first and last task: its settings and the
+    tasks' normalisers must stay those measured there (only the mirror's budget differs)."""
+    quick, full = load_curriculum("cartpole-mirrored"), load_curriculum("cartpole-variants")
+    assert (quick.algo, quick.preset, quick.hyperparams) == (full.algo, full.preset, full.hyperparams)
+    assert quick.tasks[0] == full.tasks[0]
+    assert quick.tasks[1] == dataclasses.replace(full.tasks[-1], steps=quick.tasks[1].steps)
