@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose",
         action="store_true",
         default=argparse.SUPPRESS,
-        help="when training, also print SB3's table of logged values (rollout/, train/, nb2/ ...) at each log step",
+        help="when training, also print SB3's table of logged values (rollout/, train/, nb2/ ...)",
     )
     common.add_argument(
         "--gym-packages",
