@@ -4,7 +4,7 @@
 ``policy_aliases`` of SB3's and sb3-contrib's algorithms right after each package is imported,
 or at once if it already is. The policy class behind the name is imported when the name is first
 used (:class:`_Aliases`), so SB3's import never waits on NB2's modules, nor cycles back into them.
-:func:`nb2_agents.sb3.registry.register_policies` later puts the classes themselves there.
+:func:`nb2_agents.sb3.registry.register_policies`, called by hand, puts the classes there at once.
 """
 
 from __future__ import annotations
