@@ -32,6 +32,7 @@ from nb2_agents.curriculum.spec import TaskSpec
 from nb2_agents.evaluation import EVAL_SEED_OFFSET, run_episodes
 from nb2_agents.normalize import NormalizeConfig, NormalizeWrapper, RunningStats, check_space
 from nb2_agents.progress import Mode, Progress
+from nb2_agents.stopwatch import Stopwatch
 
 CURVE_FIELDS = ("seed", "step", "current_task", "task", "mean_return", "std_return", "success_rate", "score")
 MAX_EVAL_ENVS = 10
@@ -244,8 +245,11 @@ class CurriculumCallback(BaseCallback):
         progress: Mode,
         extra_log: Callable[[], dict[str, float]] | None = None,
         label: str = "",
+        watch: Stopwatch | None = None,
     ) -> None:
+        """``watch`` counts every evaluation's time (with its logging and ``on_eval``) as ``evaluation``."""
         super().__init__()
+        self.watch = watch if watch is not None else Stopwatch()
         self.evaluator = evaluator
         self.on_eval = on_eval
         self.current_task = current_task
@@ -267,6 +271,10 @@ class CurriculumCallback(BaseCallback):
         return True
 
     def evaluate_now(self, model: BaseAlgorithm) -> list[TaskEval]:
+        with self.watch("evaluation"):
+            return self._evaluate_now(model)
+
+    def _evaluate_now(self, model: BaseAlgorithm) -> list[TaskEval]:
         results = self.evaluator.evaluate(model)
         step = int(model.num_timesteps)
         logger = model.logger

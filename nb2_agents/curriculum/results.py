@@ -61,6 +61,17 @@ class SeedResult:
     task_end_steps: list[int]
     seconds: float
     steps: int
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    """``seconds`` split by :func:`phase_seconds`."""
+
+
+def phase_seconds(total: float, watched: dict[str, float]) -> dict[str, float]:
+    """A seed's wall time split three ways: ``evaluation`` (every scheduled evaluation of every
+    task, with its logging), ``retention`` (the strategy's work: its extra loss and gradient at each
+    optimizer step, storing observations, probing starts, snapshots and Fishers at task
+    boundaries) and ``training``, the rest (rollouts and SB3's own updates)."""
+    evaluation, retention = watched.get("evaluation", 0.0), watched.get("retention", 0.0)
+    return {"training": total - evaluation - retention, "evaluation": evaluation, "retention": retention}
 
 
 @dataclass
@@ -139,6 +150,7 @@ def curriculum_metrics(
         reference_auc=refs,
         per_seed_metrics={str(r.seed): m.to_dict() for r, m in zip(results, per_seed, strict=True)},
         seconds={str(r.seed): round(r.seconds, 1) for r in results},
+        phase_seconds={str(r.seed): {k: round(v, 1) for k, v in r.phase_seconds.items()} for r in results},
         forward_transfer_note=(
             f"no reference runs for {', '.join(missing)}: run `nb2 curriculum {cfg.curriculum} --references`"
             if missing else None

@@ -60,6 +60,7 @@ from nb2_agents.curriculum.results import (
     CurriculumResult,
     SeedResult,
     curriculum_metrics,
+    phase_seconds,
     write_curves,
     write_multitask_matrix,
 )
@@ -84,6 +85,7 @@ from nb2_agents.runs import (
 )
 from nb2_agents.sb3 import algos
 from nb2_agents.signals import sigterm_as_interrupt, stop_workers
+from nb2_agents.stopwatch import Stopwatch
 from nb2_agents.training import make_algorithm
 
 MODES = ("sequential", "multitask")
@@ -242,14 +244,15 @@ def _switch_env(model: BaseAlgorithm, env: VecEnv) -> None:
 class _Observe(BaseCallback):
     """Hands each step's new observations to the strategy (its replay memory)."""
 
-    def __init__(self, strategy: Strategy, current: dict[str, int]) -> None:
+    def __init__(self, strategy: Strategy, current: dict[str, int], watch: Stopwatch) -> None:
         super().__init__()
-        self.strategy, self.current = strategy, current
+        self.strategy, self.current, self.watch = strategy, current, watch
 
     def _on_step(self) -> bool:
         task = self.current["task"]
         if task >= 0:
-            self.strategy.observe(task, self.locals["new_obs"])
+            with self.watch("retention"):
+                self.strategy.observe(task, self.locals["new_obs"])
         return True
 
 
@@ -294,7 +297,8 @@ def train_seed(job: _Job) -> SeedResult:
     strategy = make_strategy(cfg.retention, cfg.retention_options)
     probe = task_probe(tasks, common, cfg.algo, seed, cfg.task_ids, stats)
     strategy.setup(model, {"spec": spec, "common": common, "config": cfg, "seed": seed, "probe": probe})
-    hooks = install_extra_loss(model, strategy)
+    watch = Stopwatch()  # where the wall time goes: evaluation, retention, the rest is training
+    hooks = install_extra_loss(model, strategy, watch)
 
     deterministic = [deterministic_eval(t.env_id) for t in evaluated]
     evaluator = Evaluator(evaluated, common, cfg.algo, seed, deterministic, eval_ids, cfg.task_ids, stats)
@@ -312,10 +316,10 @@ def train_seed(job: _Job) -> SeedResult:
     label = f"s{seed}" if job.only_task is None else f"ref {tasks[job.only_task].name} s{seed}"
     total = sum(tasks[i].steps for i in order)
     callback = CurriculumCallback(
-        evaluator, on_eval, lambda: current["task"], total, job.progress, strategy.log, label
+        evaluator, on_eval, lambda: current["task"], total, job.progress, strategy.log, label, watch
     )
     nb2_logger = NB2LoggerCallback(flat_hparams(cfg.to_dict()), dormant_prefix="retention/")
-    observer = _Observe(strategy, current)
+    observer = _Observe(strategy, current, watch)
     start_time = time.perf_counter()
     with sigterm_as_interrupt():  # SIGTERM saves as Ctrl-C does
         try:
@@ -330,11 +334,13 @@ def train_seed(job: _Job) -> SeedResult:
                 n_points = cfg.evals_per_task * (len(tasks) if multitask else 1)
                 callback.schedule(evaluation_points(model.num_timesteps, steps, n_points))
                 if task_index is not None:
-                    strategy.on_task_start(task_index, model)
+                    with watch("retention"):
+                        strategy.on_task_start(task_index, model)
                 callbacks = CallbackList([callback, nb2_logger, observer, *extra])
                 model.learn(steps, callback=callbacks, reset_num_timesteps=False)
                 if task_index is not None:
-                    strategy.on_task_end(task_index, model)
+                    with watch("retention"):
+                        strategy.on_task_end(task_index, model)
                 results = callback.evaluate_now(model)
                 result.rows.append([r.score for r in results])
                 result.task_end_steps.append(int(model.num_timesteps))
@@ -358,6 +364,7 @@ def train_seed(job: _Job) -> SeedResult:
             evaluator.close()
             model.get_env().close()  # type: ignore[union-attr]
     result.seconds = time.perf_counter() - start_time
+    result.phase_seconds = phase_seconds(result.seconds, watch.seconds)
     result.steps = int(model.num_timesteps)
     result.aucs = [window_auc(window[j]) if window[j] else None for j in range(len(evaluated))]
     _save(model, seed_dir / "model.zip", cfg, seed, tasks, stats)

@@ -27,6 +27,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from nb2_agents.errors import UsageError
 from nb2_agents.sb3.algos import optimizers
+from nb2_agents.stopwatch import Stopwatch
 
 
 class Strategy:
@@ -103,30 +104,37 @@ def make_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
         raise UsageError(f"--retention {name} takes no options; got {sorted(options)}") from None
 
 
-def install_extra_loss(model: BaseAlgorithm, strategy: Strategy) -> list[Any]:
-    """Hook ``strategy.extra_loss`` into each optimizer's steps; returns the hook handles.
+def install_extra_loss(model: BaseAlgorithm, strategy: Strategy, watch: Stopwatch | None = None) -> list[Any]:
+    """Hook ``strategy.extra_loss`` into each optimizer's steps; returns the hook handles. ``watch``
+    counts the hooks' time (the loss, its gradient and the clipping) as ``retention``.
 
     The extra loss's gradient is clipped to the algorithm's ``max_grad_norm`` (where it has one)
     on its own, then added to the gradient SB3 computed and clipped: otherwise an unclipped
     retention gradient would outweigh the clipped RL gradient and stop the new task's learning.
     """
-    handles = []
     max_norm = getattr(model, "max_grad_norm", None)
+    watch = watch if watch is not None else Stopwatch()
+
+    def add_extra_grad(part: str, params: list[Any]) -> None:
+        loss = strategy.extra_loss(model, part)
+        if loss is None or not loss.requires_grad:
+            return
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        pairs = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
+        if max_norm is not None and pairs:
+            torch.nn.utils.clip_grads_with_norm_(
+                [g for _, g in pairs], max_norm, torch.nn.utils.get_total_norm([g for _, g in pairs])
+            )
+        for p, g in pairs:
+            p.grad = g if p.grad is None else p.grad + g
+
+    handles = []
     for part, optimizer in optimizers(model.policy).items():
         params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
 
         def pre_step(_opt: Any, *_: Any, part: str = part, params: list[Any] = params) -> None:
-            loss = strategy.extra_loss(model, part)
-            if loss is None or not loss.requires_grad:
-                return
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            pairs = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
-            if max_norm is not None and pairs:
-                torch.nn.utils.clip_grads_with_norm_(
-                    [g for _, g in pairs], max_norm, torch.nn.utils.get_total_norm([g for _, g in pairs])
-                )
-            for p, g in pairs:
-                p.grad = g if p.grad is None else p.grad + g
+            with watch("retention"):
+                add_extra_grad(part, params)
 
         handles.append(optimizer.register_step_pre_hook(pre_step))
     return handles
