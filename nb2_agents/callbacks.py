@@ -102,23 +102,37 @@ class EntCoefScheduleCallback(BaseCallback):
 
 
 class CheckpointCallback(BaseCallback):
-    """``checkpoints/ckpt_<steps>_steps.zip`` every ``save_freq`` steps, written atomically."""
+    """Every ``save_freq`` steps: ``checkpoints/ckpt_<steps>_steps.zip`` (the model, as SB3's
+    CheckpointCallback writes it) and, once :attr:`parts` is set, a resumable checkpoint
+    ``checkpoints/state/<steps>/`` (:mod:`nb2_agents.checkpoint`; the newest ``keep`` are kept).
 
-    def __init__(self, folder: Path, save_freq: int, meta: dict[str, Any]) -> None:
+    Both are written at the first rollout start after each multiple of ``save_freq``: SB3 is then
+    between a model update and the next rollout, so the state is complete without a rollout half
+    collected. Every file is written atomically."""
+
+    def __init__(self, folder: Path, save_freq: int, meta: dict[str, Any], keep: int = 2) -> None:
         super().__init__()
-        self.folder, self.save_freq, self.meta = folder, save_freq, meta
+        self.folder, self.save_freq, self.meta, self.keep = folder, save_freq, meta, keep
         self._next = save_freq
+        self.parts: Any = None
+        """:class:`nb2_agents.checkpoint.RunParts` of the run, for resumable checkpoints."""
 
     def _on_training_start(self) -> None:
         if self.save_freq > 0:
             self._next = (self.model.num_timesteps // self.save_freq + 1) * self.save_freq
 
     def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
         if self.save_freq > 0 and self.model.num_timesteps >= self._next:
-            self.save()
             while self._next <= self.model.num_timesteps:
                 self._next += self.save_freq
-        return True
+            self.save()
+            if self.parts is not None:
+                from nb2_agents.checkpoint import save_state
+
+                save_state(self.parts, self.folder, self.keep)
 
     def save(self, prefix: str = "ckpt") -> Path:
         return save_model(

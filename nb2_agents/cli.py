@@ -78,7 +78,24 @@ def _add_train(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--final-episodes", type=steps_arg, help="episodes of the final evaluation, eval.json (default 20)"
     )
-    p.add_argument("--save-freq", type=count_arg, help="checkpoint every N steps (default steps/5; 0: never)")
+    p.add_argument(
+        "--save-freq",
+        "--checkpoint-freq",
+        dest="save_freq",
+        type=count_arg,
+        help="checkpoint every N steps, resumable (default steps/5; 0: never)",
+    )
+    p.add_argument(
+        "--keep-checkpoints", type=steps_arg, help="resumable checkpoints kept, the newest (default 2)"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue RUN (a run folder) from its newest checkpoint, exactly as if it had not stopped",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="with --resume: resume although options change the run's config"
+    )
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument(
         "--threads", type=whole_arg, help="torch threads (default 1: fastest for small networks on CPU)"
@@ -272,6 +289,9 @@ def _train(args: argparse.Namespace) -> int:
         config=args.config,
         progress=_progress(args),
         verbose=verbosity(args),
+        keep_checkpoints=args.keep_checkpoints,
+        resume=args.resume,
+        force=args.force,
     )
     return finish(result)
 

@@ -57,6 +57,8 @@ class TrainConfig:
     """Episodes of the final evaluation (eval.json), as ``nb2 evaluate``'s default."""
     save_freq: int = 20_000
     """Checkpoint every this many steps (0: never)."""
+    keep_checkpoints: int = 2
+    """Resumable checkpoints kept (the newest; model zips are all kept)."""
     deterministic_eval: bool = True
     """Greedy actions in evaluations; False (sampled) for MiniGrid, as RL Zoo, where a greedy
     policy can loop forever in a partially observed grid."""
@@ -208,6 +210,7 @@ def resolve_config(
     device: str | None = None,
     threads: int | None = None,
     config: str | Path | None = None,
+    keep_checkpoints: int | None = None,
 ) -> TrainConfig:
     """Check every input and return the run's configuration; writes nothing."""
     base: dict[str, Any] = _load_config_file(Path(config)) if config is not None else {}
@@ -272,6 +275,7 @@ def resolve_config(
         eval_episodes=_positive(eval_episodes or base.get("eval_episodes", 5), "--eval-episodes"),
         final_episodes=_positive(final_episodes or base.get("final_episodes", 20), "--final-episodes"),
         save_freq=_positive(sf, "--save-freq", True) if sf is not None else max(math.ceil(total / 5), 1),
+        keep_checkpoints=_positive(keep_checkpoints or base.get("keep_checkpoints", 2), "--keep-checkpoints"),
         deterministic_eval=bool(base.get("deterministic_eval", not minigrid)),
         device=_check_device(device or base.get("device", "auto")),
         threads=_whole(threads if threads is not None else base.get("threads", 1), "threads"),

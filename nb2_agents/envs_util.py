@@ -199,20 +199,32 @@ class EnvSpec:
         seed: int,
         monitor_dir: str | None = None,
         make: Callable[..., gym.Env] | None = None,
+        record: bool = False,
+        append: bool = False,
     ) -> VecEnv:
         """``make_vec_env`` with Monitor, NB2's wrappers and, for HWC images, VecTransposeImage.
 
         The transpose is what SB3 adds to a training env by itself; doing it here keeps the
-        evaluation env wrapped the same way.
+        evaluation env wrapped the same way. ``record``: each env's episode is recorded for
+        resumable checkpoints (:class:`~nb2_agents.checkpoint.EpisodeRecorder`, outermost);
+        ``append``: Monitor CSVs are continued, not rewritten (a resumed run).
         """
         env_id: str | Callable[..., gym.Env] = make if make is not None else self.env_id
+        wrap = self.wrap
+        if record:
+            from nb2_agents.checkpoint import EpisodeRecorder
+
+            def wrap(env: gym.Env) -> gym.Env:
+                return EpisodeRecorder(self.wrap(env))
+
         vec = make_vec_env(
             env_id,
             n_envs=n_envs,
             seed=seed,
             monitor_dir=monitor_dir,
             env_kwargs=None if make is not None else self.gym_kwargs,
-            wrapper_class=self.wrap,
+            wrapper_class=wrap,
+            monitor_kwargs={"override_existing": not append},
         )
         space = vec.observation_space
         if is_image_space(space) and not is_image_space_channels_first(space):  # type: ignore[arg-type]

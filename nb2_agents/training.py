@@ -10,6 +10,7 @@ run folder's layout and :mod:`nb2_agents.callbacks` for what goes to TensorBoard
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,10 +33,12 @@ from nb2_agents.callbacks import (
     SaveBestCallback,
     flat_hparams,
 )
+from nb2_agents.checkpoint import STATE_DIR, Checkpoint, RunParts, cut_files, latest, restore
 from nb2_agents.config import TrainConfig, resolve_config
 from nb2_agents.envs_util import EnvSpec
+from nb2_agents.errors import UsageError
 from nb2_agents.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
-from nb2_agents.hyperparams import ALGOS, Hyperparams, LinearSchedule, parse_entry
+from nb2_agents.hyperparams import ALGOS, Hyperparams, LinearSchedule, parse_entry, read_yaml
 from nb2_agents.nn.model import NB2
 from nb2_agents.normalize import vec_normalize
 from nb2_agents.progress import progress_mode
@@ -44,6 +47,7 @@ from nb2_agents.runs import (
     CHECKPOINTS,
     CONFIG_NAME,
     EVAL_NAME,
+    FAILED_NAME,
     MODEL_NAME,
     dump_yaml,
     marks_failure,
@@ -139,23 +143,30 @@ def run(
         return _run_in(cfg, run_dir, progress, verbose)
 
 
-def _run_in(cfg: TrainConfig, run_dir: Path, progress: bool | None, verbose: int) -> TrainResult:
+def _run_in(
+    cfg: TrainConfig, run_dir: Path, progress: bool | None, verbose: int, ckpt: Checkpoint | None = None
+) -> TrainResult:
+    """Train in ``run_dir``: from scratch, or from ``ckpt`` (a resumed run)."""
     write_config(run_dir / CONFIG_NAME, cfg.to_dict())
-    if verbose:
+    if ckpt is not None:
+        cut_files(run_dir, ckpt)  # Monitor rows written after the checkpoint would count twice
+    if verbose and ckpt is None:
         print(f"nb2 train: resolved configuration (saved as {run_dir / CONFIG_NAME}):")
         print("  " + dump_yaml(cfg.to_dict()).rstrip().replace("\n", "\n  "), flush=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     hp = parse_entry(ALGOS[cfg.algo], cfg.hyperparams, f"{run_dir / CONFIG_NAME} [hyperparams]")
     spec = EnvSpec(cfg.env, cfg.env_kwargs, cfg.algo)
-    env = spec.make_vec(hp.n_envs, cfg.seed, monitor_dir=str(run_dir))
-    eval_env = spec.make_vec(1, cfg.seed + EVAL_SEED_OFFSET, monitor_dir=str(run_dir / "eval"))
+    resumed = ckpt is not None
+    env = spec.make_vec(hp.n_envs, cfg.seed, monitor_dir=str(run_dir), record=True, append=resumed)
+    eval_env = spec.make_vec(1, cfg.seed + EVAL_SEED_OFFSET, monitor_dir=str(run_dir / "eval"),
+                             record=True, append=resumed)  # fmt: skip
     if hp.normalize is not None:  # SB3's EvalCallback copies the statistics over before evaluating
         env = vec_normalize(env, hp.normalize, hp.gamma)
         eval_env = vec_normalize(eval_env, hp.normalize, hp.gamma, training=False)
     model, extra_callbacks = make_algorithm(cfg.algo, hp, env, cfg.seed, cfg.device)
     model.set_logger(run_logger(run_dir, verbose))
-    if verbose:
+    if verbose and ckpt is None:
         nets = [m for m in model.policy.modules() if isinstance(m, NB2)]
         for reason in sorted({str(n.encoder.sampling_off) for n in nets if n.encoder.sampling_off}):
             print(f"nb2 train: token sampling is off: {reason}", flush=True)
@@ -183,14 +194,22 @@ def _run_in(cfg: TrainConfig, run_dir: Path, progress: bool | None, verbose: int
         verbose=0,
         warn=False,
     )
-    checkpoints = CheckpointCallback(run_dir / CHECKPOINTS, cfg.save_freq, meta)
+    checkpoints = CheckpointCallback(run_dir / CHECKPOINTS, cfg.save_freq, meta, cfg.keep_checkpoints)
     nb2_logger = NB2LoggerCallback(flat_hparams({**cfg.to_dict(), "architecture": None}))
     bar = ProgressCallback(eval_cb, mode)
     callbacks: list[BaseCallback] = [eval_cb, checkpoints, nb2_logger, bar, *extra_callbacks]
+    checkpoints.parts = parts = RunParts(model, {"train": env, "eval": eval_env}, callbacks, run_dir)
+    if ckpt is not None:
+        callbacks = [restore(parts, ckpt), *callbacks]
+        if verbose:
+            print(f"nb2 train: resuming {run_dir} at {model.num_timesteps:,} of {cfg.steps:,} steps "
+                  f"(checkpoint {ckpt.path})", flush=True)  # fmt: skip
     start, interrupted = time.perf_counter(), False
     try:
         with sigterm_as_interrupt():
-            model.learn(cfg.steps, callback=CallbackList(callbacks))
+            remaining = cfg.steps - model.num_timesteps
+            if remaining > 0:
+                model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=ckpt is None)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -236,6 +255,9 @@ def train(
     config: str | Path | None = None,
     progress: bool | None = None,
     verbose: int = 1,
+    keep_checkpoints: int | None = None,
+    resume: str | Path | None = None,
+    force: bool = False,
 ) -> TrainResult:
     """Train an NB2 policy as ``nb2 train`` does, and return where everything went.
 
@@ -245,7 +267,14 @@ def train(
     training, saves ``model.zip`` and a checkpoint and returns with ``interrupted=True``.
     ``verbose``: 0 prints nothing, 1 the configuration and evaluations, 2 also SB3's table of
     logged values (``-q``, the default, ``-v``).
+
+    ``resume``: a run folder to continue from its newest checkpoint (:func:`resume_run`); the other
+    options then change its configuration only with ``force``.
     """
+    if resume is not None:
+        if config is not None:
+            raise UsageError("--resume RUN continues RUN's own config.yaml; --config cannot be given with it")
+        config = Path(resume) / CONFIG_NAME
     cfg = resolve_config(
         env=env,
         algo=algo,
@@ -263,5 +292,49 @@ def train(
         device=device,
         threads=threads,
         config=config,
+        keep_checkpoints=keep_checkpoints,
     )
+    if resume is not None:
+        return resume_run(Path(resume), cfg, force, progress, verbose)
     return run(cfg, runs_dir=runs_dir, progress=progress, verbose=verbose)
+
+
+def config_changes(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: saved -> new`` for each setting that differs (``source`` is where it came from, not
+    a setting)."""
+    keys = sorted((set(saved) | set(new)) - {"source"})
+    return [f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in keys if saved.get(k) != new.get(k)]
+
+
+def resume_run(
+    run_dir: Path, cfg: TrainConfig, force: bool = False, progress: bool | None = None, verbose: int = 1
+) -> TrainResult:
+    """Continue ``run_dir`` from its newest readable checkpoint, as if it had never stopped.
+
+    Refused, with the reason: a finished run (it has ``eval.json``); a run without a checkpoint;
+    a configuration (``cfg``, the run's own unless options changed it) or an nb2-agents version
+    other than the run's, unless ``force``. A damaged newest checkpoint falls back to the one
+    before it, and says so."""
+    if (run_dir / EVAL_NAME).is_file():
+        raise UsageError(f"{run_dir} has finished ({run_dir / EVAL_NAME} exists): there is nothing to resume")
+    saved = read_yaml(run_dir / CONFIG_NAME)
+    changes = config_changes(saved if isinstance(saved, dict) else {}, cfg.to_dict())
+    if changes and not force:
+        raise UsageError(
+            f"--resume {run_dir}: the configuration differs from the run's {run_dir / CONFIG_NAME} "
+            f"({'; '.join(changes)}); pass --force to resume with it anyway"
+        )
+    ckpt, skipped = latest(run_dir / CHECKPOINTS / STATE_DIR)
+    for line in skipped:
+        print(f"nb2 train: {line}; trying the checkpoint before it", file=sys.stderr, flush=True)
+    if ckpt is None:
+        raise UsageError(
+            f"--resume {run_dir}: no readable checkpoint in {run_dir / CHECKPOINTS / STATE_DIR} (one is "
+            f"written every save_freq = {cfg.save_freq:,} steps); train it again: "
+            f"nb2 train --config {run_dir / CONFIG_NAME}"
+        )
+    if changes and verbose:
+        print(f"nb2 train: resuming with a changed configuration (--force): {'; '.join(changes)}", flush=True)
+    (run_dir / FAILED_NAME).unlink(missing_ok=True)
+    with marks_failure(run_dir):
+        return _run_in(cfg, run_dir, progress, verbose, ckpt)
