@@ -106,9 +106,9 @@ class CheckpointCallback(BaseCallback):
     CheckpointCallback writes it) and, once :attr:`parts` is set, a resumable checkpoint
     ``checkpoints/state/<steps>/`` (:mod:`nb2_agents.checkpoint`; the newest ``keep`` are kept).
 
-    Both are written at the first rollout start after each multiple of ``save_freq``: SB3 is then
-    between a model update and the next rollout, so the state is complete without a rollout half
-    collected. Every file is written atomically."""
+    Both are written at the first rollout start after each multiple of ``save_freq`` (or at the
+    end of training): SB3 is then between a model update and the next rollout, so the state is
+    complete without a rollout half collected. Every file is written atomically."""
 
     def __init__(self, folder: Path, save_freq: int, meta: dict[str, Any], keep: int = 2) -> None:
         super().__init__()
@@ -125,6 +125,12 @@ class CheckpointCallback(BaseCallback):
         return True
 
     def _on_rollout_start(self) -> None:
+        self._save_if_due()
+
+    def _on_training_end(self) -> None:
+        self._save_if_due()  # after the last update: as complete a state as a rollout start
+
+    def _save_if_due(self) -> None:
         if self.save_freq > 0 and self.model.num_timesteps >= self._next:
             while self._next <= self.model.num_timesteps:
                 self._next += self.save_freq
