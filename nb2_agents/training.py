@@ -10,7 +10,6 @@ run folder's layout and :mod:`nb2_agents.callbacks` for what goes to TensorBoard
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,12 +32,19 @@ from nb2_agents.callbacks import (
     SaveBestCallback,
     flat_hparams,
 )
-from nb2_agents.checkpoint import STATE_DIR, Checkpoint, RunParts, cut_files, latest, restore
+from nb2_agents.checkpoint import (
+    Checkpoint,
+    RunParts,
+    checkpoint_to_resume,
+    cut_files,
+    read_run_config,
+    restore,
+)
 from nb2_agents.config import TrainConfig, resolve_config
 from nb2_agents.envs_util import EnvSpec
 from nb2_agents.errors import UsageError
 from nb2_agents.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
-from nb2_agents.hyperparams import ALGOS, Hyperparams, LinearSchedule, parse_entry, read_yaml
+from nb2_agents.hyperparams import ALGOS, Hyperparams, LinearSchedule, parse_entry
 from nb2_agents.nn.model import NB2
 from nb2_agents.normalize import vec_normalize
 from nb2_agents.progress import progress_mode
@@ -299,13 +305,6 @@ def train(
     return run(cfg, runs_dir=runs_dir, progress=progress, verbose=verbose)
 
 
-def config_changes(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``key: saved -> new`` for each setting that differs (``source`` is where it came from, not
-    a setting)."""
-    keys = sorted((set(saved) | set(new)) - {"source"})
-    return [f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in keys if saved.get(k) != new.get(k)]
-
-
 def resume_run(
     run_dir: Path, cfg: TrainConfig, force: bool = False, progress: bool | None = None, verbose: int = 1
 ) -> TrainResult:
@@ -315,26 +314,11 @@ def resume_run(
     a configuration (``cfg``, the run's own unless options changed it) or an nb2-agents version
     other than the run's, unless ``force``. A damaged newest checkpoint falls back to the one
     before it, and says so."""
-    if (run_dir / EVAL_NAME).is_file():
-        raise UsageError(f"{run_dir} has finished ({run_dir / EVAL_NAME} exists): there is nothing to resume")
-    saved = read_yaml(run_dir / CONFIG_NAME)
-    changes = config_changes(saved if isinstance(saved, dict) else {}, cfg.to_dict())
-    if changes and not force:
-        raise UsageError(
-            f"--resume {run_dir}: the configuration differs from the run's {run_dir / CONFIG_NAME} "
-            f"({'; '.join(changes)}); pass --force to resume with it anyway"
-        )
-    ckpt, skipped = latest(run_dir / CHECKPOINTS / STATE_DIR)
-    for line in skipped:
-        print(f"nb2 train: {line}; trying the checkpoint before it", file=sys.stderr, flush=True)
-    if ckpt is None:
-        raise UsageError(
-            f"--resume {run_dir}: no readable checkpoint in {run_dir / CHECKPOINTS / STATE_DIR} (one is "
-            f"written every save_freq = {cfg.save_freq:,} steps); train it again: "
-            f"nb2 train --config {run_dir / CONFIG_NAME}"
-        )
-    if changes and verbose:
-        print(f"nb2 train: resuming with a changed configuration (--force): {'; '.join(changes)}", flush=True)
+    saved = read_run_config(run_dir, "train")
+    restart = f"nb2 train --config {run_dir / CONFIG_NAME}"
+    ckpt = checkpoint_to_resume(
+        run_dir, saved, cfg.to_dict(), force, "train", verbose, EVAL_NAME, cfg.save_freq, restart
+    )
     (run_dir / FAILED_NAME).unlink(missing_ok=True)
     with marks_failure(run_dir):
         return _run_in(cfg, run_dir, progress, verbose, ckpt)

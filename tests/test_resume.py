@@ -464,3 +464,48 @@ def test_latest_skips_an_unreadable_checkpoint(tmp_path: Path, name: str, damage
     assert len(skipped) == 1 and str(folder / "000000000200") in skipped[0], skipped
     with pytest.raises(ValueError, match="000000000200"):
         read(folder / "000000000200")
+
+
+# -- nb2 distill ---------------------------------------------------------------------------------
+
+
+def test_killed_distill_resumes_to_the_same_result(tmp_path: Path) -> None:
+    """``nb2 distill`` (pure, one teacher) killed after its first checkpoint, then ``--resume``: the
+    student's eval.json and the teacher report equal an uninterrupted run's."""
+    from stable_baselines3 import PPO
+
+    teacher = tmp_path / "teacher.zip"
+    PPO("MlpPolicy", "CartPole-v1", policy_kwargs={"net_arch": [8]}, seed=0).save(teacher)
+    args = ["distill", "--teacher", teacher, "--env", "CartPole-v1", "--steps", "2048", "--eval-freq", "512",
+            "--final-episodes", "3", "--set", "n_steps=64", "-q", "--no-progress"]  # fmt: skip
+    assert nb2(*args, "--runs-dir", tmp_path / "a").returncode == 0
+    reference = only_run(tmp_path / "a")
+    runs = tmp_path / "b"
+    runs.mkdir()
+    with (tmp_path / "b.log").open("w") as out:
+        cmd = [sys.executable, "-m", "nb2_agents.cli", *map(str, args), "--runs-dir", str(runs)]
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=ENV)
+        try:
+            deadline = time.monotonic() + 180
+            while not [r for r in runs.iterdir() if states(r)]:
+                assert proc.poll() is None, (tmp_path / "b.log").read_text()
+                assert time.monotonic() < deadline, "no checkpoint in 180 s"
+                time.sleep(0.02)
+            time.sleep(random.Random("resume-distill").uniform(0.0, 0.5))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "b.log").read_text()
+    run = only_run(runs)
+    out = nb2("distill", "--resume", run, "--no-progress")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"resuming {run}" in out.stdout
+    assert eval_json(run) == eval_json(reference)
+    assert json.loads((run / "teachers.json").read_text()) == json.loads(
+        (reference / "teachers.json").read_text()
+    )
+    again = nb2("distill", "--resume", run)
+    assert again.returncode == 2 and "has finished" in again.stderr
+    mixed = nb2("distill", "--resume", run, "--steps", "8192")
+    assert mixed.returncode == 2 and "--steps cannot be given with it" in mixed.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nb2_agents.checkpoint.episodes import EpisodeRecorder
+from nb2_agents.checkpoint.resume import checkpoint_to_resume, config_changes, read_run_config
 from nb2_agents.checkpoint.run_state import RestoreCallback, RunParts, capture, cut_files, restore
 from nb2_agents.checkpoint.store import STATE_DIR, Checkpoint, latest, listed, read, write
 
@@ -25,10 +26,13 @@ __all__ = [
     "RestoreCallback",
     "RunParts",
     "capture",
+    "checkpoint_to_resume",
+    "config_changes",
     "cut_files",
     "latest",
     "listed",
     "read",
+    "read_run_config",
     "restore",
     "save_state",
     "write",

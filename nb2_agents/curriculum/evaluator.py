@@ -27,6 +27,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecTransposeImage
 
+from nb2_agents.checkpoint.episodes import EpisodeRecorder
 from nb2_agents.curriculum.adapter import CommonSpaces, TaskAdapter
 from nb2_agents.curriculum.spec import TaskSpec
 from nb2_agents.evaluation import EVAL_SEED_OFFSET, run_episodes
@@ -80,10 +81,14 @@ def task_env_fns(
     task_ids: bool = True,
     stats: RunningStats | None = None,
     training: bool = False,
+    record: bool = False,
+    append: bool = False,
 ) -> list[Callable[[], gym.Env]]:
     """Constructors of ``n_envs`` copies of ``task`` in the common spaces: Monitor innermost
     (it logs the task's own rewards), then NB2's wrappers, the task's, its normalisation on the
-    shared ``stats`` (updated when ``training``) and the adapter."""
+    shared ``stats`` (updated when ``training``) and the adapter; with ``record``, the episode
+    recorder of resumable checkpoints outermost. ``append``: Monitor CSVs are continued (a
+    resumed run)."""
     env_spec = task.env_spec(algo)
     if monitor_dir is not None:
         monitor_dir.mkdir(parents=True, exist_ok=True)
@@ -94,9 +99,12 @@ def task_env_fns(
     def make(rank: int) -> Callable[[], gym.Env]:
         def init() -> gym.Env:
             env = gym.make(env_spec.env_id, **env_spec.gym_kwargs)
-            env = Monitor(env, filename=None if monitor_dir is None else str(monitor_dir / str(rank)))
+            filename = None if monitor_dir is None else str(monitor_dir / str(rank))
+            env = Monitor(env, filename=filename, override_existing=not append)
             env = normalized(task, env_spec.wrap(env), stats, training)
             env = TaskAdapter(env, common, index, index if task_ids else 0)
+            if record:
+                env = EpisodeRecorder(env)
             env.action_space.seed(seed + rank)
             return env
 
@@ -123,9 +131,11 @@ def task_vec_env(
     task_ids: bool = True,
     stats: RunningStats | None = None,
     training: bool = False,
+    record: bool = False,
 ) -> VecEnv:
     """``n_envs`` copies of ``task`` in the curriculum's common spaces."""
-    fns = task_env_fns(task, index, common, algo, n_envs, seed, monitor_dir, task_ids, stats, training)
+    fns = task_env_fns(task, index, common, algo, n_envs, seed, monitor_dir, task_ids, stats, training,
+                       record)  # fmt: skip
     return vec_env(fns, seed)
 
 
@@ -199,8 +209,10 @@ class Evaluator:
         task_ids: Sequence[int] | None = None,
         show_task_ids: bool = True,
         stats: Mapping[int, RunningStats] | None = None,
+        record: bool = False,
     ) -> None:
-        """``stats``: by task id, the statistics its training envs update (read, not updated, here)."""
+        """``stats``: by task id, the statistics its training envs update (read, not updated, here);
+        ``record``: each env's episode is recorded, for resumable checkpoints."""
         self.tasks = list(tasks)
         self.deterministic = list(deterministic)
         ids = list(range(len(tasks))) if task_ids is None else list(task_ids)
@@ -214,6 +226,7 @@ class Evaluator:
                 seed + EVAL_SEED_OFFSET + 1000 * ids[i],
                 task_ids=show_task_ids,
                 stats=(stats or {}).get(ids[i]),
+                record=record,
             )
             for i, task in enumerate(self.tasks)
         ]
@@ -260,6 +273,13 @@ class CurriculumCallback(BaseCallback):
     def schedule(self, points: Sequence[int]) -> None:
         """Evaluate when ``num_timesteps`` first reaches each of ``points`` during ``learn``."""
         self.points = sorted(points)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumable checkpoint keeps: the evaluation steps still to come."""
+        return {"points": list(self.points)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.points = [int(p) for p in state["points"]]
 
     def _on_step(self) -> bool:
         step = self.model.num_timesteps

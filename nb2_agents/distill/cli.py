@@ -15,6 +15,7 @@ from nb2_agents.cli_common import (
     verbosity,
     whole_arg,
 )
+from nb2_agents.errors import UsageError
 from nb2_agents.nn.config import PRESETS
 
 
@@ -33,10 +34,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="PATH",
-        required=True,
         help="a model .zip (SB3 or nb2), a run folder or zoo:NAME; repeat once per curriculum task",
     )
-    target = p.add_mutually_exclusive_group(required=True)
+    target = p.add_mutually_exclusive_group()
     target.add_argument("--env", help="Gymnasium env id of the teacher, e.g. CartPole-v1")
     target.add_argument("--curriculum", metavar="SUITE", help="a built-in suite or a curriculum YAML file")
     p.add_argument("--preset", default="nano", help=f"student size: {', '.join(PRESETS)} (default nano)")
@@ -95,6 +95,24 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=whole_arg, default=1, help="torch threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue RUN (a distill run folder) from its newest checkpoint, with the options it recorded",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: resume although its configuration rebuilds differently",
+    )
+
+
+RESUME_ALONE: dict[str, Any] = {
+    **dict.fromkeys(("env", "curriculum", "steps", "eval_freq", "final_episodes")),
+    **{"teachers": [], "overrides": [], "preset": "nano", "mode": "pure", "seed": 0, "device": "auto"},
+    **{"temperature": 1.0, "kl_coef": 1.0, "value_coef": 0.5},
+}
+"""Options that ``--resume`` takes from the run's config.yaml, with their defaults: giving one is an error."""
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -105,6 +123,19 @@ def handle(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.resume is not None:
+        from nb2_agents.distill.run import resume_distill
+
+        given = [f"--{k.replace('_', '-')}" for k, v in RESUME_ALONE.items() if getattr(args, k) != v]
+        if given:
+            raise UsageError(
+                f"--resume {args.resume} continues with the options its config.yaml recorded; "
+                f"{', '.join(given)} cannot be given with it"
+            )
+        progress = False if args.no_progress or quiet(args) else None
+        resumed = resume_distill(args.resume, force=args.force, trust=args.trust_teacher, progress=progress,
+                                 verbose=verbosity(args))  # fmt: skip
+        return finish(resumed)
     result = distill(
         args.teachers,
         env=args.env,

@@ -122,18 +122,21 @@ class Plan:
     def eval_seed(self) -> int:
         return self.seed + EVAL_SEED_OFFSET
 
-    def make_env(self, run_dir: Path | None) -> VecEnv:
+    def make_env(self, run_dir: Path | None, record: bool = False, append: bool = False) -> VecEnv:
         """The student's training envs (``n_envs / tasks`` copies of each task for a curriculum),
-        with Monitor CSVs in ``run_dir``."""
+        with Monitor CSVs in ``run_dir`` (continued with ``append``); ``record``: for resumable
+        checkpoints."""
         if self.spec is None:
             assert self.env_spec is not None
-            return self.env_spec.make_vec(self.n_envs, self.seed, None if run_dir is None else str(run_dir))
+            monitor_dir = None if run_dir is None else str(run_dir)
+            return self.env_spec.make_vec(self.n_envs, self.seed, monitor_dir, record=record, append=append)
         assert self.common is not None
         copies = self.n_envs // len(self.spec.tasks)
         fns = []
         for i, task in enumerate(self.spec.tasks):
             monitor = None if run_dir is None else run_dir / "monitor" / safe_name(task.name)
-            fns += task_env_fns(task, i, self.common, ALGO, copies, self.seed + copies * i, monitor, True)
+            fns += task_env_fns(task, i, self.common, ALGO, copies, self.seed + copies * i, monitor, True,
+                                record=record, append=append)  # fmt: skip
         return vec_env(fns, self.seed)
 
     def meta(self) -> dict[str, Any]:
@@ -254,6 +257,7 @@ def _curriculum_plan(curriculum: str | Path, teachers: Sequence[str | Path], opt
             0 if str(options.eval_freq).strip() == "0" else parse_steps(options.eval_freq, "--eval-freq")
         )
     save_freq = max(math.ceil(steps / 5), 1)
+    config.update(eval_freq=eval_freq, save_freq=save_freq)
     return Plan(
         spec.name,
         options,
@@ -291,3 +295,29 @@ def make_plan(
         return _curriculum_plan(curriculum, teachers, options)
     assert env is not None
     return _env_plan(env, teachers, options)
+
+
+def resume_inputs(config: dict[str, Any]) -> tuple[list[str], str | None, str | None, Options]:
+    """The teachers, env, curriculum and options that made a run's ``config.yaml``, to rebuild its
+    plan (``nb2 distill --resume``). The hyperparameters come back as overrides of every key, so
+    the rebuilt entry is the recorded one; ``--trust-teacher`` is not recorded (the teachers are
+    loaded safely unless the resumed run is given it again)."""
+    try:
+        teachers = [str(t["path"]) for t in config["teachers"]]
+        options = Options(
+            mode=config["mode"],
+            temperature=float(config["temperature"]),
+            kl_coef=float(config["kl_coef"]),
+            value_coef=float(config["value_coef"]),
+            preset=config.get("preset") or config["hyperparams"]["policy_kwargs"]["preset"],
+            steps=int(config["steps"]),
+            seed=int(config["seed"]),
+            device=str(config.get("device", "auto")),
+            eval_freq=int(config["eval_freq"]) if "eval_freq" in config else None,
+            final_episodes=int(config["final_episodes"]) if "final_episodes" in config else None,
+            overrides=dict(config["hyperparams"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise UsageError(f"not the config.yaml of an nb2 distill run: {type(err).__name__}: {err}") from None
+    curriculum = config.get("curriculum")
+    return teachers, None if curriculum else str(config["env"]), curriculum, options

@@ -119,10 +119,12 @@ def deterministic_evals(plan: Plan) -> list[bool]:
     return [not t.env_id.startswith(("MiniGrid-", "BabyAI-")) for t in plan.spec.tasks]
 
 
-def curriculum_evaluator(plan: Plan) -> Evaluator:
-    """Evaluation envs for every task of the curriculum (the student sees task ids)."""
+def curriculum_evaluator(plan: Plan, record: bool = False) -> Evaluator:
+    """Evaluation envs for every task of the curriculum (the student sees task ids); ``record``:
+    for resumable checkpoints."""
     assert plan.spec is not None and plan.common is not None
-    return Evaluator(plan.spec.tasks, plan.common, ALGO, plan.seed, deterministic_evals(plan), None, True)
+    tasks, common, evals = plan.spec.tasks, plan.common, deterministic_evals(plan)
+    return Evaluator(tasks, common, ALGO, plan.seed, evals, None, True, record=record)
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.utils import get_device
+from stable_baselines3.common.vec_env import VecEnv
 
 from nb2_agents.callbacks import (
     CheckpointCallback,
@@ -31,9 +32,17 @@ from nb2_agents.callbacks import (
     SaveBestCallback,
     flat_hparams,
 )
+from nb2_agents.checkpoint import (
+    Checkpoint,
+    RunParts,
+    checkpoint_to_resume,
+    cut_files,
+    read_run_config,
+    restore,
+)
 from nb2_agents.curriculum.evaluator import CurriculumCallback, evaluation_points
 from nb2_agents.distill.labels import Labeler
-from nb2_agents.distill.plan import Options, Plan, make_plan
+from nb2_agents.distill.plan import Options, Plan, make_plan, resume_inputs
 from nb2_agents.distill.report import (
     curriculum_evaluator,
     curriculum_report,
@@ -50,6 +59,7 @@ from nb2_agents.runs import (
     CHECKPOINTS,
     CONFIG_NAME,
     EVAL_NAME,
+    FAILED_NAME,
     MODEL_NAME,
     dump_yaml,
     marks_failure,
@@ -91,14 +101,18 @@ class DistillResult:
         return "\n".join(lines)
 
 
-def _evaluation(plan: Plan, run_dir: Path) -> tuple[BaseCallback, EvalCallback | None, Any]:
-    """In-training evaluation: (callback, the EvalCallback for the progress bar, what to close).
+def _evaluation(
+    plan: Plan, run_dir: Path, resumed: bool
+) -> tuple[BaseCallback, EvalCallback | None, Any, dict[str, VecEnv]]:
+    """In-training evaluation: (callback, the EvalCallback for the progress bar, what to close,
+    its envs by name for checkpoints).
 
     One env: SB3's EvalCallback (``eval/`` keys, ``checkpoints/best_model.zip``); a curriculum:
     every task (``curriculum/<task>/eval_score``), both every ``eval_freq`` steps."""
     if plan.spec is None:
         assert plan.env_spec is not None
-        eval_env = plan.env_spec.make_vec(1, plan.eval_seed, monitor_dir=str(run_dir / "eval"))
+        eval_env = plan.env_spec.make_vec(1, plan.eval_seed, monitor_dir=str(run_dir / "eval"), record=True,
+                                          append=resumed)  # fmt: skip
         best = SaveBestCallback(run_dir / CHECKPOINTS / BEST_NAME, plan.meta())
         callback = EvalCallback(
             eval_env,
@@ -110,20 +124,23 @@ def _evaluation(plan: Plan, run_dir: Path) -> tuple[BaseCallback, EvalCallback |
             verbose=0,
             warn=False,
         )
-        return callback, callback, eval_env
-    evaluator = curriculum_evaluator(plan)
+        return callback, callback, eval_env, {"eval": eval_env}
+    evaluator = curriculum_evaluator(plan, record=True)
     every_task = CurriculumCallback(evaluator, lambda step, results: None, lambda: -1, plan.steps, "off")
     if plan.eval_freq:
         every_task.schedule(evaluation_points(0, plan.steps, max(plan.steps // plan.eval_freq, 1)))
-    return every_task, None, evaluator
+    return every_task, None, evaluator, {f"eval/{i}": env for i, env in enumerate(evaluator.envs)}
 
 
 def _train(
-    plan: Plan, run_dir: Path, mode: Mode, verbose: int
+    plan: Plan, run_dir: Path, mode: Mode, verbose: int, ckpt: Checkpoint | None = None
 ) -> tuple[BaseAlgorithm, float, bool, Path | None]:
-    """Train the student in ``run_dir``; (model, seconds, interrupted, interruption checkpoint)."""
+    """Train the student in ``run_dir`` (from ``ckpt``, resumed); (model, seconds, interrupted,
+    interruption checkpoint)."""
     opts = plan.options
-    env = plan.make_env(run_dir)
+    if ckpt is not None:
+        cut_files(run_dir, ckpt)
+    env = plan.make_env(run_dir, record=True, append=ckpt is not None)
     labeler = Labeler(plan.teachers, opts.temperature, get_device(opts.device), plan.common)
     model, callbacks, hooks = build_student(
         opts.mode,
@@ -137,15 +154,23 @@ def _train(
         opts.value_coef,
     )
     model.set_logger(run_logger(run_dir, verbose))
-    eval_cb, sb3_eval, eval_resource = _evaluation(plan, run_dir)
+    eval_cb, sb3_eval, eval_resource, eval_envs = _evaluation(plan, run_dir, ckpt is not None)
     checkpoints = CheckpointCallback(run_dir / CHECKPOINTS, plan.save_freq, plan.meta())
     nb2_logger = NB2LoggerCallback(flat_hparams({**plan.config, "teachers": None}))
     bar = ProgressCallback(sb3_eval, mode, label="distill")
     start, interrupted = time.perf_counter(), False
-    every = CallbackList([*callbacks, eval_cb, checkpoints, nb2_logger, bar])
+    listed: list[BaseCallback] = [*callbacks, eval_cb, checkpoints, nb2_logger, bar]
+    checkpoints.parts = parts = RunParts(model, {"train": env, **eval_envs}, listed, run_dir)
+    if ckpt is not None:
+        listed = [restore(parts, ckpt), *listed]
+        if verbose:
+            print(f"nb2 distill: resuming {run_dir} at {model.num_timesteps:,} of {plan.steps:,} steps "
+                  f"(checkpoint {ckpt.path})", flush=True)  # fmt: skip
     try:
         with sigterm_as_interrupt():  # SIGTERM saves as Ctrl-C does
-            model.learn(plan.steps, callback=every)
+            remaining = plan.steps - model.num_timesteps
+            if remaining > 0:
+                model.learn(remaining, callback=CallbackList(listed), reset_num_timesteps=ckpt is None)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -171,16 +196,18 @@ def run(
         return _run_in(plan, run_dir, progress, verbose)
 
 
-def _run_in(plan: Plan, run_dir: Path, progress: bool | None, verbose: int) -> DistillResult:
+def _run_in(
+    plan: Plan, run_dir: Path, progress: bool | None, verbose: int, ckpt: Checkpoint | None = None
+) -> DistillResult:
     mode = plan.options.mode
     write_text(
         run_dir / CONFIG_NAME, "# nb2 distill configuration, fully resolved\n" + dump_yaml(plan.config)
     )
-    if verbose:
+    if verbose and ckpt is None:
         print(
             f"nb2 distill ({mode}): {', '.join(str(t.path) for t in plan.teachers)} -> {run_dir}", flush=True
         )
-    model, seconds, interrupted, checkpoint = _train(plan, run_dir, progress_mode(progress), verbose)
+    model, seconds, interrupted, checkpoint = _train(plan, run_dir, progress_mode(progress), verbose, ckpt)
     model_path = save_model(model, run_dir / MODEL_NAME, plan.meta())
     result = DistillResult(
         run_dir, model_path, mode, int(model.num_timesteps), seconds, interrupted, checkpoint
@@ -272,3 +299,29 @@ def distill(
     )
     plan = make_plan(paths, env, curriculum, options)
     return run(plan, runs_dir=runs_dir, progress=progress, verbose=verbose)
+
+
+def resume_distill(
+    run_dir: str | Path,
+    *,
+    force: bool = False,
+    trust: bool = False,
+    progress: bool | None = None,
+    verbose: int = 1,
+) -> DistillResult:
+    """Continue an ``nb2 distill`` run from its newest checkpoint, exactly as if it had not stopped
+    (``nb2 distill --resume RUN``): its plan is rebuilt from its ``config.yaml`` and the teachers
+    reloaded. Refused with the reason: a finished run, one without a checkpoint, a rebuilt
+    configuration that differs from the recorded one (another nb2-agents version, changed
+    defaults, a teacher that moved) unless ``force``. ``trust``: as ``--trust-teacher``."""
+    run = Path(run_dir)
+    config = read_run_config(run, "distill")
+    teachers, env, curriculum, options = resume_inputs(config)
+    plan = make_plan(teachers, env, curriculum, replace(options, trust=trust))
+    restart = f"nb2 distill with the options in {run / CONFIG_NAME}"
+    ckpt = checkpoint_to_resume(
+        run, config, plan.config, force, "distill", verbose, TEACHERS_NAME, plan.save_freq, restart
+    )
+    (run / FAILED_NAME).unlink(missing_ok=True)
+    with marks_failure(run):
+        return _run_in(plan, run, progress, verbose, ckpt)

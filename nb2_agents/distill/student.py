@@ -155,10 +155,18 @@ class DistillCallback(BaseCallback):
         super().__init__()
         self.distiller, self.kl_coef, self.total_steps, self.anneal = distiller, kl_coef, total_steps, anneal
         self.kickstart = kickstart
-        self._start = 0
+        self._start: int | None = None
 
     def _on_training_start(self) -> None:
-        self._start = self.model.num_timesteps
+        if self._start is None:  # a resumed run keeps its first start (load_state_dict)
+            self._start = self.model.num_timesteps
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumable checkpoint keeps: where λ's annealing started."""
+        return {"start": self._start}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._start = state["start"]
 
     def _on_step(self) -> bool:
         return True
@@ -166,7 +174,7 @@ class DistillCallback(BaseCallback):
     def weight(self) -> float:
         if not self.anneal:
             return self.kl_coef
-        done = (self.model.num_timesteps - self._start) / max(self.total_steps, 1)
+        done = (self.model.num_timesteps - (self._start or 0)) / max(self.total_steps, 1)
         return self.kl_coef * max(0.0, 1.0 - done)
 
     def _on_rollout_end(self) -> None:
