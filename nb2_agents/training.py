@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -32,14 +32,8 @@ from nb2_agents.callbacks import (
     SaveBestCallback,
     flat_hparams,
 )
-from nb2_agents.checkpoint import (
-    Checkpoint,
-    RunParts,
-    checkpoint_to_resume,
-    cut_files,
-    read_run_config,
-    restore,
-)
+from nb2_agents.checkpoint import Checkpoint, RunParts, checkpoint_to_resume, cut_files, read_run_config
+from nb2_agents.checkpoint.learn import learn_until
 from nb2_agents.config import TrainConfig, resolve_config
 from nb2_agents.envs_util import EnvSpec
 from nb2_agents.errors import UsageError
@@ -205,17 +199,10 @@ def _run_in(
     bar = ProgressCallback(eval_cb, mode)
     callbacks: list[BaseCallback] = [eval_cb, checkpoints, nb2_logger, bar, *extra_callbacks]
     checkpoints.parts = parts = RunParts(model, {"train": env, "eval": eval_env}, callbacks, run_dir)
-    if ckpt is not None:
-        callbacks = [restore(parts, ckpt), *callbacks]
-        if verbose:
-            print(f"nb2 train: resuming {run_dir} at {model.num_timesteps:,} of {cfg.steps:,} steps "
-                  f"(checkpoint {ckpt.path})", flush=True)  # fmt: skip
     start, interrupted = time.perf_counter(), False
     try:
         with sigterm_as_interrupt():
-            remaining = cfg.steps - model.num_timesteps
-            if remaining > 0:
-                model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=ckpt is None)
+            learn_until(model, cfg.steps, callbacks, parts, ckpt, "train", verbose)
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -32,14 +32,8 @@ from nb2_agents.callbacks import (
     SaveBestCallback,
     flat_hparams,
 )
-from nb2_agents.checkpoint import (
-    Checkpoint,
-    RunParts,
-    checkpoint_to_resume,
-    cut_files,
-    read_run_config,
-    restore,
-)
+from nb2_agents.checkpoint import Checkpoint, RunParts, checkpoint_to_resume, cut_files, read_run_config
+from nb2_agents.checkpoint.learn import learn_until
 from nb2_agents.curriculum.evaluator import CurriculumCallback, evaluation_points
 from nb2_agents.distill.labels import Labeler
 from nb2_agents.distill.plan import Options, Plan, make_plan, resume_inputs
@@ -161,16 +155,9 @@ def _train(
     start, interrupted = time.perf_counter(), False
     listed: list[BaseCallback] = [*callbacks, eval_cb, checkpoints, nb2_logger, bar]
     checkpoints.parts = parts = RunParts(model, {"train": env, **eval_envs}, listed, run_dir)
-    if ckpt is not None:
-        listed = [restore(parts, ckpt), *listed]
-        if verbose:
-            print(f"nb2 distill: resuming {run_dir} at {model.num_timesteps:,} of {plan.steps:,} steps "
-                  f"(checkpoint {ckpt.path})", flush=True)  # fmt: skip
     try:
         with sigterm_as_interrupt():  # SIGTERM saves as Ctrl-C does
-            remaining = plan.steps - model.num_timesteps
-            if remaining > 0:
-                model.learn(remaining, callback=CallbackList(listed), reset_num_timesteps=ckpt is None)
+            learn_until(model, plan.steps, listed, parts, ckpt, "distill", verbose)
     except KeyboardInterrupt:
         interrupted = True
     finally:
