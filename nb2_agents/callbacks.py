@@ -173,6 +173,14 @@ class NB2LoggerCallback(BaseCallback):
         self._sq: list[torch.Tensor] = []
         self._handles: list[Any] = []
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumable checkpoint keeps: the step of the last diagnostics (the recent
+        observations they read are not kept: a resumed run's first ones read fewer)."""
+        return {"last_log": self._last_log}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._last_log = int(state["last_log"])
+
     # --- training start / end: hyperparameters and gradient hooks
     def _on_training_start(self) -> None:
         self._start, self._start_steps = time.perf_counter(), self.model.num_timesteps

@@ -262,6 +262,28 @@ def test_resumed_monitor_csvs_match(lab: Lab, algo: str) -> None:
             assert got == want, f"{folder}/{name}: {len(got)} rows, {len(want)} uninterrupted"
 
 
+def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """TensorBoard's view of a run folder (every events file, restarts purged): (step, value) per tag."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("algo", list(BUDGETS))
+def test_resumed_tensorboard_has_each_point_once(lab: Lab, algo: str) -> None:
+    """The crashed run's events after its checkpoint are hidden, none before it is lost: every
+    evaluation, rollout and update statistic appears as often as in the uninterrupted run (SB3's
+    off-policy algorithms log twice at a step where two episodes end), at its steps and values."""
+    r = lab.resumed(algo)
+    got, want = scalars(r.run), scalars(r.killed.reference.run_dir)
+    compared = [t for t in want if t.split("/")[0] in ("eval", "rollout", "train")]
+    assert "eval/mean_reward" in compared
+    for tag in compared:
+        assert got.get(tag) == want[tag], tag
+
+
 def test_damaged_newest_checkpoint_falls_back(
     lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

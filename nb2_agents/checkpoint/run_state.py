@@ -3,7 +3,7 @@ each env's episode in progress (:mod:`.episodes`), the global random generators 
 the callbacks' counters and evaluation history, the logger's values not yet written, and the
 length of every Monitor CSV (rows written after the checkpoint are cut on resume, so no episode
 is counted twice). TensorBoard resumes at the checkpoint's step: events the crashed run wrote
-after it are hidden (``purge_step``), so no point appears twice.
+after it are hidden (``purge_step``), so no point appears twice and none is lost.
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ def _load_logger_state(logger: Logger, state: dict[str, Any], step: int) -> None
         if isinstance(fmt, TensorBoardOutputFormat):
             folder = fmt.writer.log_dir
             fmt.writer.close()
-            fmt.writer = SummaryWriter(log_dir=folder, purge_step=step)
+            # events at the checkpoint's own step were written before it: hide only later ones
+            fmt.writer = SummaryWriter(log_dir=folder, purge_step=step + 1)
 
 
 def monitor_files(run_dir: Path) -> list[Path]:
