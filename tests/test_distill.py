@@ -155,6 +155,28 @@ ALGO_CASES = [
 ]
 
 
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn", "maskable_ppo"])
+def test_nb2_teacher_loads_safely(algo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model nb2 trained (``"NB2Policy"``) is a teacher without ``--trust-teacher``, in a fresh
+    process where NB2's policy names are still the lazy aliases; a MaskablePPO teacher takes masks."""
+    path = tmp_path / "teacher.zip"
+    ALGOS[algo]("NB2Policy", "CartPole-v1", seed=0).save(path)
+    code = (
+        "import pickle, sys, cloudpickle, gymnasium as gym, numpy as np\n"
+        "from nb2_agents.distill.teachers import load_teacher\n"
+        "def refuse(*a, **k): raise AssertionError('unpickled')\n"
+        "cloudpickle.loads = pickle.loads = refuse\n"
+        "env = gym.make('CartPole-v1')\n"
+        "t = load_teacher(sys.argv[1], env.observation_space, env.action_space, device='cpu')\n"
+        "obs = np.zeros((3, 4), dtype=np.float32)\n"
+        "masks = np.ones((3, 2), dtype=bool) if t.algo == 'maskable_ppo' else None\n"
+        "print(t.trusted, t.algo, t.predict(obs, action_masks=masks)[0].shape)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", algo, "(3,)"]
+
+
 @pytest.mark.parametrize(("algo", "env_id", "policy_kwargs"), ALGO_CASES)
 def test_teacher_loads_safely_and_acts_as_sb3(
     algo: str, env_id: str, policy_kwargs: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch

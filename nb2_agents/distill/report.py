@@ -10,6 +10,7 @@ itself, so ``kept`` is given only when the teacher's mean return is positive.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
@@ -42,8 +43,9 @@ def evaluate_teacher(
     n_envs: int = 1,
     success_key: str = "is_success",
 ) -> dict[str, Any]:
-    """The teacher's returns on ``env_spec`` with SB3's ``evaluate_policy``, seeded as ``nb2 evaluate``."""
-    vec = env_spec.make_vec(n_envs, seed)
+    """The teacher's returns on ``env_spec`` with SB3's ``evaluate_policy``, seeded as ``nb2 evaluate``;
+    the env wrapped for the teacher's algorithm (a MaskablePPO teacher reads action masks)."""
+    vec = replace(env_spec, algo=teacher.algo).make_vec(n_envs, seed)
     set_random_seed(seed)
     try:
         model = cast(BaseAlgorithm, teacher)  # evaluate_policy needs only predict()

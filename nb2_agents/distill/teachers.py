@@ -115,11 +115,21 @@ class Teacher:
         return self.policy.device
 
     def predict(
-        self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+        action_masks: np.ndarray | None = None,
     ) -> tuple[np.ndarray, Any]:
-        """SB3's ``predict``, so SB3's ``evaluate_policy`` can run the teacher."""
+        """SB3's ``predict``, so SB3's ``evaluate_policy`` can run the teacher (sb3-contrib's, with
+        the action masks a MaskablePPO teacher takes)."""
         if self.stats is not None:
             observation = self.stats.normalize_obs(np.asarray(observation, dtype=np.float64))
+        if action_masks is not None:
+            return self.policy.predict(  # type: ignore[call-arg]
+                observation, state, episode_start, deterministic, action_masks=action_masks
+            )
         return self.policy.predict(observation, state, episode_start, deterministic)
 
     def describe(self) -> dict[str, Any]:

@@ -36,6 +36,19 @@ class _Aliases(dict):  # type: ignore[type-arg]
             value = self[name] = POLICY_FOR_CLASS[self.algo]
         return value
 
+    # every read of the classes resolves the name first: the teacher loader lists them with
+    # values() to rebuild a policy without unpickling, and must find NB2's there
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self else default
+
+    def values(self) -> Any:
+        self[SHORT_NAME]
+        return super().values()
+
+    def items(self) -> Any:
+        self[SHORT_NAME]
+        return super().items()
+
 
 def _register(package: str) -> None:
     module = sys.modules[package]
