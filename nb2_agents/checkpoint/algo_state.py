@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import OrnsteinUhlenbeckActionNoise, VectorizedActionNoise
+from stable_baselines3.common.save_util import recursive_getattr
 from stable_baselines3.common.vec_env import VecNormalize
 
 from nb2_agents.checkpoint.rng import set_spaces_state, spaces_state
@@ -76,8 +77,8 @@ def capture(model: BaseAlgorithm) -> tuple[dict[str, Any], dict[str, np.ndarray]
     if vn is not None:
         _vec_normalize_capture(vn, arrays)
     _, variables = model._get_torch_save_params()
-    torch_part = {"params": model.get_parameters(),
-                  "variables": {v: _attr(model, v).detach().cpu() for v in variables}}  # fmt: skip
+    tensors = {v: recursive_getattr(model, v).detach().cpu() for v in variables}
+    torch_part = {"params": model.get_parameters(), "variables": tensors}
     return info, arrays, torch_part
 
 
@@ -90,7 +91,7 @@ def restore(
     model.set_parameters(torch_part["params"], exact_match=True, device=model.device)
     for name, value in torch_part["variables"].items():
         with torch.no_grad():
-            _attr(model, name).copy_(value.to(model.device))
+            recursive_getattr(model, name).copy_(value.to(model.device))
     for name in (*COUNTERS, *FLOATS):
         if name in info:
             setattr(model, name, info[name])
@@ -118,12 +119,6 @@ def restore_volatile(model: BaseAlgorithm, info: dict[str, Any], arrays: dict[st
             noise.noise_prev = arrays[f"noise/{i}"].copy()
 
 
-def _attr(obj: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def _buffer_capture(buffer: ReplayBuffer, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     size = buffer.buffer_size if buffer.full else buffer.pos
     for name in BUFFER:
@@ -132,8 +127,7 @@ def _buffer_capture(buffer: ReplayBuffer, arrays: dict[str, np.ndarray]) -> dict
             _put(arrays, f"replay/{name}", {k: v[:size] for k, v in value.items()})
         elif value is not None:
             arrays[f"replay/{name}"] = value[:size]
-    return {"pos": int(buffer.pos), "full": bool(buffer.full), "size": int(size),
-            "dict": isinstance(buffer, DictReplayBuffer)}  # fmt: skip
+    return {"pos": int(buffer.pos), "full": bool(buffer.full), "size": int(size)}
 
 
 def _buffer_restore(buffer: ReplayBuffer, saved: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
