@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +111,22 @@ class CheckpointCallback(BaseCallback):
     end of training): SB3 is then between a model update and the next rollout, so the state is
     complete without a rollout half collected. Every file is written atomically."""
 
-    def __init__(self, folder: Path, save_freq: int, meta: dict[str, Any], keep: int = 2) -> None:
+    def __init__(
+        self, folder: Path, save_freq: int, meta: dict[str, Any], keep: int = 2, zips: bool = True,
+        at_end: bool = True,
+    ) -> None:  # fmt: skip
+        """``zips``: also the model's ``.zip``; ``at_end``: also when ``learn`` ends (a curriculum's
+        task windows end with work of their own, so it saves at the next window's start instead)."""
         super().__init__()
         self.folder, self.save_freq, self.meta, self.keep = folder, save_freq, meta, keep
+        self.zips, self.at_end = zips, at_end
         self._next = save_freq
         self.parts: Any = None
         """:class:`nb2_agents.checkpoint.RunParts` of the run, for resumable checkpoints."""
+        self.write_state: Callable[[], object] | None = None
+        """Writes the resumable checkpoint, in place of :attr:`parts`'s."""
+        self.save_first = False
+        """Save at the first rollout start of the next ``learn`` as well (a curriculum's task start)."""
 
     def _on_training_start(self) -> None:
         if self.save_freq > 0:
@@ -128,17 +139,24 @@ class CheckpointCallback(BaseCallback):
         self._save_if_due()
 
     def _on_training_end(self) -> None:
-        self._save_if_due()  # after the last update: as complete a state as a rollout start
+        if self.at_end:
+            self._save_if_due()  # after the last update: as complete a state as a rollout start
 
     def _save_if_due(self) -> None:
-        if self.save_freq > 0 and self.model.num_timesteps >= self._next:
-            while self._next <= self.model.num_timesteps:
-                self._next += self.save_freq
+        due = self.save_freq > 0 and self.model.num_timesteps >= self._next
+        if not (due or self.save_first):
+            return
+        self.save_first = False
+        while self.save_freq > 0 and self._next <= self.model.num_timesteps:
+            self._next += self.save_freq
+        if self.zips:
             self.save()
-            if self.parts is not None:
-                from nb2_agents.checkpoint import save_state
+        if self.write_state is not None:
+            self.write_state()
+        elif self.parts is not None:
+            from nb2_agents.checkpoint import save_state
 
-                save_state(self.parts, self.folder, self.keep)
+            save_state(self.parts, self.folder, self.keep)
 
     def save(self, prefix: str = "ckpt") -> Path:
         return save_model(

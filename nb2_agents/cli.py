@@ -24,6 +24,7 @@ from nb2_agents.cli_common import (
     finish,
     positive_arg,
     quiet,
+    refuse_with_resume,
     steps_arg,
     verbosity,
     whole_arg,
@@ -215,6 +216,36 @@ def _add_curriculum(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=whole_arg, default=1, help="torch threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--checkpoint-freq",
+        type=count_arg,
+        help="resumable checkpoint every N steps, and at each task's start (default: as often as the "
+        "evaluations; 0: at task starts only)",
+    )
+    p.add_argument(
+        "--keep-checkpoints",
+        type=steps_arg,
+        default=2,
+        help="resumable checkpoints kept per seed (default 2)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue RUN (a curriculum run folder) where it stopped, with the options it recorded",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: resume although its configuration rebuilds differently",
+    )
+
+
+CURRICULUM_RESUME_ALONE: dict[str, Any] = {
+    **dict.fromkeys(("curriculum", "algo", "preset", "task_ids", "checkpoint_freq")),
+    **{"mode": "sequential", "retention": "none", "retention_options": [], "seeds": [0], "steps_scale": 1.0},
+    **{"evals_per_task": 4, "overrides": [], "references": False, "device": "auto", "keep_checkpoints": 2},
+}
+"""Options that ``nb2 curriculum --resume`` takes from the run's config.yaml: giving one is an error."""
 
 
 def _progress(args: argparse.Namespace) -> bool | None:
@@ -358,11 +389,19 @@ def _curriculum(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(builtin_curricula()))
         return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.resume is not None:
+        from nb2_agents.curriculum.runner import resume_curriculum
+
+        refuse_with_resume(args, CURRICULUM_RESUME_ALONE)
+        resumed = resume_curriculum(args.resume, force=args.force, workers=args.workers,
+                                    progress=_progress(args), verbose=verbosity(args))  # fmt: skip
+        print(resumed.summary())
+        return 0
     if not args.curriculum:
         raise UsageError(f"name a curriculum: one of {', '.join(builtin_curricula())}, or a YAML file")
     overrides = dict(parse_assignment(item) for item in args.overrides)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     common = dict(
         algo=args.algo, preset=args.preset, seeds=args.seeds, steps_scale=args.steps_scale,
         evals_per_task=args.evals_per_task, overrides=overrides, runs_dir=args.runs_dir, device=args.device,
@@ -375,7 +414,8 @@ def _curriculum(args: argparse.Namespace) -> int:
     options = dict(parse_assignment(item) for item in args.retention_options)
     result = run_curriculum(
         args.curriculum, mode=args.mode, retention=args.retention, task_ids=args.task_ids,
-        retention_options=options, verbose=verbosity(args), **common,
+        retention_options=options, verbose=verbosity(args), checkpoint_freq=args.checkpoint_freq,
+        keep_checkpoints=args.keep_checkpoints, **common,
     )  # fmt: skip
     print(result.summary())
     return 0

@@ -8,9 +8,10 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from nb2_agents.counts import parse_steps
+from nb2_agents.errors import UsageError
 
 EXIT_INTERRUPTED = 130
 
@@ -36,6 +37,17 @@ def quiet(args: argparse.Namespace) -> bool:
 def verbosity(args: argparse.Namespace) -> int:
     """0 with ``-q`` (the result and errors), 2 with ``-v`` (SB3's table of logged values too), else 1."""
     return 0 if quiet(args) else 2 if getattr(args, "verbose", False) else 1
+
+
+def refuse_with_resume(args: argparse.Namespace, defaults: dict[str, Any]) -> None:
+    """``--resume RUN`` continues with the options RUN's ``config.yaml`` recorded: an option of
+    ``defaults`` given a value other than its default is refused, by name."""
+    given = [f"--{k.replace('_', '-')}" for k, v in defaults.items() if getattr(args, k) != v]
+    if given:
+        raise UsageError(
+            f"--resume {args.resume} continues with the options its config.yaml recorded; "
+            f"{', '.join(given)} cannot be given with it"
+        )
 
 
 def whole_arg(text: str) -> int:

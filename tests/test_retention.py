@@ -23,6 +23,7 @@ from torch import nn
 from nb2_agents.curriculum import evaluator as evaluator_module
 from nb2_agents.curriculum import run_curriculum
 from nb2_agents.curriculum import runner as runner_module
+from nb2_agents.curriculum import seed as seed_module
 from nb2_agents.curriculum.strategies import STRATEGIES, Strategy, make_strategy
 from nb2_agents.errors import UsageError
 from nb2_agents.nn.model import NB2
@@ -336,7 +337,7 @@ def test_retention_state_survives_save_and_load(tmp_path: Path, monkeypatch: pyt
         made.append(strategy)
         return strategy
 
-    monkeypatch.setattr(runner_module, "make_strategy", recording)
+    monkeypatch.setattr(seed_module, "make_strategy", recording)
     result = run_curriculum(_tiny_cartpole(tmp_path), retention="nb2+ewc", seeds=[0], evals_per_task=1,
                             runs_dir=tmp_path / "runs", progress=False)  # fmt: skip
     monkeypatch.undo()

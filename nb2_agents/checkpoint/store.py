@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import zipfile
 from dataclasses import dataclass, field
@@ -74,7 +75,17 @@ def read(path: Path) -> Checkpoint:
         with np.load(path / "arrays.npz", allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
         torch_part = torch.load(path / "params.pt", map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError, EOFError, zipfile.BadZipFile, KeyError) as err:
+    except (
+        OSError,
+        ValueError,
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        KeyError,
+        IndexError,
+        TypeError,
+        pickle.UnpicklingError,
+    ) as err:  # fmt: skip  (a damaged params.pt fails in the unpickler)
         raise ValueError(f"checkpoint {path} cannot be read: {type(err).__name__}: {err}") from err
     if not isinstance(info, dict) or "num_timesteps" not in info:
         raise ValueError(f"checkpoint {path / 'state.json'} holds no training state")

@@ -132,10 +132,11 @@ def task_vec_env(
     stats: RunningStats | None = None,
     training: bool = False,
     record: bool = False,
+    append: bool = False,
 ) -> VecEnv:
     """``n_envs`` copies of ``task`` in the curriculum's common spaces."""
     fns = task_env_fns(task, index, common, algo, n_envs, seed, monitor_dir, task_ids, stats, training,
-                       record)  # fmt: skip
+                       record, append)  # fmt: skip
     return vec_env(fns, seed)
 
 

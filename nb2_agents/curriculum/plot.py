@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from nb2_agents.curriculum.metrics import METRIC_KEYS, read_matrix_csv
+from nb2_agents.curriculum.results import METRICS_NAME
 from nb2_agents.errors import UsageError
 
 __all__ = ["is_curriculum_run", "plot_curriculum"]
 
-METRICS_NAME = "metrics.json"
 MATRIX_NAME = "matrix.csv"
 CURVES_NAME = "curves.csv"
 _MODES = ("sequential", "multitask")

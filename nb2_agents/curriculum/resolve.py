@@ -51,8 +51,13 @@ def resolve(
     device: str = "auto",
     task_ids: bool | None = None,
     retention_options: dict[str, Any] | None = None,
+    checkpoint_freq: int | None = None,
+    keep_checkpoints: int = 2,
 ) -> tuple[CurriculumConfig, CurriculumSpec, Hyperparams]:
-    """Check everything the user gave before anything trains; :class:`UsageError` otherwise."""
+    """Check everything the user gave before anything trains; :class:`UsageError` otherwise.
+
+    ``checkpoint_freq``: steps between resumable checkpoints (0: only at each task's start; default:
+    as often as the evaluations, on average); ``keep_checkpoints``: how many are kept."""
     spec = load_curriculum(curriculum)
     algo = algo or spec.algo
     preset = preset or spec.preset
@@ -70,6 +75,10 @@ def resolve(
         raise UsageError(f"--steps-scale must be a positive number, got {steps_scale}")
     if evals_per_task < 1:
         raise UsageError(f"--evals-per-task must be at least 1, got {evals_per_task}")
+    if checkpoint_freq is not None and (isinstance(checkpoint_freq, bool) or checkpoint_freq < 0):
+        raise UsageError(f"--checkpoint-freq must be 0 or a positive number of steps, got {checkpoint_freq}")
+    if isinstance(keep_checkpoints, bool) or keep_checkpoints < 1:
+        raise UsageError(f"--keep-checkpoints must be at least 1, got {keep_checkpoints}")
     if not spec.trainable_here:
         raise UsageError(
             f"{spec.name} is a specification for multi-machine runs (trainable_here: false in "
@@ -94,8 +103,17 @@ def resolve(
         task_steps=[t.steps for t in spec.tasks],
         task_ids=_task_ids(mode, retention) if task_ids is None else task_ids,
         retention_options=dict(retention_options or {}),
+        checkpoint_freq=int(
+            checkpoint_freq if checkpoint_freq is not None else _evaluation_interval(spec, evals_per_task)
+        ),
+        keep_checkpoints=int(keep_checkpoints),
     )
     return cfg, spec, hp
+
+
+def _evaluation_interval(spec: CurriculumSpec, evals_per_task: int) -> int:
+    """Steps between two evaluations, on average over the tasks: the default checkpoint cadence."""
+    return max(1, sum(t.steps for t in spec.tasks) // (len(spec.tasks) * evals_per_task))
 
 
 def _task_ids(mode: str, retention: str) -> bool:

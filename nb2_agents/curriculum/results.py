@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from nb2_agents import __version__
 from nb2_agents.curriculum.evaluator import CURVE_FIELDS
 from nb2_agents.curriculum.metrics import (
     METRIC_KEYS,
@@ -21,6 +22,9 @@ from nb2_agents.curriculum.metrics import (
 from nb2_agents.curriculum.spec import CurriculumSpec
 from nb2_agents.hyperparams import plain
 from nb2_agents.runs import atomic_write
+
+METRICS_NAME = "metrics.json"
+"""A curriculum run's metrics over seeds; written last, it marks a finished run."""
 
 
 @dataclass
@@ -44,6 +48,11 @@ class CurriculumConfig:
     task_ids: bool = True
     """Observations carry the task's id (else 0 for every task): ``nb2`` retention and
     ``multitask`` use them; ``none``, ``ewc`` and ``distill`` must tell tasks apart by sight."""
+    checkpoint_freq: int = 0
+    """Steps between resumable checkpoints (``--checkpoint-freq``); also one at each task's start."""
+    keep_checkpoints: int = 2
+    nb2_agents: str = __version__
+    """The version that wrote the run (``--resume`` refuses another, unless ``--force``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return plain(asdict(self))  # type: ignore[no-any-return]

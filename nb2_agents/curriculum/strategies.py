@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
@@ -63,6 +64,20 @@ class Strategy:
 
     def load(self, folder: Path, model: BaseAlgorithm) -> None:
         """Restore what :meth:`save` wrote; ``model`` is set up already."""
+
+    def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+        """For a resumable checkpoint: the strategy's state as (JSON part, arrays, tensors), none
+        of which needs unpickling."""
+        return {}, {}, {}
+
+    def load_checkpoint_state(
+        self,
+        info: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        tensors: dict[str, Any],
+        model: BaseAlgorithm,
+    ) -> None:
+        """Put back what :meth:`checkpoint_state` captured; :meth:`setup` has run already."""
 
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {"none": Strategy}

@@ -11,11 +11,11 @@ from nb2_agents.cli_common import (
     non_negative_arg,
     positive_arg,
     quiet,
+    refuse_with_resume,
     steps_arg,
     verbosity,
     whole_arg,
 )
-from nb2_agents.errors import UsageError
 from nb2_agents.nn.config import PRESETS
 
 
@@ -126,12 +126,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.resume is not None:
         from nb2_agents.distill.run import resume_distill
 
-        given = [f"--{k.replace('_', '-')}" for k, v in RESUME_ALONE.items() if getattr(args, k) != v]
-        if given:
-            raise UsageError(
-                f"--resume {args.resume} continues with the options its config.yaml recorded; "
-                f"{', '.join(given)} cannot be given with it"
-            )
+        refuse_with_resume(args, RESUME_ALONE)
         progress = False if args.no_progress or quiet(args) else None
         resumed = resume_distill(args.resume, force=args.force, trust=args.trust_teacher, progress=progress,
                                  verbose=verbosity(args))  # fmt: skip

@@ -153,6 +153,11 @@ class ReplayMemory:
     # ------------------------------------------------------------------ sizes
 
     @property
+    def keys(self) -> list[str]:
+        """The stored observation's keys (``""`` for an observation that is not a dict)."""
+        return list(self._codecs)
+
+    @property
     def bytes_per_obs(self) -> int:
         """Bytes one stored (compressed) observation costs, all keys together."""
         return self._bytes_per_obs

@@ -241,14 +241,61 @@ class RetentionStrategy(Strategy):
         return out
 
     # --- state
+    def _weights(self) -> dict[str, Any]:
+        """EWC's Fishers and anchors, and every snapshot's weights."""
+        return {
+            "ewc": {name: e.state_dict() for name, e in self.ewc.items()},
+            "snapshots": {task: p.state_dict() for task, p in self.snapshots.items()},
+        }
+
+    def _load_weights(self, weights: dict[str, Any], model: BaseAlgorithm) -> None:
+        for name, ewc_state in weights["ewc"].items():
+            self.ewc[name].load_state_dict(ewc_state)
+        self.snapshots = {}
+        for task, state in weights["snapshots"].items():
+            frozen = snapshot(model.policy)
+            frozen.load_state_dict(state)
+            self.snapshots[int(task)] = frozen
+
+    def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+        assert self.memory is not None
+        memory = self.memory.state_dict()
+        data = memory.pop("data")
+        arrays = {f"memory.{t}.{key}": arr for t, rows in data.items() for key, arr in rows.items()}
+        start_from = {str(t): s for t, s in self.start_from.items()}
+        info = {"name": self.name, "memory": memory, "rng": self.rng.bit_generator.state,
+                "current": self.current, "start_from": start_from}  # fmt: skip
+        weights = self._weights()
+        weights["snapshots"] = {str(t): w for t, w in weights["snapshots"].items()}
+        return info, arrays, weights
+
+    def load_checkpoint_state(
+        self,
+        info: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        tensors: dict[str, Any],
+        model: BaseAlgorithm,
+    ) -> None:
+        assert self.memory is not None
+        if info.get("name") != self.name:
+            raise ValueError(
+                f"the checkpoint holds the state of retention {info.get('name')!r}, not {self.name!r}"
+            )
+        memory = info["memory"]
+        data = {t: {key: arrays[f"memory.{t}.{key}"] for key in self.memory.keys} for t in memory["tasks"]}
+        self.memory.load_state_dict({**memory, "data": data})
+        self._load_weights(tensors, model)
+        self.rng.bit_generator.state = info["rng"]
+        self.current = int(info["current"])
+        self.start_from = {int(t): int(s) for t, s in info["start_from"].items()}
+
     def save(self, folder: Path) -> None:
         """``replay.npz``, ``retention.pt`` (EWC and snapshot weights) and ``retention.json``."""
         assert self.memory is not None
         folder.mkdir(parents=True, exist_ok=True)
         self.memory.save(folder / "replay.npz")
         state = {
-            "ewc": {name: e.state_dict() for name, e in self.ewc.items()},
-            "snapshots": {task: p.state_dict() for task, p in self.snapshots.items()},
+            **self._weights(),
             "rng": self.rng.bit_generator.state,
             "current": self.current,
             "start_from": dict(self.start_from),
@@ -292,13 +339,7 @@ class RetentionStrategy(Strategy):
                 f"each new task: load it with --retention-set reset_critic={str(not kept).lower()}"
             )
         self.memory = ReplayMemory.load(folder / "replay.npz", model.observation_space)
-        for name, ewc_state in state["ewc"].items():
-            self.ewc[name].load_state_dict(ewc_state)
-        self.snapshots = {}
-        for task, weights in state["snapshots"].items():
-            frozen = snapshot(model.policy)
-            frozen.load_state_dict(weights)
-            self.snapshots[int(task)] = frozen
+        self._load_weights(state, model)
         self.rng.bit_generator.state = state["rng"]
         self.current = int(state["current"])
         self.start_from = {int(t): int(s) for t, s in state.get("start_from", {}).items()}
