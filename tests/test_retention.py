@@ -17,6 +17,7 @@ import torch
 import toy_envs
 import yaml
 from stable_baselines3 import PPO
+from stable_baselines3.common.logger import configure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
@@ -276,6 +277,36 @@ def test_distillation_pulls_a_perturbed_policy_back_to_its_snapshot() -> None:
     # the snapshot is frozen: distillation never moved it
     for k, v in frozen.state_dict().items():
         assert torch.equal(v, snapshot_weights[k])
+
+
+def test_distill_every_k_steps_pulls_k_times_as_hard() -> None:
+    """``distill_every=2``: every second optimizer step distils, with twice the coefficient; the
+    loss on those steps is twice that of ``distill_every=1`` on the same replayed batch."""
+    losses: dict[int, list[float | None]] = {}
+    for every in (1, 2):
+        model = PPO("NB2Policy", "CartPole-v1", n_steps=32, batch_size=32, seed=0, device="cpu",
+                    policy_kwargs={"preset": "nano"})  # fmt: skip
+        model.set_logger(configure(None, []))
+        strategy = make_strategy("distill", {"distill_every": every} if every > 1 else {})
+        assert isinstance(strategy, RetentionStrategy)
+        strategy.setup(model, {"seed": 0})
+        obs = np.random.default_rng(0).uniform(-0.05, 0.05, size=(256, 4)).astype(np.float32)
+        strategy.observe(0, obs)
+        strategy.on_task_end(0, model)  # snapshot of task 0
+        strategy.on_task_start(1, model)
+        with torch.no_grad():  # move away from the snapshot: a loss to distil
+            for p in model.policy.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        out = []
+        for _ in range(4):
+            strategy.rng = np.random.default_rng(1)  # the same replayed batch each step
+            strategy.memory._rng = np.random.default_rng(2)  # type: ignore[union-attr]
+            loss = strategy.extra_loss(model, "policy")
+            out.append(None if loss is None else float(loss.detach()))
+        losses[every] = out
+    assert all(v is not None and v > 0 for v in losses[1])
+    assert losses[2][0] is None and losses[2][2] is None  # steps 1 and 3: no distillation
+    assert losses[2][1] == pytest.approx(2 * losses[1][1], rel=1e-5)  # type: ignore[operator]
 
 
 # ---- a three-task toy: fine-tuning forgets, nb2 learns and keeps -----------------------------------
@@ -823,7 +854,8 @@ def test_reset_critic_is_refused_where_there_is_no_critic_or_not_a_bool() -> Non
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("start_from_best", "yes"), ("probe_episodes", 0), ("probe_episodes", 2.5)]
+    ("key", "value"),
+    [("start_from_best", "yes"), ("probe_episodes", 0), ("probe_episodes", 2.5), ("distill_every", 0)],
 )
 def test_bad_start_options_name_the_option(key: str, value: Any) -> None:
     with pytest.raises(UsageError, match=key):

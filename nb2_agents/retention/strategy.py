@@ -80,6 +80,9 @@ class RetentionConfig:
     distill_coef: float = 1.0
     replay_budget_mb: float = 64.0
     replay_batch: int = 64
+    distill_every: int = 1
+    """Distil at every ``distill_every``-th step of each optimizer, with ``distill_coef`` times
+    ``distill_every``: the same pull on average for a fraction of the work."""
     fisher_samples: int = 128
     new_task_gain: float = 0.1
     """With task ids: a new task's actor output gain (actor-critic policies) when it starts from
@@ -110,9 +113,10 @@ class RetentionConfig:
             value = getattr(self, name)
             if not isinstance(value, bool) and not (name == "reset_critic" and value is None):
                 raise ValueError(f"retention: {name} must be true or false, got {value!r}")
-        episodes = self.probe_episodes
-        if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-            raise ValueError(f"retention: probe_episodes must be a positive integer, got {episodes!r}")
+        for name in ("probe_episodes", "distill_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"retention: {name} must be a positive integer, got {value!r}")
 
     @property
     def resets_critic(self) -> bool:
@@ -134,6 +138,8 @@ class RetentionStrategy(Strategy):
         self.current = -1
         self.rng = np.random.default_rng(config.seed)
         self.probe: Probe | None = None
+        self.steps: dict[str, int] = {}
+        """Optimizer steps seen per part (which of them distil: ``distill_every``)."""
         self.start_from: dict[int, int] = {}
         """Task → the earlier task whose rows it started from (-1: fresh rows)."""
 
@@ -216,7 +222,9 @@ class RetentionStrategy(Strategy):
             model.logger.record_mean("retention/ewc_penalty", float(penalty.detach()))
             terms.append(penalty)
         earlier = [t for t in self.snapshots if t != self.current]
-        if earlier and self.config.distill_coef > 0:
+        every = self.config.distill_every
+        self.steps[part] = self.steps.get(part, 0) + 1
+        if earlier and self.config.distill_coef > 0 and self.steps[part] % every == 0:
             assert self.memory is not None
             task = int(self.rng.choice(earlier))  # one earlier task per step: one snapshot forward
             obs = model.policy.obs_to_tensor(self.memory.task_sample(task, self.config.replay_batch))[0]
@@ -224,7 +232,7 @@ class RetentionStrategy(Strategy):
             if part != "critic":
                 model.logger.record_mean("retention/kl", kl)
             model.logger.record_mean("retention/distill_loss", float(loss.detach()))
-            terms.append(self.config.distill_coef * loss)
+            terms.append(self.config.distill_coef * every * loss)
         return torch.stack(terms).sum() if terms else None
 
     def log(self) -> dict[str, float]:
@@ -264,7 +272,7 @@ class RetentionStrategy(Strategy):
         arrays = {f"memory.{t}.{key}": arr for t, rows in data.items() for key, arr in rows.items()}
         start_from = {str(t): s for t, s in self.start_from.items()}
         info = {"name": self.name, "memory": memory, "rng": self.rng.bit_generator.state,
-                "current": self.current, "start_from": start_from}  # fmt: skip
+                "current": self.current, "start_from": start_from, "steps": self.steps}  # fmt: skip
         weights = self._weights()
         weights["snapshots"] = {str(t): w for t, w in weights["snapshots"].items()}
         return info, arrays, weights
@@ -288,6 +296,7 @@ class RetentionStrategy(Strategy):
         self.rng.bit_generator.state = info["rng"]
         self.current = int(info["current"])
         self.start_from = {int(t): int(s) for t, s in info["start_from"].items()}
+        self.steps = {part: int(n) for part, n in info["steps"].items()}
 
     def save(self, folder: Path) -> None:
         """``replay.npz``, ``retention.pt`` (EWC and snapshot weights) and ``retention.json``."""
@@ -358,7 +367,7 @@ _FIXED = ("ewc", "distill", "task_ids", "seed")  # set by the strategy's name an
 OPTION_KEYS = tuple(f.name for f in fields(RetentionConfig) if f.name not in _FIXED)
 _NEEDS = {
     "ewc": ("ewc_strength", "ewc_decay", "ewc_average", "fisher_samples"),
-    "distill": ("distill_coef", "replay_batch"),
+    "distill": ("distill_coef", "replay_batch", "distill_every"),
     "task_ids": ("new_task_gain", "start_from_best", "probe_episodes"),
 }
 """Options that only act with one part of a strategy: given without it they would do nothing."""
