@@ -25,10 +25,10 @@ from nb2_agents.curriculum import evaluator as evaluator_module
 from nb2_agents.curriculum import run_curriculum
 from nb2_agents.curriculum import runner as runner_module
 from nb2_agents.curriculum import seed as seed_module
-from nb2_agents.curriculum.strategies import STRATEGIES, Strategy, make_strategy
 from nb2_agents.errors import UsageError
 from nb2_agents.nn.model import NB2
 from nb2_agents.retention import RetentionConfig, RetentionStrategy
+from nb2_agents.retention.base import STRATEGIES, Strategy, make_strategy
 from nb2_agents.retention.ewc import OnlineEWC, fisher_diagonal, normalised
 from nb2_agents.retention.heads import parts_for, snapshot
 from nb2_agents.retention.strategy import MB

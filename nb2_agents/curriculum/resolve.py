@@ -12,10 +12,10 @@ import numpy as np
 from nb2_agents.curriculum.available import check_available
 from nb2_agents.curriculum.results import CurriculumConfig
 from nb2_agents.curriculum.spec import CurriculumSpec, load_curriculum
-from nb2_agents.curriculum.strategies import check_strategy, make_strategy
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS, DATA_DIR, Hyperparams, load_entry, parse_entry, set_dotted
 from nb2_agents.nn.config import PRESETS
+from nb2_agents.retention.base import check_strategy, make_strategy
 
 MODES = ("sequential", "multitask")
 

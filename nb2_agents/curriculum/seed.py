@@ -48,14 +48,15 @@ from nb2_agents.curriculum.metrics import matrix_to_csv, window_auc
 from nb2_agents.curriculum.results import CurriculumConfig, SeedResult, phase_seconds, write_curves
 from nb2_agents.curriculum.schedules import task_schedules
 from nb2_agents.curriculum.spec import CurriculumSpec
-from nb2_agents.curriculum.strategies import install_extra_loss, make_strategy
 from nb2_agents.envs_util import check_algo
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import Hyperparams
 from nb2_agents.normalize import RunningStats
 from nb2_agents.progress import Mode
+from nb2_agents.retention.base import make_strategy
 from nb2_agents.runs import CHECKPOINTS, run_logger, safe_name, save_model, write_json
 from nb2_agents.sb3 import algos
+from nb2_agents.sb3.extra_loss import install_extra_loss
 from nb2_agents.signals import sigterm_as_interrupt
 from nb2_agents.stopwatch import Stopwatch
 from nb2_agents.training import make_algorithm
@@ -242,9 +243,8 @@ class _SeedRun:
             self.result.curves.append(curve_row(self.seed, step, self.task, task.name, r))
             if step > 0 and (self.multitask or self.eval_ids[j] == self.task):
                 self.scores[j].append(r.score)
-        write_curves(
-            self.job.seed_dir / "curves.csv", self.result.curves
-        )  # as they come: a killed run keeps them
+        # as they come: a killed run keeps them
+        write_curves(self.job.seed_dir / "curves.csv", self.result.curves)
 
     # --- checkpoints
     def _write_state(self) -> Path:
@@ -290,7 +290,7 @@ class _SeedRun:
     # --- training
     def run(self) -> SeedResult:
         job, model, strategy = self.job, self.model, self.strategy
-        hooks = install_extra_loss(model, strategy, self.watch)
+        hooks = install_extra_loss(model, strategy.extra_loss, self.watch)
         self._started = time.perf_counter()
         resumed = self._restore(self.ckpt) if self.ckpt is not None else None
         with sigterm_as_interrupt():  # SIGTERM saves as Ctrl-C does

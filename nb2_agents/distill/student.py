@@ -10,7 +10,7 @@ student acts, with PPO's ``collect_rollouts`` unchanged, and at each rollout's e
 * ``kickstart`` (Schmitt et al. 2018): plain PPO, whose every optimizer step also takes
   ``λ ×`` the distillation loss on a random minibatch of the rollout's states, through the
   optimizer-step pre-hook seam that retention uses
-  (:func:`~nb2_agents.curriculum.strategies.install_extra_loss`; its gradient is clipped to
+  (:func:`~nb2_agents.sb3.extra_loss.install_extra_loss`; its gradient is clipped to
   ``max_grad_norm`` on its own). λ falls linearly from ``kl_coef`` to 0 over training, so the
   RL loss alone carries the student past the teacher at the end.
 
@@ -32,11 +32,12 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
-from nb2_agents.curriculum.strategies import Strategy, install_extra_loss
 from nb2_agents.distill.labels import Labeler, rollout_observations
 from nb2_agents.distill.losses import Targets, agreement, distillation_loss
 from nb2_agents.distill.policies import Obs, Outputs, actor_critic_forward, distribution_outputs
 from nb2_agents.hyperparams import Hyperparams, LinearSchedule
+from nb2_agents.retention.base import Strategy
+from nb2_agents.sb3.extra_loss import install_extra_loss
 from nb2_agents.training import make_algorithm
 
 MODES = ("pure", "kickstart")
@@ -205,7 +206,7 @@ def build_student(
         model, callbacks = make_algorithm("ppo", hp, env, seed, device)
         assert isinstance(model, PPO)
         kickstart = Kickstart(distiller)
-        hooks = install_extra_loss(model, kickstart)
+        hooks = install_extra_loss(model, kickstart.extra_loss)
         return model, [DistillCallback(distiller, kl_coef, total_steps, True, kickstart), *callbacks], hooks
     if isinstance(kwargs.get("ent_coef"), LinearSchedule):
         kwargs["ent_coef"] = 0.0  # no entropy bonus in a distillation step

@@ -49,9 +49,9 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 
-from nb2_agents.curriculum.strategies import Strategy, register_strategy
 from nb2_agents.errors import UsageError
 from nb2_agents.nn.model import NB2
+from nb2_agents.retention.base import Strategy, register_strategy
 from nb2_agents.retention.ewc import OnlineEWC
 from nb2_agents.retention.heads import Part, has_critic, parts_for, reset_critic, snapshot
 from nb2_agents.retention.replay import ReplayMemory
