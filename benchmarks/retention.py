@@ -74,6 +74,7 @@ from nb2_agents.curriculum.plot import plot_curriculum
 from nb2_agents.curriculum.runner import run_curriculum, run_references
 from nb2_agents.curriculum.spec import load_curriculum
 from nb2_agents.hyperparams import plain
+from nb2_agents.retention.base import make_strategy
 from nb2_agents.retention.strategy import MB, RetentionConfig
 
 SUITES = ("cartpole-variants", "classic-control", "minigrid")
@@ -273,9 +274,27 @@ def _holds(ran: Any, wanted: Any) -> bool:
     return str(ran) == str(wanted)
 
 
+def strategy_settings(run: str) -> dict[str, Any]:
+    """The settings a run's retention strategy has by default now (none for ``none`` and
+    ``multitask``): figures measured with other defaults are measured again."""
+    if run == "multitask":
+        return {}
+    config = getattr(make_strategy(run), "config", None)
+    return {k: v for k, v in asdict(config).items() if k != "seed"} if config is not None else {}
+
+
+def _same_strategy(saved: dict[str, Any] | None, run: str) -> bool:
+    now = strategy_settings(run)
+    if (
+        saved is None
+    ):  # kept before the settings were recorded: when distill_every (1) was the only one new since
+        return now.get("distill_every", 1) == 1
+    return saved == now
+
+
 def load_measured(path: Path, seeds: Sequence[int], steps_scale: float) -> Measured | None:
     """A run measured by an earlier invocation with the same seeds and steps-scale, on the suite's
-    YAML as it is now, or None."""
+    YAML and the strategy's defaults as they are now, or None."""
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
@@ -285,6 +304,9 @@ def load_measured(path: Path, seeds: Sequence[int], steps_scale: float) -> Measu
     key = data.get("suite_key")
     if (key != suite_key(m["suite"])) if key else not _same_hyperparams(m["run_dir"], m["suite"]):
         print(f"   {m['run']}: {path} was measured on an earlier {m['suite']} YAML; measuring again")
+        return None
+    if not _same_strategy(data.get("strategy"), m["run"]):
+        print(f"   {m['run']}: {path} was measured with other {m['run']} defaults; measuring again")
         return None
     return Measured(
         m["suite"], m["run"], m["run_dir"], with_auc_gap(m["metrics"]), Usage(**m["usage"]),
@@ -313,6 +335,7 @@ def save_measured(path: Path, measured: Measured, seeds: Sequence[int], steps_sc
         "seeds": list(seeds),
         "steps_scale": steps_scale,
         "suite_key": suite_key(measured.suite),
+        "strategy": strategy_settings(measured.run),
         "measured": asdict(measured),
     }
     tmp = path.with_name(f".{path.name}.tmp")

@@ -46,6 +46,26 @@ def test_a_run_measured_on_an_earlier_suite_yaml_is_measured_again(
     assert "measured on an earlier classic-control YAML" in capsys.readouterr().out
 
 
+def test_a_run_measured_with_other_strategy_defaults_is_measured_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    m = _measured("nb2", 0.01, 0.8, 100.0)
+    path = bench.measured_path(tmp_path, "classic-control", "nb2")
+    bench.save_measured(path, m, [0, 1, 2], 1.0)
+    assert json.loads(path.read_text())["strategy"]["distill_every"] >= 1
+    now = bench.strategy_settings("nb2")
+    monkeypatch.setattr(bench, "strategy_settings", lambda run: {**now, "distill_coef": 9.0})
+    assert bench.load_measured(path, [0, 1, 2], 1.0) is None
+    assert "measured with other nb2 defaults" in capsys.readouterr().out
+    data = json.loads(path.read_text())  # kept before the settings were recorded: distill_every 1 then
+    del data["strategy"]
+    path.write_text(json.dumps(data))
+    monkeypatch.setattr(bench, "strategy_settings", lambda run: {**now, "distill_every": 1})
+    assert bench.load_measured(path, [0, 1, 2], 1.0) == m
+    monkeypatch.setattr(bench, "strategy_settings", lambda run: {**now, "distill_every": 2})
+    assert bench.load_measured(path, [0, 1, 2], 1.0) is None
+
+
 def test_figures_kept_before_the_suite_key_are_checked_on_their_run_config(tmp_path: Path) -> None:
     """Older files have no suite key: the run's config.yaml must hold the suite's hyperparameters."""
     run_dir = tmp_path / "run"
