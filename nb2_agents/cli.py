@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from nb2_agents.cli_common import (
     EXIT_INTERRUPTED,
+    add_resume_options,
     count_arg,
     finish,
     positive_arg,
@@ -228,16 +229,7 @@ def _add_curriculum(sub: Any, common: argparse.ArgumentParser) -> None:
         default=2,
         help="resumable checkpoints kept per seed (default 2)",
     )
-    p.add_argument(
-        "--resume",
-        metavar="RUN",
-        help="continue RUN (a curriculum run folder) where it stopped, with the options it recorded",
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="with --resume: resume although its configuration rebuilds differently",
-    )
+    add_resume_options(p, "curriculum")
 
 
 CURRICULUM_RESUME_ALONE: dict[str, Any] = {

@@ -39,6 +39,21 @@ def verbosity(args: argparse.Namespace) -> int:
     return 0 if quiet(args) else 2 if getattr(args, "verbose", False) else 1
 
 
+def add_resume_options(p: argparse.ArgumentParser, job: str) -> None:
+    """``--resume RUN`` and ``--force`` of a job (``distill``, ``curriculum``) whose resumed run
+    takes its options from its ``config.yaml``."""
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help=f"continue RUN (a {job} run folder) from its newest checkpoints, with the options it recorded",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: resume although its configuration rebuilds differently",
+    )
+
+
 def refuse_with_resume(args: argparse.Namespace, defaults: dict[str, Any]) -> None:
     """``--resume RUN`` continues with the options RUN's ``config.yaml`` recorded: an option of
     ``defaults`` given a value other than its default is refused, by name."""

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from nb2_agents.cli_common import (
+    add_resume_options,
     count_arg,
     finish,
     non_negative_arg,
@@ -95,16 +96,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=whole_arg, default=1, help="torch threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--resume",
-        metavar="RUN",
-        help="continue RUN (a distill run folder) from its newest checkpoint, with the options it recorded",
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="with --resume: resume although its configuration rebuilds differently",
-    )
+    add_resume_options(p, "distill")
 
 
 RESUME_ALONE: dict[str, Any] = {
