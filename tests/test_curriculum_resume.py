@@ -194,6 +194,15 @@ def test_damaged_newest_checkpoint_falls_back(
     assert_same_run(run, reference)
 
 
+def test_no_readable_checkpoint_is_refused_and_the_seed_kept(suite: Path, tmp_path: Path) -> None:
+    run, _ = stop_after(suite, tmp_path / "runs", 256, signal.SIGKILL)
+    for ckpt in checkpoints(run):
+        (ckpt / "params.pt").write_bytes(b"truncated")
+    with pytest.raises(UsageError, match=r"no checkpoint in .* can be read"):
+        resume_curriculum(run, progress=False, verbose=0)
+    assert (run / "s0" / "curves.csv").is_file() and checkpoints(run)  # nothing deleted
+
+
 def test_finished_run_and_changes_are_refused(suite: Path, reference: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="has finished"):
         resume_curriculum(reference, progress=False, verbose=0)

@@ -167,7 +167,8 @@ def resume_curriculum(
         )  # fmt: skip
     except KeyError as err:
         raise UsageError(
-            f"--resume {run}: {run / CONFIG_NAME} lacks {err}; it is not a curriculum run"
+            f"--resume {run}: {run / CONFIG_NAME} lacks {err}: not a curriculum run, or one from before "
+            "curriculum runs could resume"
         ) from None
     refuse_unresumable(run, saved, cfg.to_dict(), force, "curriculum", verbose, METRICS_NAME)
     started = [s for s in cfg.seeds if (run / f"s{s}" / RESULT_NAME).is_file()

@@ -27,7 +27,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import VecEnv
 
 from nb2_agents.callbacks import CheckpointCallback, NB2LoggerCallback, flat_hparams
-from nb2_agents.checkpoint import STATE_DIR, Checkpoint, RunParts, capture, cut_files, restore, write
+from nb2_agents.checkpoint import STATE_DIR, Checkpoint, RunParts, capture, cut_files, listed, restore, write
 from nb2_agents.checkpoint.resume import newest_checkpoint
 from nb2_agents.cli_common import EXIT_INTERRUPTED
 from nb2_agents.curriculum.adapter import CommonSpaces, common_spaces
@@ -116,8 +116,14 @@ def train_seed(job: SeedJob) -> SeedResult:
         done = job.seed_dir / RESULT_NAME
         if done.is_file():
             return SeedResult(**json.loads(done.read_text()))
-        ckpt = newest_checkpoint(job.seed_dir / CHECKPOINTS / STATE_DIR, "curriculum")
-        if ckpt is None:  # stopped before its first checkpoint: nothing to keep
+        folder = job.seed_dir / CHECKPOINTS / STATE_DIR
+        ckpt = newest_checkpoint(folder, "curriculum")
+        if ckpt is None and listed(folder):
+            raise UsageError(
+                f"--resume: no checkpoint in {folder} can be read (each is named above); "
+                f"delete {job.seed_dir} to train seed {job.seed} again from the start"
+            )
+        if ckpt is None:  # stopped before its first checkpoint (at the first rollout): nothing to keep
             shutil.rmtree(job.seed_dir, ignore_errors=True)
         else:
             cut_files(job.seed_dir, ckpt)  # Monitor rows written after the checkpoint would count twice
