@@ -9,12 +9,14 @@ with ``model.set_env`` at each boundary; ``multitask`` trains on all of them at 
 vectorised env whose copies run different tasks. Learning-rate, clip-range and entropy
 schedules restart at each task. The agent is evaluated on every task ``evals_per_task`` times
 per task window and at each task's end (the performance matrix's rows); see
-:mod:`.metrics` for what is computed from that.
+:mod:`.metrics` for what is computed from that. Each seed trains in :mod:`.seed`, in a worker
+process of its own with ``workers`` > 1; :func:`resume_curriculum` continues a killed run.
 
 Run folder ``{runs_dir}/{suite}__{algo}__{preset}__{mode}__{retention}__{time}/``:
-``config.yaml``, ``metrics.json``, ``matrix.csv`` (mean over seeds), ``curves.csv`` (every
-evaluation of every seed), and ``s{seed}/`` with TensorBoard events, Monitor CSVs per task,
-``matrix.csv``, ``model.zip`` and ``checkpoints/after_{i}_{task}.zip``.
+``config.yaml``, ``metrics.json`` (written last: a finished run), ``matrix.csv`` (mean over
+seeds), ``curves.csv`` (every evaluation of every seed), and ``s{seed}/`` with TensorBoard
+events, Monitor CSVs per task, ``curves.csv``, ``matrix.csv``, ``model.zip``, ``result.json``,
+``checkpoints/after_{i}_{task}.zip`` and the resumable ``checkpoints/state/<steps>/``.
 """
 
 from __future__ import annotations
