@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from nb2_agents.cli_common import (
     EXIT_INTERRUPTED,
     add_resume_options,
+    common_options,
     count_arg,
     finish,
     positive_arg,
@@ -254,31 +255,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    talk = common.add_mutually_exclusive_group()
-    talk.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="print only the result and errors (no configuration, no progress)",
-    )
-    talk.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="when training, also print SB3's table of logged values (rollout/, train/, nb2/ ...)",
-    )
-    common.add_argument(
-        "--gym-packages",
-        nargs="+",
-        default=[],
-        metavar="MODULE",
-        help="modules to import first, which register the envs of your own (as RL Zoo's); or name an env "
-        "module:EnvId",
-    )
+    common = common_options(_Parser)
     parser = _Parser(prog="nb2", description="NB2 transformer policies for Stable-Baselines3.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")

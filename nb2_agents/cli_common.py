@@ -39,6 +39,39 @@ def verbosity(args: argparse.Namespace) -> int:
     return 0 if quiet(args) else 2 if getattr(args, "verbose", False) else 1
 
 
+def common_options(
+    parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
+    """The options every subcommand takes (``--debug``, ``-q`` / ``-v``, ``--gym-packages``), as a
+    parent parser."""
+    common = parser_class(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    talk = common.add_mutually_exclusive_group()
+    talk.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print only the result and errors (no configuration, no progress)",
+    )
+    talk.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="when training, also print SB3's table of logged values (rollout/, train/, nb2/ ...)",
+    )
+    common.add_argument(
+        "--gym-packages",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="modules to import first, which register the envs of your own (as RL Zoo's); or name an env "
+        "module:EnvId",
+    )
+    return common
+
+
 def add_resume_options(p: argparse.ArgumentParser, job: str) -> None:
     """``--resume RUN`` and ``--force`` of a job (``distill``, ``curriculum``) whose resumed run
     takes its options from its ``config.yaml``."""

@@ -27,8 +27,9 @@ from nb2_agents.envs_util import EnvSpec, check_env_id
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS
 from nb2_agents.normalize import evaluation_env, read_stats, stats_for
-from nb2_agents.runs import read_meta, resolve_model
+from nb2_agents.runs import read_meta
 from nb2_agents.sb3.algos import recognise_data
+from nb2_agents.zoo.registry import resolve_any
 
 DEFAULT_EPISODES = 20
 EVAL_SEED_OFFSET = 10_000
@@ -98,7 +99,7 @@ class LoadedModel:
 
 def load_model(path: str | Path, device: str = "auto") -> LoadedModel:
     """Load a run folder's model.zip or a model zip, checking the file first."""
-    model_path, run_dir = resolve_model(path)
+    model_path, run_dir = resolve_any(path)
     algo = guess_algo(model_path)
     try:
         model = ALGOS[algo].load(model_path, device=device)

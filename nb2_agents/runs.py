@@ -176,11 +176,10 @@ def check_model_file(path: Path) -> None:
 
 
 def resolve_model(path: str | Path) -> tuple[Path, Path | None]:
-    """A run folder, a model file or ``zoo:NAME`` (a zoo entry) → (model zip, run folder or None)."""
+    """A run folder or a model file → (model zip, run folder or None); ``zoo:NAME`` too through
+    :func:`nb2_agents.zoo.registry.resolve_any`."""
     if isinstance(path, str) and path.startswith("zoo:"):
-        from nb2_agents.zoo.registry import resolve  # the zoo reads cards with this module's helpers
-
-        path = resolve(path)
+        raise UsageError(f"{path}: a zoo entry; nb2_agents.zoo.registry.resolve_any reads it")
     path = Path(path)
     if path.is_dir():
         model = path / MODEL_NAME

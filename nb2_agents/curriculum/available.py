@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 
-from nb2_agents.curriculum.spec import (
+from nb2_agents.curriculum.extras import (
     EXTRA_MODULES,
     METAWORLD_ID,
     METAWORLD_PREFIX,
-    CurriculumSpec,
-    TaskSpec,
     import_object,
     install_hint,
 )
 from nb2_agents.envs_util import check_env_id
 from nb2_agents.errors import UsageError
+
+if TYPE_CHECKING:
+    from nb2_agents.curriculum.spec import CurriculumSpec, TaskSpec
 
 
 def _import_extra(extra: str, why: str) -> None:

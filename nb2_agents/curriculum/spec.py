@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +41,7 @@ from typing import Any
 import gymnasium as gym
 
 from nb2_agents.counts import parse_steps
+from nb2_agents.curriculum.extras import METAWORLD_ID, METAWORLD_PREFIX, WRAPPER_PATH, import_object
 from nb2_agents.envs_util import EnvSpec
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS, DATA_DIR, read_yaml, valid_keys
@@ -52,41 +51,9 @@ from nb2_agents.normalize import NormalizeConfig, parse_normalize
 BUILTIN_DIR = DATA_DIR / "envs"
 """Where the built-in curricula lie (``envs/`` at the top of the repository)."""
 
-METAWORLD_PREFIX = "metaworld/"
-METAWORLD_ID = "Meta-World/MT1"
-"""``metaworld/<task>`` is made as ``gym.make(METAWORLD_ID, env_name=<task>, **env_kwargs)``."""
-
-EXTRA_MODULES: dict[str, str] = {"minigrid": "minigrid", "metaworld": "metaworld"}
-"""pip extra of nb2-agents -> the module it installs (an unlisted extra installs a module of its name)."""
-
 TOP_KEYS = ("name", "description", "algo", "preset", "hyperparams", "requires", "trainable_here", "tasks")
 TASK_KEYS = ("name", "env_id", "steps", "env_kwargs", "wrappers", "eval_episodes", "random_return",
              "reference_return", "success_key", "normalize")  # fmt: skip
-_WRAPPER_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-
-
-def install_hint(extra: str) -> str:
-    return f"pip install 'nb2-agents[{extra}]'"
-
-
-def import_object(path: str, what: str = "wrapper") -> Any:
-    """``"package.module:Name"`` (``Name`` may be dotted) -> the object; UsageError if missing."""
-    if not _WRAPPER_PATH.fullmatch(path):
-        raise UsageError(
-            f"{what} {path!r} is not a dotted path; write module:Class, e.g. gymnasium.wrappers:ClipAction"
-        )
-    module_name, _, attr = path.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as err:
-        raise UsageError(f"{what} {path!r}: cannot import module {module_name!r}: {err}") from err
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise UsageError(f"{what} {path!r}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise UsageError(f"{what} {path!r} is not callable; it must be a class taking the env, Class(env)")
-    return obj
 
 
 @dataclass(frozen=True)
@@ -144,7 +111,7 @@ class TaskSpec:
         object.__setattr__(self, "env_kwargs", dict(self.env_kwargs))
         object.__setattr__(self, "wrappers", tuple(self.wrappers))
         for path in self.wrappers:
-            if not isinstance(path, str) or not _WRAPPER_PATH.fullmatch(path):
+            if not isinstance(path, str) or not WRAPPER_PATH.fullmatch(path):
                 raise UsageError(
                     f"{label}.wrappers: {path!r} is not a dotted path; write module:Class, "
                     "e.g. gymnasium.wrappers:ClipAction"

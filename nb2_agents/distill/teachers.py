@@ -46,7 +46,8 @@ from nb2_agents.distill.sb3_zip import (
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS
 from nb2_agents.normalize import RunningStats, read_stats, stats_for
-from nb2_agents.runs import read_meta, resolve_model
+from nb2_agents.runs import read_meta
+from nb2_agents.zoo.registry import resolve_any
 
 ZOO_PREFIX = "zoo:"
 TRUST_HINT = "pass --trust-teacher (trust=True) if you trust the file: SB3's load then unpickles it"
@@ -64,7 +65,7 @@ def resolve_teacher_path(text: str | Path) -> Path:
             )
         zoo: Any = importlib.import_module("nb2_agents.zoo")
         text = str(zoo.resolve(name))
-    model, _ = resolve_model(text)
+    model, _ = resolve_any(text)
     return model
 
 

@@ -74,18 +74,15 @@ class Strategy:
 
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {"none": Strategy}
+"""By name; ``ewc``, ``distill``, ``nb2`` and their combinations are registered by
+:mod:`.strategy`, which the package imports first: importing this module imports the package."""
 
 
 def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
     STRATEGIES[name] = factory
 
 
-def _register_builtins() -> None:
-    import nb2_agents.retention.strategy  # noqa: F401  (registers ewc, distill, nb2; it imports this module)
-
-
 def check_strategy(name: str) -> None:
-    _register_builtins()
     parts = name.split("+")
     unknown = [p for p in parts if p not in STRATEGIES]
     if unknown or not parts:

@@ -8,6 +8,7 @@ against the 1 MB limit, and only then moved into place (atomically), followed by
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import platform
 import shutil
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from nb2_agents.cli_common import common_options
+from nb2_agents.envs_util import import_gym_packages
 from nb2_agents.errors import UsageError
 from nb2_agents.evaluation import EvalResult, evaluate, load_model
 from nb2_agents.runs import atomic_write, resolve_model, save_model
@@ -82,16 +85,25 @@ def _make_teacher(card: Card, recipe: TeacherRecipe, out: Path, progress: bool) 
 
 
 def _make_student(card: Card, recipe: StudentRecipe, out: Path) -> None:
-    from nb2_agents.cli import COMMANDS, main  # the command line exactly as the card writes it
+    """Run the card's ``nb2 distill ...`` command (its own parser and handler: the zoo sits below
+    the ``nb2`` command line, which lists the zoo's subcommand) and keep the student it made."""
+    from nb2_agents.distill import cli as distill_cli
 
-    if "distill" not in COMMANDS:
+    if recipe.argv[:1] != ["distill"]:
         raise UsageError(
-            f"{card.path}: recipe.command needs `nb2 distill` (nb2_agents.distill), which this "
-            f"installation lacks; build the teachers ({', '.join(card.teachers)}) alone"
+            f"{card.path}: recipe.command must be an `nb2 distill ...` command, got {recipe.command}"
         )
-
+    parser = argparse.ArgumentParser(prog="nb2")
+    distill_cli.add_parser(parser.add_subparsers(dest="command", required=True), common_options())
     runs = out.parent / "runs"
-    code = main([*recipe.argv, "--runs-dir", str(runs)])
+    try:
+        args = parser.parse_args([*recipe.argv, "--runs-dir", str(runs)])
+    except SystemExit as exit_:  # argparse printed what it refused
+        raise UsageError(
+            f"{card.path}: recipe.command is not a valid nb2 distill command: {recipe.command}"
+        ) from exit_
+    import_gym_packages(args.gym_packages)
+    code = distill_cli.handle(args)
     if code != 0:
         raise RuntimeError(f"{card.path}: recipe.command exited with {code}: {recipe.command}")
     made = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []

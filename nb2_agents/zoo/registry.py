@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import DATA_DIR
+from nb2_agents.runs import resolve_model
 from nb2_agents.zoo.card import PREFIX, Card, read_card
 
 ZOO_DIR = DATA_DIR / "policies" / "zoo"
@@ -49,6 +50,11 @@ def resolve(name: str, root: Path = ZOO_DIR) -> Path:
     if card.built is None or not card.model_path.is_file():
         raise UsageError(f"zoo entry {card.name!r} is not built yet ({card.model_path}); run {card.command}")
     return card.model_path
+
+
+def resolve_any(path: str | Path) -> tuple[Path, Path | None]:
+    """A run folder, a model file or ``zoo:NAME`` → (model zip, run folder or None)."""
+    return resolve_model(resolve(path) if isinstance(path, str) and is_zoo_ref(path) else path)
 
 
 def is_zoo_ref(text: str | Path) -> bool:
