@@ -380,6 +380,16 @@ _PARTS = {  # each strategy's parts: ewc, distill, task_ids
 }
 
 
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "nb2": {"distill_every": 2},
+    "nb2+ewc": {"distill_every": 2},
+}
+"""Each strategy's own defaults over :class:`RetentionConfig`'s. ``nb2`` distils on every second
+optimizer step at twice the coefficient: on cartpole-variants at full length (seed 0, side by
+side with ``none``), its retention time fell from 205.7 s to 90.9 s and its wall time from 1.39
+to 1.27 times ``none``'s, with every task kept (README, "Knowledge retention")."""
+
+
 def _factory(name: str, **flags: bool) -> Any:
     def make(**options: Any) -> RetentionStrategy:
         unknown = sorted(set(options) - set(OPTION_KEYS))
@@ -394,7 +404,7 @@ def _factory(name: str, **flags: bool) -> Any:
                     f"they act with {', '.join(acting)}"
                 )
         try:
-            return RetentionStrategy(RetentionConfig(**flags, **options), name)
+            return RetentionStrategy(RetentionConfig(**flags, **{**_DEFAULTS.get(name, {}), **options}), name)
         except (TypeError, ValueError) as err:
             raise UsageError(str(err)) from err
 
