@@ -186,8 +186,12 @@ class NormalizeWrapper(gym.Wrapper):
         if stats.config.norm_obs:
             self.observation_space = spaces.Box(-np.inf, np.inf, env.observation_space.shape, np.float32)
         self._return = 0.0
+        self.raw_obs: Any = None
+        """The env's last observation before normalising: what a resumable checkpoint's episode
+        fingerprint reads (the normalised one depends on statistics that move on)."""
 
     def _obs(self, obs: Any) -> Any:
+        self.raw_obs = obs
         if not self.stats.config.norm_obs:
             return obs
         raw = np.asarray(obs, dtype=np.float64)

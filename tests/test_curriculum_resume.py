@@ -152,6 +152,30 @@ def test_killed_curriculum_resumes_to_the_same_result(
     assert_same_run(run, reference)
 
 
+def test_a_normalised_task_resumes_exactly_without_a_replay_warning(tmp_path: Path) -> None:
+    """MountainCar with its own normalisation (as in classic-control): the statistics come back
+    from the checkpoint, and the replayed episodes are checked on the env's own observations."""
+    suite = tmp_path / "mc.yaml"
+    task = {"name": "MountainCar-v0", "env_id": "MountainCar-v0", "steps": 768, "normalize": True,
+            "eval_episodes": 2, "random_return": -200, "reference_return": -110}  # fmt: skip
+    tasks = [task, _task("CartPole-v1", "CartPole-v1")]
+    data = {"name": "mc", "algo": "ppo", "preset": "nano", "tasks": tasks,
+            "hyperparams": {"n_envs": 2, "n_steps": 32, "batch_size": 32, "n_epochs": 1}}  # fmt: skip
+    suite.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = subprocess.run(
+        cli_args(suite, tmp_path / "ref"), capture_output=True, text=True, env=ENV, timeout=240
+    )
+    assert proc.returncode == 0, proc.stderr
+    run, _ = stop_after(suite, tmp_path / "runs", 400, signal.SIGKILL)
+    command = [sys.executable, "-m", "nb2_agents.cli", "curriculum", "--resume", str(run), "--no-progress"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "did not replay" not in proc.stderr
+    reference = only_run(tmp_path / "ref")
+    assert metrics(run) == metrics(reference)
+    assert (run / "curves.csv").read_text() == (reference / "curves.csv").read_text()
+
+
 def test_sigterm_keeps_evaluations_and_resumes(suite: Path, reference: Path, tmp_path: Path) -> None:
     run, status = stop_after(suite, tmp_path / "runs", 640, signal.SIGTERM)
     assert status == 130  # saved, as on Ctrl-C

@@ -58,12 +58,22 @@ class EpisodeRecorder(gym.Wrapper):  # type: ignore[type-arg]
         self.last_obs = out[0]
         return out
 
+    def _fingerprint(self) -> str | None:
+        """The last observation's digest; where a wrapper below normalises observations with
+        statistics that move on (``raw_obs``), the env's own observation's, which a replay
+        reaches whatever the statistics are by then."""
+        if self.last_obs is None:
+            return None
+        try:
+            raw = self.env.get_wrapper_attr("raw_obs")
+        except AttributeError:
+            raw = None
+        return obs_digest(self.last_obs if raw is None else raw)
+
     def state(self) -> tuple[dict[str, Any], np.ndarray | None]:
         """What replays the episode: (JSON-able settings, the actions stacked or None)."""
         info = {"started": self.started, "seed": self.reset_seed, "options": self.reset_options,
-                "rng": self.reset_rng,
-                "steps": len(self.actions),
-                "obs": obs_digest(self.last_obs) if self.last_obs is not None else None}  # fmt: skip
+                "rng": self.reset_rng, "steps": len(self.actions), "obs": self._fingerprint()}  # fmt: skip
         return info, (np.stack(self.actions) if self.actions else None)
 
     def replay(self, info: dict[str, Any], actions: np.ndarray | None) -> bool:
@@ -75,7 +85,7 @@ class EpisodeRecorder(gym.Wrapper):  # type: ignore[type-arg]
         self.reset(seed=info["seed"], options=info["options"])
         for action in actions if actions is not None else []:
             self.step(action)
-        return info["obs"] is None or obs_digest(self.last_obs) == info["obs"]
+        return info["obs"] is None or self._fingerprint() == info["obs"]
 
 
 def recorders(vec: VecEnv) -> list[EpisodeRecorder]:
