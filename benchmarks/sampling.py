@@ -39,6 +39,7 @@ from nb2_agents.envs_util import EnvSpec, check_env_id
 from nb2_agents.nn.config import get_config
 from nb2_agents.nn.encoder import HierarchicalEncoder
 from nb2_agents.nn.model import NB2
+from nb2_agents.nn.probes import kept_share
 from nb2_agents.zoo.card import Card
 
 IMAGE_SPACE = spaces.Box(0, 255, (64, 64, 3), np.uint8)
@@ -79,11 +80,10 @@ def observations(space_name: str, batch: int, seed: int = 0) -> torch.Tensor:
     return structured_images(batch, gen) if space_name.startswith("image") else structured_vectors(batch, gen)
 
 
-@torch.no_grad()
 def kept_fraction(net: NB2, obs: torch.Tensor) -> float:
-    """Mean share of fine tokens that adaptive sampling kept (``NB2.last_kept``); 1.0 if none."""
-    net(obs)
-    return 1.0 if net.last_kept is None else float(net.last_kept.mean())
+    """Mean share of fine tokens that adaptive sampling kept; 1.0 if none."""
+    kept = kept_share(net, obs)
+    return 1.0 if kept is None else float(kept.mean())
 
 
 def twins(space: spaces.Box, preset: str) -> tuple[NB2, NB2]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import cast
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from nb2_agents.nn import encoder as encoder_module
 from nb2_agents.nn.blocks import MLP, GatedResidual
 from nb2_agents.nn.dormant import dormant_fraction
 from nb2_agents.nn.model import preset_param_counts
+from nb2_agents.nn.probes import kept_share, recording
 from nb2_agents.nn.tokenizer import TASK_KEY
 
 
@@ -131,9 +133,8 @@ def test_sampling_selection_does_not_block_gradients() -> None:
     space, cfg = CASES["vec200-small-group-sampling"]
     net = NB2(space, cfg)
     x = sample_obs(space, 3).requires_grad_(True)
-    with torch.no_grad():
-        net(x)
-    assert net.last_kept is not None and (net.last_kept < 1).all()
+    kept = kept_share(net, x)
+    assert kept is not None and (kept < 1).all()
     net(x).pow(3).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 
@@ -146,9 +147,9 @@ def test_sampling_selection_does_not_block_gradients() -> None:
 def test_gates_start_open(preset: str, gate_bias: float) -> None:
     cfg = get_config(preset, gate_bias=gate_bias)
     net = NB2(DICT_SPACE, cfg)
-    with torch.no_grad():
+    with torch.no_grad(), recording(net) as rec:
         net(sample_obs(DICT_SPACE, 5))
-    gates = net.decoder.last_gates
+    gates = rec.gates
     assert gates is not None
     assert gates.shape == (5, cfg.n_decoder_layers, cfg.n_heads)
     assert torch.equal(gates, torch.ones_like(gates))
@@ -193,9 +194,9 @@ def test_reset_parameters_restores_gates_and_zero_inits() -> None:
     assert not net.decoder.head_gate.weight.any()
     assert not net.encoder.global_token.any()
     assert not net.decoder.queries.any()
-    with torch.no_grad():
+    with torch.no_grad(), recording(net) as rec:
         net(sample_obs(DICT_SPACE, 2))
-    assert torch.equal(net.decoder.last_gates, torch.ones_like(net.decoder.last_gates))
+    assert rec.gates is not None and torch.equal(rec.gates, torch.ones_like(rec.gates))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -239,12 +240,12 @@ def test_sampling_is_deterministic(name: str) -> None:
     space, cfg = CASES[name]
     net = NB2(space, cfg)
     obs = sample_obs(space, 6, scale=torch.rand(6, 1) * 3)
-    with torch.no_grad():
+    with torch.no_grad(), recording(net) as rec:
         first = net(obs)
-        kept = net.last_kept.clone()
+        kept = rec.kept
         second = net(obs)
     assert torch.equal(first, second)
-    assert torch.equal(kept, net.last_kept)
+    assert kept is not None and rec.kept is not None and torch.equal(kept, rec.kept)
     net.train()
     with torch.no_grad():
         assert torch.equal(first, net(obs))  # no dropout, no noise: modes agree
@@ -258,7 +259,7 @@ def test_sampling_does_not_depend_on_the_batch(name: str) -> None:
     obs = sample_obs(space, batch, scale=torch.rand(batch, 1) * 3)
     with torch.no_grad():
         together = net(obs)
-        kept = net.last_kept
+        kept = kept_share(net, obs)
         assert kept is not None
         assert (kept < 1).any(), "sampling should drop tokens here, or the test proves nothing"
         for i in range(batch):
@@ -277,9 +278,7 @@ def test_sampling_off_keeps_everything(name: str) -> None:
     space, cfg = CASES[name]
     net = NB2(space, cfg.replace(sampling=False))
     assert not net.encoder.sample
-    with torch.no_grad():
-        net(sample_obs(space, 3))
-    assert net.last_kept is None
+    assert kept_share(net, sample_obs(space, 3)) is None
 
 
 @pytest.mark.parametrize(
@@ -293,13 +292,9 @@ def test_sampling_off_keeps_everything(name: str) -> None:
 def test_no_sampling_when_nothing_to_drop(space: spaces.Space, cfg: NB2Config) -> None:
     net = NB2(space, cfg)
     assert not net.encoder.sample
-    with torch.no_grad():
-        net(sample_obs(space, 2))
-    assert net.last_kept is None
+    assert kept_share(net, sample_obs(space, 2)) is None
     net = NB2(space, cfg.replace(min_keep=2))
-    with torch.no_grad():
-        net(sample_obs(space, 2))
-    assert (net.last_kept is None) == (net.tokenizer.n_groups == 1)
+    assert (kept_share(net, sample_obs(space, 2)) is None) == (net.tokenizer.n_groups == 1)
 
 
 def test_sampling_on_and_off_share_parameters() -> None:
@@ -317,27 +312,26 @@ def test_sampling_on_and_off_share_parameters() -> None:
         assert on(obs).shape == off(obs).shape
 
 
-def test_last_kept_counts_real_tokens() -> None:
+def test_kept_share_counts_real_tokens() -> None:
     # 20 tokens in 2 groups of 16 (12 padded slots); each group keeps 8 slots, real tokens first:
     # 8 of the first group, all 4 of the second: 12 of 20
     net = NB2(spaces.Box(-1, 1, (20,)), get_config("nano", keep_ratio=0.5))
     assert net.encoder.sample and net.encoder.keep == 8
-    with torch.no_grad():
-        net(torch.randn(4, 20))
-    assert net.last_kept is not None
-    torch.testing.assert_close(net.last_kept, torch.full((4,), 0.6))
+    kept = kept_share(net, torch.randn(4, 20))
+    assert kept is not None
+    torch.testing.assert_close(kept, torch.full((4,), 0.6))
 
 
-def test_last_kept_does_not_depend_on_the_batch() -> None:
+def test_kept_share_does_not_depend_on_the_batch() -> None:
     space = spaces.Box(-1, 1, (200,))
     net = NB2(space, get_config("small", min_keep=2, keep_ratio=0.25))
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.2)
         obs = torch.randn(32, 200) * torch.rand(32, 1) * 3
-        net(obs)
-        together = net.last_kept.clone()
-        alone = torch.cat([(net(obs[i : i + 1]), net.last_kept)[1] for i in range(32)])
+    together = kept_share(net, obs)
+    alone = torch.cat([cast(torch.Tensor, kept_share(net, obs[i : i + 1])) for i in range(32)])
+    assert together is not None
     assert (together < 1).all(), "sampling should drop tokens here, or the test proves nothing"
     torch.testing.assert_close(alone, together)
 
@@ -371,14 +365,15 @@ def test_diagnostics(name: str, levels: list[str]) -> None:
     assert diag["head_gate_mean"] == pytest.approx(1.0)  # gates start open
     if net.encoder.sample:
         assert 0.0 < diag["kept_fraction"] <= 1.0
-        assert diag["kept_fraction"] == pytest.approx(float(net.last_kept.mean()))
+        kept = kept_share(net, obs)
+        assert kept is not None and diag["kept_fraction"] == pytest.approx(float(kept.mean()))
     else:
         assert diag["kept_fraction"] == 1.0
     # one extra forward: same outputs, recording switched off again
     with torch.no_grad():
         torch.testing.assert_close(net(obs), before)
-    assert not any(getattr(m, "record_entropy", False) for m in net.modules())
-    assert not any(m._forward_hooks for m in net.modules())  # the activation hooks are gone
+    assert not any(m._forward_hooks for m in net.modules())  # the recording hooks are gone
+    assert net.traced_inference  # switched back on
 
 
 def test_dormant_fraction_by_hand() -> None:
@@ -394,9 +389,10 @@ def test_diagnostics_entropy_of_uniform_pooling() -> None:
     """Zero pooling seeds attend uniformly: the pool's entropy is log(tokens per group)."""
     cfg = get_config("nano", sampling=False)
     net = NB2(spaces.Box(-1, 1, (64,)), cfg)  # 4 full groups of 16
-    net.diagnostics(torch.randn(3, 64))
-    pool = net.encoder.levels[0].pool.attn
-    assert pool.last_entropy == pytest.approx(np.log(16), rel=1e-5)
+    with torch.no_grad(), recording(net, entropy=True) as rec:
+        net(torch.randn(3, 64))
+    assert rec.entropy["encoder.levels.0.pool"] == pytest.approx(np.log(16), rel=1e-5)
+    assert net.diagnostics(torch.randn(3, 64))["attention_entropy/level0"] > 0
 
 
 # --- output, state, presets, config ---------------------------------------------------------------

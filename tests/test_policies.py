@@ -24,6 +24,7 @@ from nb2_agents import (
     get_config,
 )
 from nb2_agents.nn.blocks import GatedResidual
+from nb2_agents.nn.probes import recording
 from nb2_agents.sb3 import register_policies
 from nb2_agents.sb3.extractor import NB2Extractor
 
@@ -191,10 +192,11 @@ def test_orthogonal_init_does_not_clobber_nb2_init(
         for module in net.modules():
             if isinstance(module, torch.nn.Linear) and module is not net.decoder.head_gate:
                 assert module.weight.std() < 0.05
-    with torch.no_grad():
-        policy(policy.obs_to_tensor(sample_batch(obs_space, 3))[0])  # runs every encoder
+    obs = policy.obs_to_tensor(sample_batch(obs_space, 3))[0]
     for net in policy.nb2_networks():
-        assert torch.equal(net.decoder.last_gates, torch.ones_like(net.decoder.last_gates))
+        with torch.no_grad(), recording(net) as rec:
+            policy(obs)  # runs every encoder
+        assert rec.gates is not None and torch.equal(rec.gates, torch.ones_like(rec.gates))
     # SB3's heads still get SB3's init: small action head (gain 0.01)
     assert policy.action_net.weight.abs().max() < 0.05
 

@@ -41,6 +41,7 @@ from stable_baselines3.common.monitor import Monitor
 
 import nb2_agents
 from nb2_agents import MaskableNB2Policy, NB2ActorCriticPolicy, NB2DQNPolicy, NB2SACPolicy, NB2TD3Policy
+from nb2_agents.nn.probes import recording
 
 pytestmark = pytest.mark.filterwarnings(
     # SB3's own advice about Monitor wrappers and the like is expected with these test envs
@@ -525,7 +526,7 @@ def test_ppo_update_log_probs_equal_the_rollouts_with_token_sampling() -> None:
     model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=64)
     net = model.policy.nb2_networks()[0]
     for batch in model.rollout_buffer.get(16):
-        with torch.no_grad():
+        with torch.no_grad(), recording(net) as rec:
             _, log_prob, _ = model.policy.evaluate_actions(batch.observations, batch.actions.long().flatten())
         torch.testing.assert_close(log_prob, batch.old_log_prob, rtol=0, atol=1e-5)
-        assert net.last_kept is not None and float(net.last_kept.mean()) < 1.0  # tokens were dropped
+        assert rec.kept is not None and float(rec.kept.mean()) < 1.0  # tokens were dropped

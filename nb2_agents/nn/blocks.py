@@ -7,8 +7,6 @@ needs to scale each head's output before the output projection.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,17 +14,15 @@ from torch import nn
 
 class Attention(nn.Module):
     """Multi-head attention, split in two steps so callers can reuse or inspect keys/values:
-    ``keys_values(memory)`` then ``attend(x, k, v)`` (self-attention when memory is x).
+    ``keys_values(memory)`` then ``attn(x, k, v)`` (self-attention when memory is x).
 
-    Set ``record_entropy = True`` to have each call store the mean entropy (nats) of its
-    attention distributions in ``last_entropy``; it costs an explicit softmax, so it is off
-    during training and switched on for logging (see ``NB2.diagnostics``).
+    The second step is the module's ``forward``, so a forward hook sees the queries' input,
+    the keys and the mask: that is how ``nn/probes.py`` measures attention entropy for logging,
+    without storing anything on the module.
     """
 
     def __init__(self, d_model: int, n_heads: int) -> None:
         super().__init__()
-        self.record_entropy = False
-        self.last_entropy: float | None = None
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
         self.q = nn.Linear(d_model, d_model)
@@ -41,7 +37,7 @@ class Attention(nn.Module):
         k, v = self.kv(memory).chunk(2, dim=-1)  # 2 x (B, T, C)
         return self.split_heads(k), self.split_heads(v)  # 2 x (B, nh, T, hs)
 
-    def attend(
+    def forward(
         self,
         x: torch.Tensor,
         k: torch.Tensor,
@@ -56,23 +52,11 @@ class Attention(nn.Module):
         """
         b, t, c = x.shape
         q = self.split_heads(self.q(x))  # (B, nh, Tq, hs)
-        if self.record_entropy:
-            self.last_entropy = attention_entropy(q, k, mask)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, Tq, hs)
         if head_gates is not None:
             y = y * head_gates[:, :, None, None]  # (B, nh, 1, 1) broadcast over queries
         y = y.transpose(1, 2).reshape(b, t, c)  # (B, Tq, C)
         return self.out(y)
-
-
-@torch.no_grad()
-def attention_entropy(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> float:
-    """Mean entropy (nats) of softmax(q k^T / sqrt(hs)) over every head and query."""
-    logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, nh, Tq, Tk)
-    if mask is not None:
-        logits = logits.masked_fill(~mask, float("-inf"))
-    logp = logits.log_softmax(dim=-1)
-    return float(-(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(dim=-1).mean())
 
 
 class MLP(nn.Module):
@@ -153,7 +137,7 @@ class Block(nn.Module):
         """The block after its keys and values: queries ``h = ln_q(x)`` (B, Tq, C) attend over
         ``k``, ``v`` (B, nh, Tk, hs), then the MLP; (B, Tq, C). Token sampling calls it with
         fewer queries than keys."""
-        x = self.gate_attn(x, self.attn.attend(h, k, v, mask, head_gates))
+        x = self.gate_attn(x, self.attn(h, k, v, mask, head_gates))
         return self.gate_mlp(x, self.mlp(self.ln_mlp(x)))
 
 

@@ -51,6 +51,11 @@ def identity_film(like: torch.Tensor) -> torch.Tensor:
     return film
 
 
+def open_gates(logits: torch.Tensor) -> torch.Tensor:
+    """Head gates from ``head_gate``'s logits: ``2 * sigmoid``, 1 (open) at a zero logit."""
+    return 2.0 * torch.sigmoid(logits)
+
+
 class Decoder(nn.Module):
     """:class:`Memory` → one feature vector per query, (B, n_queries, C)."""
 
@@ -66,7 +71,6 @@ class Decoder(nn.Module):
         self.head_gate = nn.Linear(2 * c, cfg.n_decoder_layers * cfg.n_heads)
         self.ln_out = nn.LayerNorm(c)
         self.task_film = nn.Parameter(torch.zeros(cfg.max_tasks, n_queries, 2, c))  # scale, shift
-        self.last_gates: torch.Tensor | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -105,9 +109,8 @@ class Decoder(nn.Module):
     def forward(self, mem: Memory) -> torch.Tensor:
         b = mem.tokens.shape[0]
         cond = torch.cat([mem.task, mem.global_token], dim=-1)  # (B, 2C)
-        gates = 2.0 * torch.sigmoid(self.head_gate(cond))  # (B, L*nh), 1 at init
+        gates = open_gates(self.head_gate(cond))  # (B, L*nh), 1 at init
         gates = gates.view(b, len(self.blocks), self.cfg.n_heads)  # (B, L, nh)
-        self.last_gates = gates.detach()
         key_mask = None if mem.mask is None else mem.mask.expand(b, -1)[:, None, None, :]  # (B, 1, 1, T)
         x = self.queries + mem.global_token.unsqueeze(1)  # (B, nq, C)
         for i, blk in enumerate(self.blocks):

@@ -17,6 +17,17 @@ mean norm 0.007), and A2C scored 13.4 on SB3's ``IdentityEnvMultiDiscrete`` (Mlp
 Adaptive token sampling (``sampling.py``) runs inside level 0's first block: every token of a
 group is a key there, and only the group's best-scored tokens go on as queries, so the
 rest of level 0 and the decoder read fewer tokens. The others skip to the pooling as they are.
+
+Sampling has two forms, chosen per call (``in_place``), over the same modules and weights:
+- *gather* (training and inference): the kept tokens are gathered into (B*, K, C), so the later
+  blocks and the decoder do less work;
+- *in place* (export): every token stays where it is and a keep-mask marks the kept ones. The
+  first block runs every token as a query, the dropped ones are reset to their input, and they
+  are masked out of every later key set (the later level-0 blocks, the decoder's memory).
+  Attention carries no position of its own (positions are embedded in the tokens), so the kept
+  tokens get the values the gathered ones get, and each group pools the same tokens; only the
+  order of floating-point sums differs (~1e-7). Its shapes depend on the batch size alone, so it
+  traces with a dynamic batch axis and exports, but it does not save the FLOPs gathering saves.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from torch import nn
 
 from nb2_agents.nn.blocks import Attention, Block
 from nb2_agents.nn.config import NB2Config
-from nb2_agents.nn.sampling import gather_tokens, keep_count, rank_tokens, route_weight
+from nb2_agents.nn.sampling import gather_tokens, keep_count, keep_in_place, rank_tokens, route_weight
 from nb2_agents.nn.tokenizer import TokenSet
 
 
@@ -82,15 +93,15 @@ class Pool(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         h = self.ln(x)  # (B*, G, C)
-        if isinstance(self.attn.kv, nn.Linear) and not self.attn.record_entropy:
+        if isinstance(self.attn.kv, nn.Linear):
             read = self.read_folded(h, key_mask)  # (B*, 1, C)
-        else:  # a quantized kv (int8 export) has no weight tensor; diagnostics record entropy
+        else:  # a quantized kv (int8 export) has no weight tensor to fold
             k, v = self.attn.keys_values(h)  # (B*, nh, G, hs)
-            read = self.attn.attend(self.query(x.shape[0]), k, v, key_mask)  # (B*, 1, C)
+            read = self.attn(self.query(x.shape[0]), k, v, key_mask)  # (B*, 1, C)
         return masked_mean(x, key_mask) + read  # (B*, 1, C)
 
     def read_folded(self, h: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        """What the learned query reads from ``h`` (B*, G, C), the attention of ``attend`` with
+        """What the learned query reads from ``h`` (B*, G, C), the attention of ``self.attn`` with
         its key and value projections folded out of the per-token work.
 
         With one query per head, ``q_h · (W_kh h_t + b_kh) = h_t · (W_khᵀ q_h) + const``, so the
@@ -136,7 +147,7 @@ class Level(nn.Module):
         self.router = nn.Linear(cfg.d_model, 1) if router else None
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, keep: int = 0
+        self, x: torch.Tensor, mask: torch.Tensor | None, keep: int = 0, in_place: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Groups (B*, G, C) with keep-mask (B*, G) → attended tokens, summaries (B*, 1, C) and
         the tokens' keep-mask.
@@ -144,6 +155,8 @@ class Level(nn.Module):
         ``keep`` > 0 samples tokens in the first block (:func:`sampled_block`): the tokens
         returned are each group's ``keep`` best-scored, (B*, keep, C), and the summaries
         pool those together with the group's other tokens, which skipped the blocks.
+        ``in_place`` samples without gathering (the module doc): every token is returned,
+        (B*, G, C), the dropped ones as they came, and the keep-mask marks the kept ones.
         """
         blocks = [cast(Block, blk) for blk in self.blocks]
         if not keep:
@@ -151,6 +164,11 @@ class Level(nn.Module):
                 x = blk(x, mask=_key_mask(mask))
             return x, self.pool(x, _key_mask(mask)), mask
         assert self.router is not None, "only level 0 samples tokens"
+        if in_place:
+            x, kept_mask = sampled_block_in_place(blocks.pop(0), self.router, x, mask, keep)  # (B*, G, C)
+            for blk in blocks:  # the dropped tokens skip these blocks, as they do when gathered
+                x = torch.where(kept_mask.unsqueeze(-1), blk(x, mask=_key_mask(kept_mask)), x)
+            return x, self.pool(x, _key_mask(mask)), kept_mask  # pooled over every real token
         kept, rest = sampled_block(blocks.pop(0), self.router, x, mask, keep)
         (x, x_mask), (skipped, skipped_mask) = kept, rest  # (B*, K, C), (B*, G - K, C)
         for blk in blocks:
@@ -189,6 +207,18 @@ def sampled_block(
     if mask is None:
         return (x, None), (skipped, None)
     return (x, mask.gather(1, index)), (skipped, mask.gather(1, rest))
+
+
+def sampled_block_in_place(
+    blk: Block, router: nn.Module, x: torch.Tensor, valid: torch.Tensor | None, keep: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sampled_block` without gathering: every token is a query, so (B*, G, C) comes back,
+    the tokens it drops as they came in, with the keep-mask (B*, G) of those it keeps."""
+    h, k, v, scores = block_scores(blk, router, x)
+    kept = keep_in_place(scores, valid, keep)  # (B*, G)
+    y = blk.finish(x, h, k, v, _key_mask(valid))  # (B*, G, C)
+    y = x + route_weight(scores).unsqueeze(-1) * (y - x)  # (B*, G, C)
+    return torch.where(kept.unsqueeze(-1), y, x), kept
 
 
 def block_scores(
@@ -301,21 +331,24 @@ class HierarchicalEncoder(nn.Module):
             top = blk(top)  # (B, 2 + n_top, C)
         return levels, top, task
 
-    def forward(self, ts: TokenSet) -> Memory:
+    def forward(self, ts: TokenSet, in_place: bool = False) -> Memory:
+        """``in_place`` samples tokens by masking instead of gathering (the module doc): for
+        tracing with a dynamic batch axis and export; the result is the same."""
         if self.single_group:
             return self._forward_single(ts)
         b, g, G, c = ts.tokens.shape
         x = ts.tokens.reshape(b * g, G, c)  # (B*g, G, C)
         mask = ts.keep_mask(b)  # (B*g, G) or None
         valid = ts.tokens.new_full((b,), g * G) if mask is None else mask.reshape(b, -1).sum(dim=1)  # (B,)
-        x, pooled, mask = self.level_list[0](x, mask, self.keep if self.sample else 0)  # x (B*g, K, C)
+        level0 = self.level_list[0]
+        x, pooled, mask = level0(x, mask, self.keep if self.sample else 0, in_place)  # x (B*g, K or G, C)
         kept = None
         if self.sample:
             n_kept = valid.new_full((b,), g * x.shape[1]) if mask is None else mask.reshape(b, -1).sum(dim=1)
             kept = n_kept / valid  # (B,) share of real tokens kept
         summaries = pooled.view(b, g, c)  # (B, g, C)
-        fine = x.reshape(b, -1, c)  # (B, g*K, C)
-        fine_mask = None if mask is None else mask.reshape(b, -1)  # (B, g*K)
+        fine = x.reshape(b, -1, c)  # (B, g*K, C); in place (B, g*G, C), dropped tokens masked
+        fine_mask = None if mask is None else mask.reshape(b, -1)  # (B, g*K) or (B, g*G)
 
         levels, top, task = self.summarize(summaries, ts)
         memory = torch.cat([fine, *levels[:-1], top], dim=1)  # (B, N + S, C)

@@ -6,12 +6,13 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from nb2_agents.nn.blocks import Attention, init_weights
+from nb2_agents.nn.blocks import init_weights
 from nb2_agents.nn.config import NB2Config, ParamReport
 from nb2_agents.nn.decoder import Decoder
 from nb2_agents.nn.dormant import dormant_fraction, recording_mlp_activations
 from nb2_agents.nn.encoder import HierarchicalEncoder
 from nb2_agents.nn.inference import TracedForward
+from nb2_agents.nn.probes import recording
 from nb2_agents.nn.tokenizer import Tokenizer
 
 
@@ -44,9 +45,6 @@ class NB2(nn.Module):
         self.tokenizer = Tokenizer(observation_space, cfg)
         self.encoder = HierarchicalEncoder(cfg, self.tokenizer.n_groups, self.tokenizer.group_len)
         self.decoder = Decoder(cfg, n_queries)
-        self.last_kept: torch.Tensor | None = None
-        """(B,) share of fine tokens kept by adaptive sampling in the last eager forward (None: no
-        sampling); a traced forward (see ``traced_inference``) leaves it as it was."""
         self.traced_inference = True
         """Without autograd, run the forward as a traced graph (``inference.py``): same outputs,
         1.3-2.8x less time at the batch sizes that act in an env. False: always eager."""
@@ -85,11 +83,12 @@ class NB2(nn.Module):
                 return self._traced(self, obs)
         return self.run(obs)
 
-    def run(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-        """The forward itself, eager, without the input check: (B, n_queries, C)."""
-        memory = self.encoder(self.tokenizer(obs))
-        self.last_kept = None if memory.kept is None else memory.kept.detach()
-        return self.decoder(memory)
+    def run(self, obs: torch.Tensor | dict[str, torch.Tensor], in_place: bool = False) -> torch.Tensor:
+        """The forward itself, eager, without the input check: (B, n_queries, C).
+
+        ``in_place`` samples tokens by masking rather than gathering (``encoder.py``): the same
+        result, with shapes that depend on the batch size alone (for export)."""
+        return self.decoder(self.encoder(self.tokenizer(obs), in_place))
 
     def task_state(self, task: int) -> dict[str, torch.Tensor]:
         """Task ``task``'s own rows of :attr:`TASK_PARAMS`, cloned."""
@@ -113,23 +112,15 @@ class NB2(nn.Module):
         (``dormant_frac/<block>``) and in all (``dormant_frac``), as ReDo defines them
         (``dormant.py``).
         """
-        attns = {name: m for name, m in self.named_modules() if isinstance(m, Attention)}
-        for m in attns.values():
-            m.record_entropy, m.last_entropy = True, None
-        try:
-            with recording_mlp_activations(self) as hidden:
-                self.run(obs)  # eager: a traced graph records nothing on the modules
-        finally:
-            for m in attns.values():
-                m.record_entropy = False
+        with recording(self, entropy=True) as rec, recording_mlp_activations(self) as hidden:
+            self.run(obs)
         by_level: dict[str, list[float]] = {}
-        for name, m in attns.items():
-            if m.last_entropy is not None:
-                by_level.setdefault(_level_of(name), []).append(m.last_entropy)
+        for name, entropy in rec.entropy.items():
+            by_level.setdefault(_level_of(name), []).append(entropy)
         out = {f"attention_entropy/{lvl}": sum(v) / len(v) for lvl, v in sorted(by_level.items())}
-        out["kept_fraction"] = 1.0 if self.last_kept is None else float(self.last_kept.mean())
-        if self.decoder.last_gates is not None:
-            out["head_gate_mean"] = float(self.decoder.last_gates.mean())
+        out["kept_fraction"] = 1.0 if rec.kept is None else float(rec.kept.mean())
+        if rec.gates is not None:
+            out["head_gate_mean"] = float(rec.gates.mean())
         for name, activations in hidden.items():
             out[f"dormant_frac/{name}"] = dormant_fraction(activations)
         if hidden:

@@ -57,6 +57,23 @@ def rank_tokens(scores: torch.Tensor, valid: torch.Tensor | None) -> torch.Tenso
     return scores.sort(dim=-1, descending=True, stable=True).indices  # (B, N)
 
 
+def keep_in_place(scores: torch.Tensor, valid: torch.Tensor | None, k: int) -> torch.Tensor:
+    """The ``k`` tokens :func:`rank_tokens` ranks first, as a keep-mask (B, N) in the tokens' own
+    order rather than as gathered indices: the form of sampling that traces and exports.
+
+    Without a sort (ONNX has no stable one): token j ranks before token i when its score is
+    larger, or equal with a smaller index, which is the order of a stable descending sort.
+    """
+    if valid is not None:
+        scores = scores.masked_fill(~valid, float("-inf"))  # padding ranks last, as in rank_tokens
+    s_i, s_j = scores.unsqueeze(-1), scores.unsqueeze(-2)  # (B, N, 1), (B, 1, N)
+    index = torch.arange(scores.shape[-1], device=scores.device)  # (N,)
+    earlier = index.unsqueeze(0) < index.unsqueeze(1)  # (N, N): j < i
+    before = (s_j > s_i) | ((s_j == s_i) & earlier)  # (B, N, N): j ranks before i
+    keep = before.sum(dim=-1) < k  # (B, N): rank below k
+    return keep if valid is None else keep & valid
+
+
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Rows of ``x`` (B, N, ...) picked by ``index`` (B, K) → (B, K, ...)."""
     shape = index.shape + (1,) * (x.dim() - 2)
