@@ -16,7 +16,9 @@ from nb2_agents.lazy import functions_over_subpackages, lazy_exports
 from nb2_agents.sb3.aliases import register_on_sb3_import
 
 if TYPE_CHECKING:
+    from nb2_agents.config import TrainOptions
     from nb2_agents.curriculum import CurriculumResult, run_curriculum, run_references
+    from nb2_agents.curriculum.resolve import CurriculumOptions
     from nb2_agents.distill import DistillResult, distill
     from nb2_agents.evaluation import EvalResult, evaluate
     from nb2_agents.export import ExportedPolicy, ExportResult, export
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "TrainOptions": "nb2_agents.config",
+        "CurriculumOptions": "nb2_agents.curriculum.resolve",
         "CurriculumResult": "nb2_agents.curriculum.results",
         "run_curriculum": "nb2_agents.curriculum.runner",
         "run_references": "nb2_agents.curriculum.runner",
@@ -74,6 +78,7 @@ __version__ = "0.1.0"
 __all__ = [
     "NB2",
     "PRESETS",
+    "CurriculumOptions",
     "CurriculumResult",
     "DistillResult",
     "EvalResult",
@@ -87,6 +92,7 @@ __all__ = [
     "NB2Policy",
     "NB2SACPolicy",
     "NB2TD3Policy",
+    "TrainOptions",
     "TrainResult",
     "distill",
     "evaluate",

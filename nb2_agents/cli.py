@@ -24,6 +24,7 @@ from nb2_agents.cli_common import (
     common_options,
     count_arg,
     finish,
+    options_from_args,
     positive_arg,
     quiet,
     refuse_with_resume,
@@ -267,29 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from nb2_agents.config import TrainOptions
     from nb2_agents.training import train
 
     result = train(
-        env=args.env,
-        algo=args.algo,
-        preset=args.preset,
-        steps=args.steps,
-        seed=args.seed,
-        n_envs=args.n_envs,
-        hyperparams=args.hyperparams,
-        overrides=args.overrides,
-        env_kwargs=args.env_kwargs,
+        options_from_args(TrainOptions, args),
         runs_dir=args.runs_dir,
-        eval_freq=args.eval_freq,
-        eval_episodes=args.eval_episodes,
-        final_episodes=args.final_episodes,
-        save_freq=args.save_freq,
-        device=args.device,
-        threads=args.threads,
-        config=args.config,
         progress=_progress(args),
         verbose=verbosity(args),
-        keep_checkpoints=args.keep_checkpoints,
         resume=args.resume,
         force=args.force,
     )
@@ -353,7 +339,7 @@ def _curriculum(args: argparse.Namespace) -> int:
     import torch
 
     from nb2_agents.curriculum import builtin_curricula, run_curriculum, run_references
-    from nb2_agents.hyperparams import parse_assignment
+    from nb2_agents.curriculum.resolve import CurriculumOptions
 
     if args.list:
         print("\n".join(builtin_curricula()))
@@ -370,22 +356,15 @@ def _curriculum(args: argparse.Namespace) -> int:
         return 0
     if not args.curriculum:
         raise UsageError(f"name a curriculum: one of {', '.join(builtin_curricula())}, or a YAML file")
-    overrides = dict(parse_assignment(item) for item in args.overrides)
-    common = dict(
-        algo=args.algo, preset=args.preset, seeds=args.seeds, steps_scale=args.steps_scale,
-        evals_per_task=args.evals_per_task, overrides=overrides, runs_dir=args.runs_dir, device=args.device,
-        workers=args.workers, progress=_progress(args),
-    )  # fmt: skip
+    options = options_from_args(CurriculumOptions, args)
+    run = dict(
+        runs_dir=args.runs_dir, workers=args.workers, progress=_progress(args), verbose=verbosity(args)
+    )
     if args.references:
-        for path in run_references(args.curriculum, **common):
+        for path in run_references(options, **run):
             print(f"reference: {path}")
         return 0
-    options = dict(parse_assignment(item) for item in args.retention_options)
-    result = run_curriculum(
-        args.curriculum, mode=args.mode, retention=args.retention, task_ids=args.task_ids,
-        retention_options=options, verbose=verbosity(args), checkpoint_freq=args.checkpoint_freq,
-        keep_checkpoints=args.keep_checkpoints, **common,
-    )  # fmt: skip
+    result = run_curriculum(options, **run)
     print(result.summary())
     return 0
 

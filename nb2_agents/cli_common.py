@@ -5,6 +5,7 @@ and checkpoint are, with the shell's exit status for Ctrl-C)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -153,3 +154,9 @@ def finish(result: FinishedRun) -> int:
         return EXIT_INTERRUPTED
     print(result.summary())
     return 0
+
+
+def options_from_args(cls: type[Any], args: argparse.Namespace) -> Any:
+    """The options dataclass ``cls`` from a subcommand's parsed arguments: each field from the
+    argument of the same name (the options' one list; the parser's ``dest`` names follow it)."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})

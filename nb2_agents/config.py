@@ -23,8 +23,8 @@ from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import (
     ALGOS,
     DATA_DIR,
+    assignments,
     load_entry,
-    parse_assignment,
     parse_entry,
     parse_steps,
     plain,
@@ -193,26 +193,50 @@ def _nb2_architecture(
     return arch
 
 
-def resolve_config(
-    env: str | None = None,
-    algo: str | None = None,
-    preset: str | None = None,
-    steps: int | str | None = None,
-    seed: int | None = None,
-    n_envs: int | None = None,
-    hyperparams: str | Path | None = None,
-    overrides: Sequence[str] | Mapping[str, Any] | None = None,
-    env_kwargs: Any = None,
-    eval_freq: int | str | None = None,
-    eval_episodes: int | None = None,
-    final_episodes: int | None = None,
-    save_freq: int | str | None = None,
-    device: str | None = None,
-    threads: int | None = None,
-    config: str | Path | None = None,
-    keep_checkpoints: int | None = None,
-) -> TrainConfig:
-    """Check every input and return the run's configuration; writes nothing."""
+@dataclass(frozen=True)
+class TrainOptions:
+    """What a user gives ``nb2 train`` (its options, by the same names); ``None`` means the
+    ``--config`` file's value, else the hyperparameter file's, else the default. Checked once,
+    by :func:`resolve_config`, which turns them into a :class:`TrainConfig`."""
+
+    env: str | None = None
+    algo: str | None = None
+    preset: str | None = None
+    steps: int | str | None = None
+    seed: int | None = None
+    n_envs: int | None = None
+    hyperparams: str | Path | None = None
+    """An RL Zoo-style hyperparameter file (default: the built-in ``policies/<algo>.yaml``)."""
+    overrides: Sequence[str] | Mapping[str, Any] | None = None
+    """``--set`` items: ``"n_steps=64"`` strings or a ``{"n_steps": 64}`` mapping."""
+    env_kwargs: Any = None
+    eval_freq: int | str | None = None
+    eval_episodes: int | None = None
+    final_episodes: int | None = None
+    save_freq: int | str | None = None
+    device: str | None = None
+    threads: int | None = None
+    config: str | Path | None = None
+    """A run's ``config.yaml`` to start from (``--config``)."""
+    keep_checkpoints: int | None = None
+
+
+def options_of(cls: type[Any], options: Any, fields: Mapping[str, Any]) -> Any:
+    """The Python API's forms of an options object: ``options`` (an instance of the dataclass
+    ``cls``; None: its defaults; a string or path: the value of its first field, as the env id
+    of ``train("CartPole-v1")``) with the keyword ``fields`` over it."""
+    if options is None or isinstance(options, (str, Path)):
+        first = dataclasses.fields(cls)[0].name
+        options = cls() if options is None else cls(**{first: options})
+    return dataclasses.replace(options, **fields) if fields else options
+
+
+def resolve_config(options: TrainOptions | str | None = None, /, **fields: Any) -> TrainConfig:
+    """Check every input and return the run's configuration; writes nothing.
+
+    ``options``: a :class:`TrainOptions` or an env id; ``fields``: its fields by keyword, over it."""
+    o: TrainOptions = options_of(TrainOptions, options, fields)
+    env, algo, preset, config, overrides = o.env, o.algo, o.preset, o.config, o.overrides
     base: dict[str, Any] = _load_config_file(Path(config)) if config is not None else {}
     env = env or base.get("env")
     if not env:
@@ -224,18 +248,17 @@ def resolve_config(
         raise UsageError(f"unknown algorithm {algo!r}; valid: {', '.join(ALGOS)}")
     if preset is not None and preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
-    env_kwargs = _parse_env_kwargs(env_kwargs, base)
+    env_kwargs = _parse_env_kwargs(o.env_kwargs, base)
     check_env_id(env)
 
     # hyperparameters: the config's entry, else the file's, then the options over it
-    entry, labels, source = _entry(env, algo, hyperparams, config, base)
-    if n_envs is not None:
-        entry["n_envs"], labels["n_envs"] = n_envs, "--n-envs "
+    entry, labels, source = _entry(env, algo, o.hyperparams, config, base)
+    if o.n_envs is not None:
+        entry["n_envs"], labels["n_envs"] = o.n_envs, "--n-envs "
     if preset is not None:
         set_dotted(entry, "policy_kwargs.preset", preset)
         labels["policy_kwargs"] = labels.get("policy_kwargs", "--preset")
-    items = overrides.items() if isinstance(overrides, Mapping) else map(parse_assignment, overrides or [])
-    for key, value in items:
+    for key, value in assignments(overrides).items():
         set_dotted(entry, key, value)
         labels[key.split(".")[0]] = "--set "
         source += f" --set {key}={value}"
@@ -253,7 +276,7 @@ def resolve_config(
     policy_kwargs = dict(entry.get("policy_kwargs") or {})
     architecture: dict[str, Any] = {}  # none for SB3's own policies (MlpPolicy ...)
     if hp.policy == SHORT_NAME:
-        touched = preset is not None or any(str(o).startswith("policy_kwargs") for o in overrides or [])
+        touched = preset is not None or any(str(item).startswith("policy_kwargs") for item in overrides or [])
         arch = _nb2_architecture(env, policy_kwargs, obs_space, touched, base, config)
         architecture = dataclasses.asdict(arch)
     if minigrid:
@@ -261,24 +284,26 @@ def resolve_config(
         policy_kwargs.setdefault("normalize_images", spec.minigrid_view()[0] == "rgb")
     entry["policy_kwargs"] = policy_kwargs
 
-    total = parse_steps(steps, "--steps") if steps is not None else int(base.get("steps") or hp.n_timesteps)
-    ef = eval_freq if eval_freq is not None else base.get("eval_freq")
-    sf = save_freq if save_freq is not None else base.get("save_freq")
+    steps = o.steps if o.steps is not None else base.get("steps") or None
+    total = parse_steps(steps, "--steps") if steps is not None else int(hp.n_timesteps)
+    ef = o.eval_freq if o.eval_freq is not None else base.get("eval_freq")
+    sf = o.save_freq if o.save_freq is not None else base.get("save_freq")
+    keep = o.keep_checkpoints or base.get("keep_checkpoints", 2)
     return TrainConfig(
         env=env,
         algo=algo,
-        seed=_whole(seed if seed is not None else base.get("seed", 0), "seed"),
+        seed=_whole(o.seed if o.seed is not None else base.get("seed", 0), "seed"),
         steps=total,
         hyperparams=plain(entry),
         env_kwargs=dict(env_kwargs),
         eval_freq=_positive(ef, "--eval-freq", True) if ef is not None else max(math.ceil(total / 10), 1),
-        eval_episodes=_positive(eval_episodes or base.get("eval_episodes", 5), "--eval-episodes"),
-        final_episodes=_positive(final_episodes or base.get("final_episodes", 20), "--final-episodes"),
+        eval_episodes=_positive(o.eval_episodes or base.get("eval_episodes", 5), "--eval-episodes"),
+        final_episodes=_positive(o.final_episodes or base.get("final_episodes", 20), "--final-episodes"),
         save_freq=_positive(sf, "--save-freq", True) if sf is not None else max(math.ceil(total / 5), 1),
-        keep_checkpoints=_positive(keep_checkpoints or base.get("keep_checkpoints", 2), "--keep-checkpoints"),
+        keep_checkpoints=_positive(keep, "--keep-checkpoints"),
         deterministic_eval=bool(base.get("deterministic_eval", not minigrid)),
-        device=_check_device(device or base.get("device", "auto")),
-        threads=_whole(threads if threads is not None else base.get("threads", 1), "threads"),
+        device=_check_device(o.device or base.get("device", "auto")),
+        threads=_whole(o.threads if o.threads is not None else base.get("threads", 1), "threads"),
         architecture=architecture,
         source=source,
     )

@@ -19,7 +19,7 @@ import dataclasses
 import inspect
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -375,6 +375,16 @@ def parse_assignment(assignment: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         value = raw
     return key, _number(value)
+
+
+def assignments(items: Sequence[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``--set``-style settings as a dict: ``"key=value"`` strings (:func:`parse_assignment`) or a
+    mapping, as the Python API takes them."""
+    if isinstance(items, Mapping):
+        return dict(items)
+    if isinstance(items, str):
+        items = [items]
+    return dict(parse_assignment(item) for item in items or [])
 
 
 def set_dotted(entry: dict[str, Any], key: str, value: Any) -> None:

@@ -10,8 +10,8 @@ run folder's layout and :mod:`nb2_agents.callbacks` for what goes to TensorBoard
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from nb2_agents.callbacks import (
 )
 from nb2_agents.checkpoint import Checkpoint, RunParts, checkpoint_to_resume, cut_files, read_run_config
 from nb2_agents.checkpoint.learn import learn_until
-from nb2_agents.config import TrainConfig, resolve_config
+from nb2_agents.config import TrainConfig, TrainOptions, options_of, resolve_config
 from nb2_agents.envs_util import EnvSpec
 from nb2_agents.errors import UsageError
 from nb2_agents.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
@@ -59,7 +59,7 @@ from nb2_agents.runs import (
 )
 from nb2_agents.signals import sigterm_as_interrupt
 
-__all__ = ["TrainConfig", "TrainResult", "resolve_config", "run", "train"]
+__all__ = ["TrainConfig", "TrainOptions", "TrainResult", "resolve_config", "run", "train"]
 
 
 @dataclass
@@ -229,64 +229,34 @@ def _run_in(
 
 
 def train(
-    env: str | None = None,
-    algo: str | None = None,
-    preset: str | None = None,
-    steps: int | str | None = None,
-    seed: int | None = None,
-    n_envs: int | None = None,
-    hyperparams: str | Path | None = None,
-    overrides: Sequence[str] | Mapping[str, Any] = (),
-    env_kwargs: Mapping[str, Any] | None = None,
+    options: TrainOptions | str | None = None,
+    /,
+    *,
     runs_dir: str | Path = "runs",
-    eval_freq: int | str | None = None,
-    eval_episodes: int | None = None,
-    final_episodes: int | None = None,
-    save_freq: int | str | None = None,
-    device: str | None = None,
-    threads: int | None = None,
-    config: str | Path | None = None,
     progress: bool | None = None,
     verbose: int = 1,
-    keep_checkpoints: int | None = None,
     resume: str | Path | None = None,
     force: bool = False,
+    **fields: Any,
 ) -> TrainResult:
     """Train an NB2 policy as ``nb2 train`` does, and return where everything went.
 
-    Arguments mirror the CLI options (``overrides`` are ``--set`` items: ``"n_steps=64"``
-    strings or a ``{"n_steps": 64}`` mapping; ``config`` is ``--config``); ``None`` means the
-    config file's value, else the hyperparameter file's, else the default. Ctrl-C stops
-    training, saves ``model.zip`` and a checkpoint and returns with ``interrupted=True``.
-    ``verbose``: 0 prints nothing, 1 the configuration and evaluations, 2 also SB3's table of
-    logged values (``-q``, the default, ``-v``).
+    What to train is a :class:`TrainOptions` (the CLI's options by the same names), given as
+    ``options`` (or just its env id), or by keyword (``train(env="CartPole-v1", steps="100k")``),
+    or both (keywords over ``options``); ``None`` means the config file's value, else the
+    hyperparameter file's, else the default. Ctrl-C stops training, saves ``model.zip`` and a
+    checkpoint and returns with ``interrupted=True``. ``verbose``: 0 prints nothing, 1 the configuration and
+    evaluations, 2 also SB3's table of logged values (``-q``, the default, ``-v``).
 
     ``resume``: a run folder to continue from its newest checkpoint (:func:`resume_run`); the other
     options then change its configuration only with ``force``.
     """
+    opts: TrainOptions = options_of(TrainOptions, options, fields)
     if resume is not None:
-        if config is not None:
+        if opts.config is not None:
             raise UsageError("--resume RUN continues RUN's own config.yaml; --config cannot be given with it")
-        config = Path(resume) / CONFIG_NAME
-    cfg = resolve_config(
-        env=env,
-        algo=algo,
-        preset=preset,
-        steps=steps,
-        seed=seed,
-        n_envs=n_envs,
-        hyperparams=hyperparams,
-        overrides=overrides,
-        env_kwargs=env_kwargs,
-        eval_freq=eval_freq,
-        eval_episodes=eval_episodes,
-        final_episodes=final_episodes,
-        save_freq=save_freq,
-        device=device,
-        threads=threads,
-        config=config,
-        keep_checkpoints=keep_checkpoints,
-    )
+        opts = dataclasses.replace(opts, config=Path(resume) / CONFIG_NAME)
+    cfg = resolve_config(opts)
     if resume is not None:
         return resume_run(Path(resume), cfg, force, progress, verbose)
     return run(cfg, runs_dir=runs_dir, progress=progress, verbose=verbose)

@@ -21,8 +21,8 @@ events, Monitor CSVs per task, ``curves.csv``, ``matrix.csv``, ``model.zip``, ``
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -35,7 +35,7 @@ from nb2_agents.checkpoint.resume import read_run_config, refuse_unresumable
 from nb2_agents.checkpoint.store import STATE_DIR
 from nb2_agents.curriculum.metrics import matrix_to_csv
 from nb2_agents.curriculum.references import reference_aucs, reference_path
-from nb2_agents.curriculum.resolve import resolve
+from nb2_agents.curriculum.resolve import CurriculumOptions, curriculum_options, resolve
 from nb2_agents.curriculum.results import (
     METRICS_NAME,
     CurriculumConfig,
@@ -97,41 +97,27 @@ def _new_run_dir(root: Path, cfg: CurriculumConfig) -> Path:
 
 
 def run_curriculum(
-    curriculum: str | Path = "cartpole-variants",
+    options: CurriculumOptions | str | Path | None = None,
+    /,
     *,
-    algo: str | None = None,
-    preset: str | None = None,
-    mode: str = "sequential",
-    retention: str = "none",
-    seeds: Sequence[int] = (0,),
-    steps_scale: float = 1.0,
-    evals_per_task: int = 4,
-    overrides: dict[str, Any] | None = None,
     runs_dir: str | Path = "runs",
-    device: str = "auto",
     workers: int = 1,
     progress: bool | None = None,
-    task_ids: bool | None = None,
-    retention_options: dict[str, Any] | None = None,
     verbose: int = 1,
-    checkpoint_freq: int | None = None,
-    keep_checkpoints: int = 2,
+    **fields: Any,
 ) -> CurriculumResult:
     """Train one agent across a curriculum for each seed; write the run folder; return metrics.
 
-    :param curriculum: a built-in suite name (``nb2 curriculum --list``) or a YAML file
+    What to train is a :class:`~.resolve.CurriculumOptions` (the CLI's options by the same
+    names), given as ``options``, or as the curriculum's name and the rest by keyword
+    (``run_curriculum("cartpole-variants", retention="nb2", seeds=[0, 1, 2])``), keywords over
+    ``options``. :func:`resume_curriculum` continues a killed run from its newest checkpoint.
+
     :param workers: seeds trained side by side in this many processes
-    :param overrides: hyperparameters over the suite's (``--set key=value``)
-    :param task_ids: tell the agent which task it is on (default: ``nb2`` retention and multitask)
-    :param retention_options: the strategy's settings, e.g. ``{"replay_budget_mb": 16}``
+    :param progress: a progress bar; None: a bar on a terminal, a line every 30 s elsewhere
     :param verbose: 2 also prints SB3's table of logged values, per seed (``-v``)
-    :param checkpoint_freq: steps between resumable checkpoints (default: as often as evaluations;
-        0: only at each task's start); :func:`resume_curriculum` continues from the newest
-    :param keep_checkpoints: resumable checkpoints kept per seed
     """
-    cfg, spec, hp = resolve(curriculum, algo, preset, mode, retention, seeds, steps_scale, evals_per_task,
-                            overrides, device, task_ids, retention_options, checkpoint_freq,
-                            keep_checkpoints)  # fmt: skip
+    cfg, spec, hp = resolve(options, **fields)
     probe_spaces(spec, cfg.algo)  # space errors before a folder exists
     run_dir = _new_run_dir(Path(runs_dir), cfg)
     write_text(
@@ -160,13 +146,7 @@ def resume_curriculum(
     run = Path(run_dir)
     saved = read_run_config(run, "curriculum")
     try:
-        cfg, spec, hp = resolve(
-            saved["curriculum"], saved["algo"], saved["preset"], saved["mode"], saved["retention"],
-            saved["seeds"], saved["steps_scale"], saved["evals_per_task"], saved["hyperparams"],
-            saved.get("device", "auto"),
-            saved["task_ids"], saved.get("retention_options"), saved.get("checkpoint_freq", 0),
-            saved.get("keep_checkpoints", 2),
-        )  # fmt: skip
+        cfg, spec, hp = resolve(CurriculumOptions.of_run(saved))
     except KeyError as err:
         raise UsageError(
             f"--resume {run}: {run / CONFIG_NAME} lacks {err}: not a curriculum run, or one from before "
@@ -210,26 +190,21 @@ def _run_seeds(
 
 
 def run_references(
-    curriculum: str | Path = "cartpole-variants",
+    options: CurriculumOptions | str | Path | None = None,
+    /,
     *,
-    algo: str | None = None,
-    preset: str | None = None,
-    seeds: Sequence[int] = (0,),
-    steps_scale: float = 1.0,
-    evals_per_task: int = 4,
-    overrides: dict[str, Any] | None = None,
     runs_dir: str | Path = "runs",
-    device: str = "auto",
     workers: int = 1,
     progress: bool | None = None,
     verbose: int = 1,
+    **fields: Any,
 ) -> list[Path]:
     """Single-task runs from scratch, one per task and seed, cached under
     ``{runs_dir}/references/{suite}/``; forward transfer compares against them. Cached runs
-    (same task, algorithm, preset, hyperparameters and seed) are reused, not re-trained."""
-    cfg, spec, hp = resolve(
-        curriculum, algo, preset, "sequential", "none", seeds, steps_scale, evals_per_task, overrides, device
-    )
+    (same task, algorithm, preset, hyperparameters and seed) are reused, not re-trained.
+    Options as :func:`run_curriculum`'s; the mode and the retention strategy are not used."""
+    chosen = curriculum_options(options, fields)
+    cfg, spec, hp = resolve(dataclasses.replace(chosen, mode="sequential", retention="none"))
     probe_spaces(spec, cfg.algo)
     root = Path(runs_dir)
     mode = progress_mode(progress)

@@ -208,7 +208,7 @@ def _env_plan(env: str, teachers: Sequence[str | Path], options: Options) -> Pla
 
 def _curriculum_plan(curriculum: str | Path, teachers: Sequence[str | Path], options: Options) -> Plan:
     cfg, spec, hp = resolve_curriculum(
-        curriculum,
+        curriculum=curriculum,
         algo=ALGO,
         preset=options.preset,
         mode="multitask",
