@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from nb2_agents.cli_common import (
     EXIT_INTERRUPTED,
     add_resume_options,
+    add_trust_option,
     common_options,
     count_arg,
     finish,
@@ -139,6 +140,7 @@ def _add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--video", metavar="DIR", help="record every episode to DIR (Gymnasium RecordVideo)")
     p.add_argument("--device", default="auto")
+    add_trust_option(p)
 
 
 def _add_plot(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -159,6 +161,7 @@ def _add_info(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("info", parents=[common], help="what a model file holds")
     p.add_argument("path", metavar="PATH", help="a run folder, a model .zip or zoo:NAME (a zoo entry)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_trust_option(p)
 
 
 def _seeds(text: str) -> list[int]:
@@ -304,7 +307,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 "--env-kwargs and --video apply to one env; a curriculum model's tasks have their own"
             )
         results = evaluate_curriculum(
-            args.path, args.env, args.episodes, args.deterministic, args.seed, device=args.device
+            args.path, args.env, args.episodes, args.deterministic, args.seed, args.device, args.trust_pickle
         )
         models = list(dict.fromkeys(r.model for r in results))
         if args.json or len(models) == 1:
@@ -322,6 +325,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         video=args.video,
         env_kwargs=env_kwargs,
         device=args.device,
+        trust_pickle=args.trust_pickle,
     )
     print(json.dumps(result.to_dict()) if args.json else result.summary())
     return 0
@@ -372,7 +376,7 @@ def _curriculum(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from nb2_agents.info import info
 
-    result = info(args.path)
+    result = info(args.path, trust_pickle=args.trust_pickle)
     print(json.dumps(result.to_dict()) if args.json else result.text())
     return 0
 

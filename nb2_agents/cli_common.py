@@ -160,3 +160,15 @@ def options_from_args(cls: type[Any], args: argparse.Namespace) -> Any:
     """The options dataclass ``cls`` from a subcommand's parsed arguments: each field from the
     argument of the same name (the options' one list; the parser's ``dest`` names follow it)."""
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+
+
+def add_trust_option(parser: argparse.ArgumentParser, *aliases: str) -> None:
+    """``--trust-pickle``: the only way to have a file unpickled (it runs the code a file holds)."""
+    parser.add_argument(
+        "--trust-pickle",
+        *aliases,
+        dest="trust_pickle",
+        action="store_true",
+        help="load files that need unpickling (SB3's own load): it runs any code they hold, so only for "
+        "files you trust; without it nothing is unpickled",
+    )

@@ -97,14 +97,21 @@ class LoadedModel:
     run_dir: Path | None
 
 
-def load_model(path: str | Path, device: str = "auto") -> LoadedModel:
-    """Load a run folder's model.zip or a model zip, checking the file first."""
+def load_model(path: str | Path, device: str = "auto", trust_pickle: bool = False) -> LoadedModel:
+    """Load a run folder's model.zip or a model zip, checking the file first. Nothing in it is
+    unpickled (:mod:`nb2_agents.safe_load`) unless ``trust_pickle`` (``--trust-pickle``)."""
+    from nb2_agents.safe_load import load_algorithm
+
     model_path, run_dir = resolve_any(path)
-    algo = guess_algo(model_path)
     try:
-        model = ALGOS[algo].load(model_path, device=device)
-    except (KeyError, ValueError, RuntimeError, EOFError) as err:
-        raise UsageError(f"cannot load model file {model_path} as {algo}: {err}") from err
+        model, algo = load_algorithm(model_path, device, trust_pickle)
+    except UsageError:
+        raise
+    except Exception as err:  # SB3's load after --trust-pickle: anything unpickled code may raise
+        why = " ".join(str(err).split())[:300]
+        raise UsageError(
+            f"cannot load model file {model_path} with SB3's load: {type(err).__name__}: {why}"
+        ) from err
     return LoadedModel(model, algo, model_path, read_meta(model_path), run_dir)
 
 
@@ -153,6 +160,7 @@ def evaluate(
     video: str | Path | None = None,
     env_kwargs: dict[str, Any] | None = None,
     device: str = "auto",
+    trust_pickle: bool = False,
 ) -> EvalResult:
     """Evaluate a run folder's ``model.zip`` (or any model zip, or an ``.onnx`` / ``.pt`` file
     from ``nb2 export``, deterministic actions only) for ``episodes`` episodes.
@@ -163,6 +171,8 @@ def evaluate(
     :param deterministic: greedy (True) or sampled (False) actions; default: as the run's own
         evaluations (greedy, except MiniGrid: sampled, as RL Zoo)
     :param video: folder for Gymnasium's RecordVideo (one mp4 per episode; needs moviepy)
+    :param trust_pickle: load a model zip that needs unpickling (``--trust-pickle``); without it
+        nothing in the file is unpickled (:mod:`nb2_agents.safe_load`)
     """
     if episodes < 1:
         raise UsageError(f"--episodes must be a positive integer, got {episodes}")
@@ -170,7 +180,7 @@ def evaluate(
 
     # an `nb2 export` file runs through onnxruntime / TorchScript; its sidecar has nb2's metadata
     exported = ExportedPolicy(path) if is_exported(path) else None
-    loaded: Any = exported or load_model(path, device=device)
+    loaded: Any = exported or load_model(path, device=device, trust_pickle=trust_pickle)
     model, meta, algo = loaded.model, loaded.meta, loaded.algo
     env_id = env or meta.get("env")
     if not env_id:

@@ -60,9 +60,9 @@ class ModelInfo:
         return "\n".join(f"{k:<14} {v}" for k, v in rows)
 
 
-def info(path: str | Path) -> ModelInfo:
-    """Describe the model in a run folder or model zip."""
-    loaded = load_model(path, device="cpu")
+def info(path: str | Path, trust_pickle: bool = False) -> ModelInfo:
+    """Describe the model in a run folder or model zip (``trust_pickle``: as ``--trust-pickle``)."""
+    loaded = load_model(path, device="cpu", trust_pickle=trust_pickle)
     model, meta = loaded.model, loaded.meta
     policy_kwargs = getattr(model, "policy_kwargs", None) or {}
     preset = meta.get("preset") or policy_kwargs.get("preset")

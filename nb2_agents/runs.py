@@ -32,6 +32,7 @@ from stable_baselines3.common.logger import Logger, configure
 
 from nb2_agents.errors import UsageError
 from nb2_agents.normalize import RunningStats, add_to_zip, model_stats
+from nb2_agents.safe_files import check_archive
 
 META_NAME = "nb2.json"
 """The member of a model zip that holds nb2's metadata."""
@@ -162,6 +163,7 @@ def check_model_file(path: Path) -> None:
         raise UsageError(f"model file {path} does not exist; {expected}")
     try:
         with zipfile.ZipFile(path) as archive:
+            check_archive(path, archive)
             names = archive.namelist()
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError) as err:

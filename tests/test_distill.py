@@ -42,11 +42,11 @@ from nb2_agents.distill.losses import (
 )
 from nb2_agents.distill.plan import PURE_HYPERPARAMS, Options, make_plan
 from nb2_agents.distill.policies import Outputs
-from nb2_agents.distill.sb3_zip import NeedsUnpickling
 from nb2_agents.distill.student import build_student
 from nb2_agents.distill.teachers import load_teacher, resolve_teacher_path
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS, parse_entry
+from nb2_agents.sb3.sb3_zip import NeedsUnpickling
 
 CARTPOLE_WEIGHTS = (0.05, 0.2, 1.0, 1.0)
 """Push right when 0.05 x + 0.2 x' + θ + θ' > 0: balances CartPole for 500 steps."""
@@ -231,10 +231,11 @@ def test_teacher_needing_unpickling_is_refused_without_opt_in(tmp_path: Path) ->
         path
     )
     env = gym.make("CartPole-v1")
-    with pytest.raises(NeedsUnpickling, match=r"activation_fn.*--trust-teacher") as err:
+    with pytest.raises(NeedsUnpickling, match=r"activation_fn.*--trust-pickle") as err:
         load_teacher(path, env.observation_space, env.action_space, device="cpu")
     assert "\n" not in str(err.value)
-    teacher = load_teacher(path, env.observation_space, env.action_space, trust=True, device="cpu")
+    with pytest.warns(UserWarning, match=r"--trust-pickle: unpickling the teacher zip of .*custom\.zip"):
+        teacher = load_teacher(path, env.observation_space, env.action_space, trust=True, device="cpu")
     assert teacher.trusted and teacher.describe()["loaded"].startswith("trusted")
 
 

@@ -435,8 +435,8 @@ def test_retention_state_survives_save_and_load(tmp_path: Path, monkeypatch: pyt
     again = tmp_path / "again.retention"
     fresh.save(again)
     a, b = (
-        torch.load(folder / "retention.pt", weights_only=False),
-        torch.load(again / "retention.pt", weights_only=False),
+        torch.load(folder / "retention.pt", weights_only=True),  # tensors and plain data only
+        torch.load(again / "retention.pt", weights_only=True),
     )
     assert (
         a["current"] == b["current"]
@@ -478,6 +478,29 @@ def test_a_corrupt_retention_state_names_the_file(tmp_path: Path, damage: Any) -
     damage(folder / "retention.pt")
     with pytest.raises(ValueError, match=r"retention\.pt"):
         RetentionStrategy(RetentionConfig(), "nb2").load(folder, model)
+
+
+def test_a_retention_state_that_needs_unpickling_is_refused(tmp_path: Path) -> None:
+    """A crafted ``retention.pt`` does not run its payload: one line names the file and the flag."""
+    model, folder = _saved_after_one_task(tmp_path / "state.retention")
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (exec, (f"__import__('pathlib').Path({str(marker)!r}).write_text('ran')",))
+
+    state = torch.load(folder / "retention.pt", weights_only=True)
+    torch.save({**state, "current": Payload()}, folder / "retention.pt")
+    fresh = RetentionStrategy(RetentionConfig(replay_budget_mb=0.01), "nb2")
+    with pytest.raises(
+        UsageError, match=r"retention\.pt: retention state holds more than tensors.*--trust-pickle"
+    ):
+        fresh.load(folder, model)
+    assert not marker.exists()
+    with pytest.warns(UserWarning, match="--trust-pickle: unpickling"):
+        with pytest.raises(TypeError):  # the payload is no int: the load fails after it ran
+            fresh.load(folder, model, trust_pickle=True)
+    assert marker.exists()
 
 
 def test_nb2_state_saved_with_ewc_loads_as_nb2_plus_ewc(tmp_path: Path) -> None:

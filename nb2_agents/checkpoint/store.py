@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nb2_agents.safe_files import load_npz
+
 STATE_DIR = "state"
 FILES = ("state.json", "arrays.npz", "params.pt")
 
@@ -72,7 +74,7 @@ def read(path: Path) -> Checkpoint:
     """One checkpoint folder; ``ValueError`` naming the file when it is missing or damaged."""
     try:
         info = json.loads((path / "state.json").read_text())
-        with np.load(path / "arrays.npz", allow_pickle=False) as npz:
+        with load_npz(path / "arrays.npz") as npz:
             arrays = {k: npz[k] for k in npz.files}
         torch_part = torch.load(path / "params.pt", map_location="cpu", weights_only=True)
     except (

@@ -131,19 +131,25 @@ def evaluate_curriculum(
     deterministic: bool | None = None,
     seed: int | None = None,
     device: str = "auto",
+    trust_pickle: bool = False,
 ) -> list[TaskResult]:
     """Evaluate a curriculum model (module docstring) on every task, or on ``task`` (a task's name
     or env id). A curriculum run folder evaluates each seed's model in turn.
 
     :param episodes: per task; default: each task's ``eval_episodes``
     :param seed: default: the run's seed, so the envs are its own evaluations' (module docstring)
+    :param trust_pickle: load a model zip that needs unpickling (``--trust-pickle``)
     """
     if episodes is not None and episodes < 1:
         raise UsageError(f"--episodes must be a positive integer, got {episodes}")
     models = curriculum_models(path)
     if not models:
         raise UsageError(f"{path}: no model.zip here, nor in seed folders s0/, s1/, ...")
-    return [r for model in models for r in _evaluate_one(model, task, episodes, deterministic, seed, device)]
+    return [
+        r
+        for model in models
+        for r in _evaluate_one(model, task, episodes, deterministic, seed, device, trust_pickle)
+    ]
 
 
 def _evaluate_one(
@@ -153,6 +159,7 @@ def _evaluate_one(
     deterministic: bool | None,
     seed: int | None,
     device: str,
+    trust_pickle: bool,
 ) -> list[TaskResult]:
     meta = read_meta(path)
     if not is_curriculum_model(meta):
@@ -165,7 +172,7 @@ def _evaluate_one(
         raise UsageError(
             f"{path} was trained on tasks {names}, but curriculum {spec.name} now has {spec.task_names()}"
         )
-    loaded = load_model(path, device=device)
+    loaded = load_model(path, device=device, trust_pickle=trust_pickle)
     stats = read_stats(path)  # by task name: the normalised tasks' statistics
     tasks = tuple(  # a task normalised in training is normalised the same way here, whatever the YAML says
         dataclasses.replace(t, normalize=stats[t.name].config) if t.name in stats else t for t in spec.tasks

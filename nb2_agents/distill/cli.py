@@ -7,6 +7,7 @@ from typing import Any
 
 from nb2_agents.cli_common import (
     add_resume_options,
+    add_trust_option,
     count_arg,
     finish,
     non_negative_arg,
@@ -71,11 +72,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         default=0.5,
         help="weight of the value regression to the teacher's value (default 0.5; 0: off)",
     )
-    p.add_argument(
-        "--trust-teacher",
-        action="store_true",
-        help="load teachers that need unpickling (custom classes) with SB3's load: only for files you trust",
-    )
+    add_trust_option(p, "--trust-teacher")
     p.add_argument("--eval-freq", type=count_arg, help="evaluate every N steps (default steps/10; 0: never)")
     p.add_argument(
         "--final-episodes",
@@ -120,7 +117,7 @@ def handle(args: argparse.Namespace) -> int:
 
         refuse_with_resume(args, RESUME_ALONE)
         progress = False if args.no_progress or quiet(args) else None
-        resumed = resume_distill(args.resume, force=args.force, trust=args.trust_teacher, progress=progress,
+        resumed = resume_distill(args.resume, force=args.force, trust=args.trust_pickle, progress=progress,
                                  verbose=verbosity(args))  # fmt: skip
         return finish(resumed)
     result = distill(
@@ -135,7 +132,7 @@ def handle(args: argparse.Namespace) -> int:
         value_coef=args.value_coef,
         runs_dir=args.runs_dir,
         seed=args.seed,
-        trust=args.trust_teacher,
+        trust=args.trust_pickle,
         device=args.device,
         eval_freq=args.eval_freq,
         final_episodes=args.final_episodes,

@@ -300,7 +300,7 @@ def make_plan(
 def resume_inputs(config: dict[str, Any]) -> tuple[list[str], str | None, str | None, Options]:
     """The teachers, env, curriculum and options that made a run's ``config.yaml``, to rebuild its
     plan (``nb2 distill --resume``). The hyperparameters come back as overrides of every key, so
-    the rebuilt entry is the recorded one; ``--trust-teacher`` is not recorded (the teachers are
+    the rebuilt entry is the recorded one; ``--trust-pickle`` is not recorded (the teachers are
     loaded safely unless the resumed run is given it again)."""
     try:
         teachers = [str(t["path"]) for t in config["teachers"]]

@@ -256,7 +256,7 @@ def distill(
     :param temperature: τ of ``softmax(logits / τ)`` / ``softmax(Q / τ)`` for Discrete teachers
         (below 1 sharpens; Q-value teachers often need a small τ, Rusu et al. used 0.01)
     :param value_coef: weight of the value regression to the teacher's value estimate
-    :param trust: load teachers that need unpickling with SB3's ``load`` (``--trust-teacher``)
+    :param trust: load teachers that need unpickling with SB3's ``load`` (``--trust-pickle``)
     :param eval_freq: evaluate the student every this many steps (0: never; default: steps / 10)
     :param final_episodes: episodes of the final evaluation of student and teacher (one env;
         default 20; a curriculum uses each task's ``eval_episodes``)
@@ -300,7 +300,7 @@ def resume_distill(
     (``nb2 distill --resume RUN``): its plan is rebuilt from its ``config.yaml`` and the teachers
     reloaded. Refused with the reason: a finished run, one without a checkpoint, a rebuilt
     configuration that differs from the recorded one (another nb2-agents version, changed
-    defaults, a teacher that moved) unless ``force``. ``trust``: as ``--trust-teacher``."""
+    defaults, a teacher that moved) unless ``force``. ``trust``: as ``--trust-pickle``."""
     run = Path(run_dir)
     config = read_run_config(run, "distill")
     teachers, env, curriculum, options = resume_inputs(config)

@@ -10,7 +10,7 @@ NB2 policies of PPO, A2C, MaskablePPO (action distributions), DQN (Q-values, rea
 is rebuilt from the algorithm, the env's spaces and ``policy_kwargs`` read as plain JSON, and
 its weights are read with ``torch.load(weights_only=True)`` (:mod:`.sb3_zip`); nothing is
 unpickled. A teacher that cannot be rebuilt that way (a custom policy class, an object in
-``policy_kwargs``) is refused unless ``trust=True`` (``--trust-teacher``), which loads it with
+``policy_kwargs``) is refused unless ``trust=True`` (``--trust-pickle``), which loads it with
 SB3's own ``load``, unpickling what the file holds.
 
 A teacher trained with ``normalize`` (SB3's ``VecNormalize``) normalises the observations it
@@ -34,7 +34,12 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import get_device
 
 from nb2_agents.distill.policies import Obs, Outputs, policy_outputs
-from nb2_agents.distill.sb3_zip import (
+from nb2_agents.errors import UsageError
+from nb2_agents.hyperparams import ALGOS
+from nb2_agents.normalize import RunningStats, read_stats, stats_for
+from nb2_agents.runs import read_meta
+from nb2_agents.safe_files import warn_trusted
+from nb2_agents.sb3.sb3_zip import (
     ModelZip,
     NeedsUnpickling,
     check_space,
@@ -43,14 +48,10 @@ from nb2_agents.distill.sb3_zip import (
     policy_kwargs,
     read_zip,
 )
-from nb2_agents.errors import UsageError
-from nb2_agents.hyperparams import ALGOS
-from nb2_agents.normalize import RunningStats, read_stats, stats_for
-from nb2_agents.runs import read_meta
 from nb2_agents.zoo.registry import resolve_any
 
 ZOO_PREFIX = "zoo:"
-TRUST_HINT = "pass --trust-teacher (trust=True) if you trust the file: SB3's load then unpickles it"
+TRUST_HINT = "pass --trust-pickle (trust=True) only if you trust the file: SB3's load then unpickles it"
 
 
 def resolve_teacher_path(text: str | Path) -> Path:
@@ -81,7 +82,7 @@ class Teacher:
     algo: str
     path: Path
     trusted: bool
-    """Loaded with SB3's ``load`` (unpickled), after ``--trust-teacher``."""
+    """Loaded with SB3's ``load`` (unpickled), after ``--trust-pickle``."""
     stats: RunningStats | None = None
     """The observation statistics it was trained with (``normalize``), applied to what it is shown."""
 
@@ -177,6 +178,7 @@ _IGNORED_ON_LOAD = ("learning_rate", "lr_schedule", "clip_range", "clip_range_vf
 def _trusted_load(model: ModelZip, device: torch.device) -> BasePolicy:
     custom: dict[str, Any] = dict.fromkeys(_IGNORED_ON_LOAD, _no_learning)
     custom["learning_rate"] = 0.0
+    warn_trusted(model.path, "the teacher zip")
     try:
         loaded = ALGOS[model.algo].load(model.path, device=device, custom_objects=custom)
     except Exception as err:  # anything unpickled code may raise

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from nb2_agents.cli_common import add_trust_option
 from nb2_agents.export.formats import FORMATS
 
 
@@ -34,6 +35,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="the file (.onnx; .pt or .ts) or a folder; default: next to the model, e.g. model.onnx",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_trust_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from nb2_agents.export.exporter import export
 
     torch.set_num_threads(1)  # small graphs: more threads only add contention
-    result = export(args.path, format=args.format, int8=args.int8, out=args.out)
+    result = export(
+        args.path, format=args.format, int8=args.int8, out=args.out, trust_pickle=args.trust_pickle
+    )
     if args.json:
         print(json.dumps({k: str(v) if k in ("path", "sidecar") else v for k, v in asdict(result).items()}))
     else:

@@ -194,7 +194,11 @@ def _compare(
 
 
 def export(
-    path: str | Path, format: str | None = None, int8: bool = False, out: str | Path | None = None
+    path: str | Path,
+    format: str | None = None,
+    int8: bool = False,
+    out: str | Path | None = None,
+    trust_pickle: bool = False,
 ) -> ExportResult:
     """Export the deterministic policy of a run folder's ``model.zip`` (or any model zip).
 
@@ -203,12 +207,13 @@ def export(
     :param int8: dynamic int8 quantization of the Linear layers
     :param out: the file to write (``.onnx``; ``.pt`` or ``.ts``), or a folder; default: next
         to the model zip, ``model.onnx``, ``model.int8.onnx``, ``model.pt``, ...
+    :param trust_pickle: load a model zip that needs unpickling (``--trust-pickle``)
     :return: where it went and how closely it reproduces the PyTorch policy
     """
     fmt = check_format(format, out)
     if fmt == "onnx":
         require_onnx()
-    loaded = load_model(path, device="cpu")
+    loaded = load_model(path, device="cpu", trust_pickle=trust_pickle)
     target = output_path(loaded.path, fmt, int8, out)
     policy = loaded.model.policy
     space_to_json(policy.observation_space)  # a UsageError naming a space the export cannot express

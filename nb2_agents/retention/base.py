@@ -55,8 +55,9 @@ class Strategy:
     def save(self, folder: Path) -> None:
         """Write the strategy's state (replay memory, snapshots, Fisher) into ``folder``."""
 
-    def load(self, folder: Path, model: BaseAlgorithm) -> None:
-        """Restore what :meth:`save` wrote; ``model`` is set up already."""
+    def load(self, folder: Path, model: BaseAlgorithm, trust_pickle: bool = False) -> None:
+        """Restore what :meth:`save` wrote; ``model`` is set up already. Nothing is unpickled
+        unless ``trust_pickle`` (:mod:`nb2_agents.safe_files`)."""
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
         """For a resumable checkpoint: the strategy's state as (JSON part, arrays, tensors), none

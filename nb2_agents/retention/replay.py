@@ -31,6 +31,7 @@ import numpy as np
 from gymnasium import spaces
 
 from nb2_agents.runs import atomic_write
+from nb2_agents.safe_files import load_npz
 
 __all__ = ["ReplayMemory"]
 
@@ -446,7 +447,7 @@ class ReplayMemory:
         """
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            with load_npz(path) as npz:
                 meta = json.loads(str(npz["meta"][()]))
                 keys = list(meta["keys"])
                 data = {

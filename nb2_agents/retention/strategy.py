@@ -38,7 +38,6 @@ observations take), ``retention/replay_allocated_bytes`` (reserved up front: the
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -56,6 +55,7 @@ from nb2_agents.retention.ewc import OnlineEWC
 from nb2_agents.retention.heads import Part, has_critic, parts_for, reset_critic, snapshot
 from nb2_agents.retention.replay import ReplayMemory
 from nb2_agents.runs import atomic_write, write_json
+from nb2_agents.safe_files import load_tensors
 
 MB = 2**20
 Probe = Callable[[int, int, BaseAlgorithm], float]
@@ -312,24 +312,22 @@ class RetentionStrategy(Strategy):
         atomic_write(folder / "retention.pt", lambda tmp: torch.save(state, tmp))
         write_json(folder / "retention.json", {"name": self.name, **asdict(self.config)})
 
-    def load(self, folder: Path, model: BaseAlgorithm) -> None:
+    def load(self, folder: Path, model: BaseAlgorithm, trust_pickle: bool = False) -> None:
+        """Restore what :meth:`save` wrote. ``retention.pt`` is read as tensors and plain data
+        (``weights_only``): a file that needs unpickling is refused unless ``trust_pickle``."""
         if self.memory is None:
             self.setup(model, None)
         path = folder / "retention.pt"
         try:
             meta = json.loads((folder / "retention.json").read_text())
-            saved = meta.get("name")
-            state = torch.load(path, map_location=model.device, weights_only=False)
-        except (
-            OSError,
-            RuntimeError,
-            EOFError,
-            ValueError,
-            KeyError,
-            AttributeError,
-            pickle.UnpicklingError,
-        ) as err:
-            raise ValueError(f"cannot read retention state {path}: {err}") from err
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read retention state {folder / 'retention.json'}: {err}") from err
+        saved = meta.get("name") if isinstance(meta, dict) else None
+        if saved not in (self.name, "nb2"):  # "nb2" may hold nb2+ewc's state (below)
+            raise ValueError(f"{folder} holds the state of retention {saved!r}, not {self.name!r}")
+        state = load_tensors(path, path, "retention state", model.device, trust_pickle)
+        if not isinstance(state, dict) or not {"ewc", "snapshots", "rng", "current"} <= state.keys():
+            raise ValueError(f"cannot read retention state {path}: not a state saved by nb2's retention")
         legacy = saved == "nb2" and bool(state["ewc"])  # saved while nb2 still had EWC: nb2+ewc's state
         if saved != self.name and not (legacy and self.name == "nb2+ewc"):
             raise ValueError(f"{folder} holds the state of retention {saved!r}, not {self.name!r}")

@@ -22,9 +22,7 @@ raises :class:`NeedsUnpickling`.
 from __future__ import annotations
 
 import importlib
-import io
 import json
-import pickle
 import re
 import zipfile
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ from torch import nn
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS
 from nb2_agents.runs import check_model_file, read_meta
+from nb2_agents.safe_files import NeedsPickle, load_tensors, read_member
 from nb2_agents.sb3.algos import SERIALIZED, readable, recognise_data
 
 CLASS_KEYS: dict[str, type] = {
@@ -53,7 +52,7 @@ SAFE_CLASS_MODULES = ("torch.nn.modules.", "torch.optim.", "stable_baselines3.co
 """Modules whose classes may be looked up by name: installed code, nothing from the file."""
 _CLASS_REPR = re.compile(r"<class '([A-Za-z_][\w.]*)\.([A-Za-z_]\w*)'>")
 _INIT_REPR = re.compile(r"<function ([A-Za-z_]\w*)\.__init__ at ")
-_NUMBER = re.compile(r"[-+]?(?:inf|nan|\d+\.?\d*(?:e[-+]?\d+)?|\.\d+(?:e[-+]?\d+)?)", re.IGNORECASE)
+NUMBER = re.compile(r"[-+]?(?:inf|nan|\d+\.?\d*(?:e[-+]?\d+)?|\.\d+(?:e[-+]?\d+)?)", re.IGNORECASE)
 
 
 class NeedsUnpickling(UsageError):
@@ -70,29 +69,33 @@ class ModelZip:
     meta: dict[str, Any]
     """nb2's ``nb2.json`` ({} for a plain SB3 zip)."""
     algo: str
+    label: str = "teacher"
+    """What error messages call it: ``teacher``, ``model``."""
 
 
-def read_zip(path: Path) -> ModelZip:
-    """Check ``path`` and read its plain JSON parts; :class:`UsageError` when unreadable."""
+def read_zip(path: Path, label: str = "teacher") -> ModelZip:
+    """Check ``path`` and read its plain JSON parts; :class:`UsageError` when unreadable.
+
+    ``label``: what error messages call the file (``teacher``, ``model``)."""
     check_model_file(path)
     try:
         with zipfile.ZipFile(path) as archive:
             data = json.loads(archive.read("data"))
         meta = read_meta(path)
     except (json.JSONDecodeError, UnicodeDecodeError, zipfile.BadZipFile, OSError) as err:
-        raise UsageError(f"cannot read teacher {path}: its data member is not SB3's JSON ({err})") from err
+        raise UsageError(f"cannot read {label} {path}: its data member is not SB3's JSON ({err})") from err
     if not isinstance(data, dict):
-        raise UsageError(f"cannot read teacher {path}: its data member is not a JSON object")
-    return ModelZip(path, data, meta, detect_algo(data, meta, path))
+        raise UsageError(f"cannot read {label} {path}: its data member is not a JSON object")
+    return ModelZip(path, data, meta, detect_algo(data, meta, path, label), label)
 
 
-def detect_algo(data: dict[str, Any], meta: dict[str, Any], path: Path) -> str:
+def detect_algo(data: dict[str, Any], meta: dict[str, Any], path: Path, label: str = "teacher") -> str:
     """The ``--algo`` name: nb2's metadata, else the attributes only that algorithm saves."""
     found = recognise_data(data, meta)
     if found is not None:
         return found
     raise UsageError(
-        f"teacher {path}: cannot tell which algorithm saved it; teachers come from {', '.join(ALGOS)}"
+        f"{label} {path}: cannot tell which algorithm saved it; valid algorithms: {', '.join(ALGOS)}"
     )
 
 
@@ -114,12 +117,12 @@ def policy_class(model: ModelZip) -> type[BasePolicy]:
     name = f"{module}.{init.group(1)}" if init else str(module)
     valid = ", ".join(sorted(c.__name__ for c in candidates))
     raise NeedsUnpickling(
-        f"teacher {model.path}: its policy class ({name}) is not one of {model.algo}'s built-in "
+        f"{model.label} {model.path}: its policy class ({name}) is not one of {model.algo}'s built-in "
         f"policies ({valid}), and rebuilding it means unpickling code from the file"
     )
 
 
-def _class_from_repr(key: str, text: Any, path: Path) -> type:
+def _class_from_repr(key: str, text: Any, model: ModelZip) -> type:
     match = _CLASS_REPR.fullmatch(str(text))
     base = CLASS_KEYS[key]
     if match is not None and match.group(1).startswith(SAFE_CLASS_MODULES):
@@ -130,7 +133,7 @@ def _class_from_repr(key: str, text: Any, path: Path) -> type:
         if isinstance(cls, type) and issubclass(cls, base):
             return cls
     raise NeedsUnpickling(
-        f"teacher {path}: policy_kwargs[{key!r}] is {text}, not a class of "
+        f"{model.label} {model.path}: policy_kwargs[{key!r}] is {text}, not a class of "
         f"{', '.join(m.rstrip('.') for m in SAFE_CLASS_MODULES)}; rebuilding it means unpickling code "
         "from the file"
     )
@@ -140,7 +143,7 @@ def policy_kwargs(model: ModelZip) -> dict[str, Any]:
     """``policy_kwargs`` rebuilt from plain JSON and classes looked up by name."""
     entry = model.data.get("policy_kwargs") or {}
     if not isinstance(entry, dict):
-        raise UsageError(f"teacher {model.path}: policy_kwargs is {entry!r}, not a mapping")
+        raise UsageError(f"{model.label} {model.path}: policy_kwargs is {entry!r}, not a mapping")
     if SERIALIZED not in entry:
         return dict(entry)
     kwargs: dict[str, Any] = {}
@@ -148,10 +151,10 @@ def policy_kwargs(model: ModelZip) -> dict[str, Any]:
         if key == ":type:":
             continue
         if key in CLASS_KEYS:
-            kwargs[key] = _class_from_repr(key, value, model.path)
+            kwargs[key] = _class_from_repr(key, value, model)
         elif isinstance(value, str) and value.startswith("<") and value.endswith(">"):
             raise NeedsUnpickling(
-                f"teacher {model.path}: policy_kwargs[{key!r}] holds an object ({value}) that only "
+                f"{model.label} {model.path}: policy_kwargs[{key!r}] holds an object ({value}) that only "
                 "unpickling can rebuild"
             )
         else:
@@ -182,7 +185,7 @@ def describe_saved(entry: Any) -> str:
     """The same description read from a pickled space's summary, without unpickling it."""
     summary = readable(entry)
     kind = str(summary.get(":type:", "")).rstrip("'>").rsplit(".", 1)[-1]
-    numbers = [int(float(n)) for n in _NUMBER.findall(str(summary.get("nvec", "")))]
+    numbers = [int(float(n)) for n in NUMBER.findall(str(summary.get("nvec", "")))]
     if kind == "Box":
         return f"Box({tuple(int(d) for d in summary.get('_shape') or ())}, {summary.get('dtype')})"
     if kind == "Discrete":
@@ -204,7 +207,7 @@ def _bounds_differ(entry: Any, space: spaces.Space) -> bool:
     summary = readable(entry)
     for key, actual in (("low", space.low), ("high", space.high)):
         text = str(summary.get(key, ""))
-        saved = [float(n) for n in _NUMBER.findall(text)]
+        saved = [float(n) for n in NUMBER.findall(text)]
         if "..." in text or len(saved) != actual.size:
             continue  # numpy elided the middle of a large array: shapes were compared already
         if not np.allclose(saved, actual.reshape(-1).astype(np.float64), rtol=1e-4, equal_nan=True):
@@ -236,15 +239,9 @@ def check_space(model: ModelZip, key: str, space: spaces.Space, where: str) -> N
 def load_weights(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
     """``policy.pth`` as a state dict, read with ``weights_only=True`` (tensors, no code)."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            raw = archive.read("policy.pth")
-        state = torch.load(io.BytesIO(raw), map_location=device, weights_only=True)
-    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise UsageError(
-            f"cannot read teacher {path}: policy.pth is not a readable state dict ({err})"
-        ) from err
-    except pickle.UnpicklingError as err:  # weights_only refuses anything but tensors and containers
-        raise NeedsUnpickling(f"teacher {path}: policy.pth holds more than tensors ({err})") from err
+        state = load_tensors(read_member(path, "policy.pth"), path, "policy.pth", device)
+    except NeedsPickle as err:
+        raise NeedsUnpickling(f"teacher {path}: policy.pth holds more than tensors") from err
     if not isinstance(state, dict):
         raise UsageError(f"cannot read teacher {path}: policy.pth is not a state dict")
-    return state
+    return state  # type: ignore[no-any-return]
