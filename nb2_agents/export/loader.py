@@ -13,6 +13,7 @@ from the ones it was exported with (:meth:`ExportedPolicy.check_spaces`).
 from __future__ import annotations
 
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from gymnasium import spaces
 from nb2_agents.errors import UsageError
 from nb2_agents.export.sidecar import read_sidecar
 from nb2_agents.export.spaces import GraphInput, space_from_json
+from nb2_agents.safe_files import check_archive
 
 SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript"}
 """File suffix → export format."""
@@ -66,7 +68,13 @@ def onnx_runner(file: Path, input_names: list[str], threads: int = 1) -> Runner:
 
 
 def torchscript_runner(file: Path, threads: int | None = None) -> Runner:
-    """``torch.jit.load`` of ``file`` on the CPU, run in inference mode."""
+    """``torch.jit.load`` of ``file`` on the CPU, run in inference mode; the archive is checked
+    first (:func:`~nb2_agents.safe_files.check_archive`: a TorchScript file is a zip)."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            check_archive(file, archive)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise UsageError(f"torch.jit.load cannot read {file}: not a TorchScript archive ({err})") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated upstream
