@@ -117,8 +117,8 @@ def handle(args: argparse.Namespace) -> int:
 
         refuse_with_resume(args, RESUME_ALONE)
         progress = False if args.no_progress or quiet(args) else None
-        resumed = resume_distill(args.resume, force=args.force, trust=args.trust_pickle, progress=progress,
-                                 verbose=verbosity(args))  # fmt: skip
+        resumed = resume_distill(args.resume, force=args.force, trust_pickle=args.trust_pickle,
+                                 progress=progress, verbose=verbosity(args))  # fmt: skip
         return finish(resumed)
     result = distill(
         args.teachers,
@@ -132,7 +132,7 @@ def handle(args: argparse.Namespace) -> int:
         value_coef=args.value_coef,
         runs_dir=args.runs_dir,
         seed=args.seed,
-        trust=args.trust_pickle,
+        trust_pickle=args.trust_pickle,
         device=args.device,
         eval_freq=args.eval_freq,
         final_episodes=args.final_episodes,

@@ -234,7 +234,7 @@ def distill(
     value_coef: float = 0.5,
     runs_dir: str | Path = "runs",
     seed: int = 0,
-    trust: bool = False,
+    trust_pickle: bool = False,
     device: str = "auto",
     eval_freq: int | str | None = None,
     final_episodes: int | None = None,
@@ -256,7 +256,7 @@ def distill(
     :param temperature: τ of ``softmax(logits / τ)`` / ``softmax(Q / τ)`` for Discrete teachers
         (below 1 sharpens; Q-value teachers often need a small τ, Rusu et al. used 0.01)
     :param value_coef: weight of the value regression to the teacher's value estimate
-    :param trust: load teachers that need unpickling with SB3's ``load`` (``--trust-pickle``)
+    :param trust_pickle: load teachers that need unpickling with SB3's ``load`` (``--trust-pickle``)
     :param eval_freq: evaluate the student every this many steps (0: never; default: steps / 10)
     :param final_episodes: episodes of the final evaluation of student and teacher (one env;
         default 20; a curriculum uses each task's ``eval_episodes``)
@@ -277,7 +277,7 @@ def distill(
         steps=steps,
         seed=int(seed),
         device=device,
-        trust=trust,
+        trust=trust_pickle,
         eval_freq=eval_freq,
         final_episodes=final_episodes,
         overrides=dict(
@@ -292,7 +292,7 @@ def resume_distill(
     run_dir: str | Path,
     *,
     force: bool = False,
-    trust: bool = False,
+    trust_pickle: bool = False,
     progress: bool | None = None,
     verbose: int = 1,
 ) -> DistillResult:
@@ -300,11 +300,11 @@ def resume_distill(
     (``nb2 distill --resume RUN``): its plan is rebuilt from its ``config.yaml`` and the teachers
     reloaded. Refused with the reason: a finished run, one without a checkpoint, a rebuilt
     configuration that differs from the recorded one (another nb2-agents version, changed
-    defaults, a teacher that moved) unless ``force``. ``trust``: as ``--trust-pickle``."""
+    defaults, a teacher that moved) unless ``force``. ``trust_pickle``: as ``--trust-pickle``."""
     run = Path(run_dir)
     config = read_run_config(run, "distill")
     teachers, env, curriculum, options = resume_inputs(config)
-    plan = make_plan(teachers, env, curriculum, replace(options, trust=trust))
+    plan = make_plan(teachers, env, curriculum, replace(options, trust=trust_pickle))
     restart = f"nb2 distill with the options in {run / CONFIG_NAME}"
     ckpt = checkpoint_to_resume(
         run, config, plan.config, force, "distill", verbose, TEACHERS_NAME, plan.save_freq, restart

@@ -51,7 +51,7 @@ from nb2_agents.sb3.sb3_zip import (
 from nb2_agents.zoo.registry import resolve_any
 
 ZOO_PREFIX = "zoo:"
-TRUST_HINT = "pass --trust-pickle (trust=True) only if you trust the file: SB3's load then unpickles it"
+TRUST_HINT = "pass --trust-pickle (trust_pickle=True) only if you trust the file: SB3's load unpickles it"
 
 
 def resolve_teacher_path(text: str | Path) -> Path:
