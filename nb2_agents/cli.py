@@ -217,7 +217,17 @@ def _add_curriculum(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="override a hyperparameter of the suite, e.g. n_epochs=10")  # fmt: skip
     p.add_argument("--references", action="store_true",
                    help="run (or reuse) the single-task runs that forward transfer needs")  # fmt: skip
-    p.add_argument("--workers", type=count_arg, default=1, help="seeds trained side by side (default 1)")
+    p.add_argument(
+        "--workers",
+        type=count_arg,
+        default=1,
+        help="seeds trained side by side, as Ray tasks on this many CPUs (default 1: in this process)",
+    )
+    p.add_argument(
+        "--address",
+        metavar="auto|HOST:PORT",
+        help="train the seeds on this Ray cluster (default: RAY_ADDRESS; else a local Ray for --workers > 1)",
+    )
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=whole_arg, default=1, help="torch threads (default 1)")
@@ -354,7 +364,7 @@ def _curriculum(args: argparse.Namespace) -> int:
         from nb2_agents.curriculum.runner import resume_curriculum
 
         refuse_with_resume(args, CURRICULUM_RESUME_ALONE)
-        resumed = resume_curriculum(args.resume, force=args.force, workers=args.workers,
+        resumed = resume_curriculum(args.resume, force=args.force, workers=args.workers, address=args.address,
                                     progress=_progress(args), verbose=verbosity(args))  # fmt: skip
         print(resumed.summary())
         return 0
@@ -362,8 +372,9 @@ def _curriculum(args: argparse.Namespace) -> int:
         raise UsageError(f"name a curriculum: one of {', '.join(builtin_curricula())}, or a YAML file")
     options = options_from_args(CurriculumOptions, args)
     run = dict(
-        runs_dir=args.runs_dir, workers=args.workers, progress=_progress(args), verbose=verbosity(args)
-    )
+        runs_dir=args.runs_dir, workers=args.workers, progress=_progress(args), verbose=verbosity(args),
+        address=args.address,
+    )  # fmt: skip
     if args.references:
         for path in run_references(options, **run):
             print(f"reference: {path}")

@@ -2,8 +2,8 @@
 
 ``timeout``, job schedulers and ``kill`` stop a process with SIGTERM. Under
 :func:`sigterm_as_interrupt` it raises :class:`KeyboardInterrupt` where the job is, so the job's
-own Ctrl-C path saves the model and what it measured. A curriculum whose seeds run in worker
-processes passes the signal on to them (:func:`stop_workers`): each saves its own seed.
+own Ctrl-C path saves the model and what it measured. A curriculum whose seeds run as Ray tasks
+cancels them (:mod:`nb2_agents.executor`): each saves its own seed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 
@@ -32,12 +31,3 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Send SIGTERM to the pool's live worker processes, so each stops as on Ctrl-C (a terminal's
-    Ctrl-C reaches them itself; a SIGTERM sent to the parent does not)."""
-    processes = getattr(pool, "_processes", None) or {}  # CPython's record of the workers
-    for process in list(processes.values()):
-        if process.is_alive():
-            process.terminate()

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +54,7 @@ from nb2_agents.curriculum.seed import (  # noqa: F401  (deterministic_eval, pro
 from nb2_agents.curriculum.spec import CurriculumSpec
 from nb2_agents.envs_util import import_gym_packages
 from nb2_agents.errors import UsageError
+from nb2_agents.executor import check_address, run_jobs
 from nb2_agents.hyperparams import Hyperparams
 from nb2_agents.progress import progress_mode
 from nb2_agents.runs import (
@@ -68,7 +67,6 @@ from nb2_agents.runs import (
     write_json,
     write_text,
 )
-from nb2_agents.signals import sigterm_as_interrupt, stop_workers
 
 
 def _worker_init() -> None:
@@ -76,20 +74,22 @@ def _worker_init() -> None:
     import_gym_packages()  # the parent's --gym-packages
 
 
-def _run_jobs(jobs: list[SeedJob], workers: int) -> list[SeedResult]:
-    if workers <= 1 or len(jobs) == 1:
-        return [train_seed(job) for job in jobs]
-    for job in jobs:  # one bar per seed would clash: a line per seed instead
-        job.progress = "lines" if job.progress == "bar" else job.progress
-        job.parent = os.getpid()
-    ctx = get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
-    with sigterm_as_interrupt(), pool:
-        try:
-            return list(pool.map(train_seed, jobs))
-        except KeyboardInterrupt:
-            stop_workers(pool)  # each worker saves its seed, as on Ctrl-C
-            raise
+def retryable_seed(job: SeedJob) -> SeedResult:
+    """:func:`train_seed` as a job that may run again after its worker died: a seed that started
+    before continues from its newest checkpoint (from the start if it never wrote one), a
+    finished one is taken as it is, so the result is the uninterrupted run's."""
+    if job.seed_dir.exists():
+        job = dataclasses.replace(job, resume=True)
+    return train_seed(job)
+
+
+def _run_jobs(jobs: list[SeedJob], workers: int, address: str | None = None) -> list[SeedResult]:
+    address = check_address(address)
+    if len(jobs) > 1 and (workers > 1 or address):
+        for job in jobs:  # one bar per seed would clash: a line per seed instead
+            job.progress = "lines" if job.progress == "bar" else job.progress
+            job.parent = None if address else os.getpid()  # a local worker stops if this process dies
+    return run_jobs(retryable_seed, jobs, workers, address, init=_worker_init)
 
 
 def _new_run_dir(root: Path, cfg: CurriculumConfig) -> Path:
@@ -104,6 +104,7 @@ def run_curriculum(
     workers: int = 1,
     progress: bool | None = None,
     verbose: int = 1,
+    address: str | None = None,
     **fields: Any,
 ) -> CurriculumResult:
     """Train one agent across a curriculum for each seed; write the run folder; return metrics.
@@ -113,17 +114,19 @@ def run_curriculum(
     (``run_curriculum("cartpole-variants", retention="nb2", seeds=[0, 1, 2])``), keywords over
     ``options``. :func:`resume_curriculum` continues a killed run from its newest checkpoint.
 
-    :param workers: seeds trained side by side in this many processes
+    :param workers: seeds trained side by side, as Ray tasks on this many CPUs (1: in this process)
+    :param address: a Ray cluster to train the seeds on (``auto``, ``HOST:PORT``; ``RAY_ADDRESS``)
     :param progress: a progress bar; None: a bar on a terminal, a line every 30 s elsewhere
     :param verbose: 2 also prints SB3's table of logged values, per seed (``-v``)
     """
     cfg, spec, hp = resolve(options, **fields)
+    address = check_address(address)  # before the run folder exists
     probe_spaces(spec, cfg.algo)  # space errors before a folder exists
     run_dir = _new_run_dir(Path(runs_dir), cfg)
     write_text(
         run_dir / CONFIG_NAME, "# nb2 curriculum configuration, fully resolved\n" + dump_yaml(cfg.to_dict())
     )
-    return _run_seeds(run_dir, cfg, spec, hp, workers, progress, verbose, resume=False)
+    return _run_seeds(run_dir, cfg, spec, hp, workers, progress, verbose, resume=False, address=address)
 
 
 def resume_curriculum(
@@ -133,6 +136,7 @@ def resume_curriculum(
     workers: int = 1,
     progress: bool | None = None,
     verbose: int = 1,
+    address: str | None = None,
 ) -> CurriculumResult:
     """Continue a killed ``nb2 curriculum`` run exactly where it stopped (``nb2 curriculum --resume
     RUN``): each seed from its newest checkpoint, a finished seed as it is, a seed that never
@@ -144,6 +148,7 @@ def resume_curriculum(
     one (another nb2-agents version, a suite whose tasks changed) unless ``force``. A damaged
     newest checkpoint falls back to the one before it, and says so."""
     run = Path(run_dir)
+    address = check_address(address)
     saved = read_run_config(run, "curriculum")
     try:
         cfg, spec, hp = resolve(CurriculumOptions.of_run(saved))
@@ -161,19 +166,19 @@ def resume_curriculum(
             f"again: nb2 curriculum {cfg.curriculum} with the options in {run / CONFIG_NAME}"
         )
     (run / FAILED_NAME).unlink(missing_ok=True)
-    return _run_seeds(run, cfg, spec, hp, workers, progress, verbose, resume=True)
+    return _run_seeds(run, cfg, spec, hp, workers, progress, verbose, resume=True, address=address)
 
 
 def _run_seeds(
     run_dir: Path, cfg: CurriculumConfig, spec: CurriculumSpec, hp: Hyperparams, workers: int,
-    progress: bool | None, verbose: int, resume: bool,
+    progress: bool | None, verbose: int, resume: bool, address: str | None = None,
 ) -> CurriculumResult:  # fmt: skip
     """Train (or continue) every seed in ``run_dir``, then write the run's metrics and CSVs."""
     mode = progress_mode(progress)
     jobs = [SeedJob(cfg, spec, hp, s, run_dir / f"s{s}", progress=mode, verbose=verbose, resume=resume)
             for s in cfg.seeds]  # fmt: skip
     with marks_failure(run_dir):
-        results = _run_jobs(jobs, workers)
+        results = _run_jobs(jobs, workers, address)
     refs = reference_aucs(cfg, spec, run_dir.parent)
     metrics = curriculum_metrics(cfg, spec, results, refs)
     mean_rows = np.mean([r.rows for r in results], axis=0)
@@ -197,12 +202,14 @@ def run_references(
     workers: int = 1,
     progress: bool | None = None,
     verbose: int = 1,
+    address: str | None = None,
     **fields: Any,
 ) -> list[Path]:
     """Single-task runs from scratch, one per task and seed, cached under
     ``{runs_dir}/references/{suite}/``; forward transfer compares against them. Cached runs
     (same task, algorithm, preset, hyperparameters and seed) are reused, not re-trained.
     Options as :func:`run_curriculum`'s; the mode and the retention strategy are not used."""
+    address = check_address(address)
     chosen = curriculum_options(options, fields)
     cfg, spec, hp = resolve(dataclasses.replace(chosen, mode="sequential", retention="none"))
     probe_spaces(spec, cfg.algo)
@@ -216,7 +223,7 @@ def run_references(
             if not path.exists():
                 folder = path.with_suffix("")
                 jobs.append(SeedJob(cfg, spec, hp, s, folder, only_task=i, progress=mode, verbose=verbose))
-    results = _run_jobs(jobs, workers)
+    results = _run_jobs(jobs, workers, address)
     for job, r in zip(jobs, results, strict=True):
         assert job.only_task is not None
         path = reference_path(root, cfg, spec, job.only_task, job.seed)

@@ -152,7 +152,7 @@ class _Orphaned(KeyboardInterrupt):
 
 
 class _StopIfOrphaned(BaseCallback):
-    """A worker whose parent process died (``kill -9``, a crash) stops as on Ctrl-C and exits,
+    """A worker whose run's process died (``kill -9``, a crash) stops as on Ctrl-C and exits,
     rather than train on unseen (a ``--resume`` would train the same seed a second time beside
     it) and then wait for work forever, holding the terminal's or a pipe's output open."""
 
@@ -161,9 +161,20 @@ class _StopIfOrphaned(BaseCallback):
         self.parent_pid = parent  # not ``parent``: SB3's callbacks have one (the callback above them)
 
     def _on_step(self) -> bool:
-        if self.n_calls % 64 == 0 and os.getppid() != self.parent_pid:
+        if self.n_calls % 64 == 0 and not _alive(self.parent_pid):
             raise _Orphaned
         return True
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (the run's process, whose child a Ray worker is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 class _SeedRun:

@@ -1,0 +1,133 @@
+"""Where multi-run work runs: Ray, locally by default or on a cluster by address.
+
+:func:`run_jobs` maps a function over jobs (a curriculum's seeds, its reference runs). One job, or
+``workers`` = 1 without an address, runs in this process, one after another. Otherwise each job
+is a Ray task (``pip install 'nb2-agents[ray]'``): a local Ray with ``workers`` CPUs is started
+for the call and shut down after it, or ``address`` (``auto``, ``HOST:PORT``, or ``RAY_ADDRESS``
+in the environment) joins a running cluster, where every node needs nb2-agents installed.
+
+Fault tolerance: a task whose worker process dies (killed, out of memory, a node lost) is run
+again, up to ``retries`` times, by Ray. A job that can continue from its checkpoints does so on
+its retry (the curriculum's seeds: :func:`nb2_agents.curriculum.runner.retryable_seed`), so
+its results equal an uninterrupted run's. An exception raised by the job itself is not retried:
+it reaches the caller as itself (a :class:`~nb2_agents.errors.UsageError` stays one).
+
+Ctrl-C or SIGTERM cancels the tasks: each running one gets a KeyboardInterrupt, so it saves what
+it has as on Ctrl-C, and the interrupt reaches the caller.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from nb2_agents.errors import UsageError
+from nb2_agents.signals import sigterm_as_interrupt
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+RETRIES = 3
+"""How many times Ray runs a job again after its worker died."""
+CANCEL_GRACE_SECONDS = 120.0
+"""How long cancelled jobs get to save what they have."""
+RAY_HINT = "pip install 'nb2-agents[ray]'"
+CONNECT_SECONDS = 5.0
+"""How long ``--address HOST:PORT`` may take to answer a connection before it is an error."""
+
+
+def ray_available() -> bool:
+    return importlib.util.find_spec("ray") is not None
+
+
+def check_address(address: str | None) -> str | None:
+    """The cluster to join: ``address``, else ``RAY_ADDRESS``, else None (a local Ray). Checked
+    before any job starts: Ray must be installed to join one."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        return None
+    if not ray_available():
+        raise UsageError(f"--address {address}: joining a Ray cluster needs Ray: {RAY_HINT}")
+    if address != "auto" and not address.startswith(("ray://", "http://", "https://")):
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise UsageError(f"--address {address!r}: expected auto or HOST:PORT, e.g. 10.0.0.5:6379")
+        try:  # Ray itself waits minutes for an address nobody answers at
+            socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
+        except OSError as err:
+            hint = "start one with `ray start --head`, or leave --address out"
+            raise UsageError(f"--address {address}: no Ray cluster answers there ({err}); {hint}") from None
+    return address
+
+
+def _call(fn: Callable[[Any], Any], job: Any, init: Callable[[], None] | None) -> Any:
+    if init is not None:
+        init()
+    return fn(job)
+
+
+def run_jobs(
+    fn: Callable[[J], R],
+    jobs: Sequence[J],
+    workers: int = 1,
+    address: str | None = None,
+    init: Callable[[], None] | None = None,
+    retries: int = RETRIES,
+) -> list[R]:
+    """``[fn(job) for job in jobs]``, as Ray tasks when ``workers`` > 1 or ``address`` is given
+    (the module doc); ``init`` runs first in each worker. Results come back in the jobs' order."""
+    address = check_address(address)
+    if (workers <= 1 and address is None) or (len(jobs) <= 1 and address is None):
+        return [fn(job) for job in jobs]
+    if not ray_available():
+        print(f"nb2: Ray is not installed ({RAY_HINT}): the {len(jobs)} jobs run here, one after another",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return [fn(job) for job in jobs]
+    return _on_ray(fn, jobs, workers, address, init, retries)
+
+
+def _on_ray(
+    fn: Callable[[J], R],
+    jobs: Sequence[J],
+    workers: int,
+    address: str | None,
+    init: Callable[[], None] | None,
+    retries: int,
+) -> list[R]:
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        try:
+            if address is None:
+                ray.init(num_cpus=max(workers, 1), include_dashboard=False, logging_level=logging.ERROR,
+                         configure_logging=False)  # fmt: skip
+            else:
+                ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            raise UsageError(f"cannot start {where}: {' '.join(str(err).split())[:300]}") from None
+    task = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=False)(_call)
+    refs = [task.remote(fn, job, init) for job in jobs]
+    try:
+        with sigterm_as_interrupt():
+            try:
+                return list(ray.get(refs))
+            except ray.exceptions.RayTaskError as err:  # the job's own exception, as itself
+                cause = getattr(err, "cause", None)
+                if isinstance(cause, BaseException):
+                    raise cause from None
+                raise
+            except KeyboardInterrupt:
+                for ref in refs:
+                    ray.cancel(ref)  # a KeyboardInterrupt in the task: it saves, as on Ctrl-C
+                ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_SECONDS)
+                raise
+    finally:
+        if started:
+            ray.shutdown()
