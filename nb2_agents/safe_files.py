@@ -19,6 +19,7 @@ import pickle
 import re
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -66,16 +67,23 @@ def check_archive(path: Path, archive: zipfile.ZipFile) -> None:
             )
 
 
-def read_member(path: Path, name: str) -> bytes:
-    """One member of a checked archive; :class:`UsageError` (one line) for a damaged one."""
+def read_members(path: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
+    """The members of a checked archive whose names ``wanted`` accepts, by name, read in one
+    opening; :class:`UsageError` (one line) for a damaged archive."""
     try:
         with zipfile.ZipFile(path) as archive:
             check_archive(path, archive)
-            return archive.read(name)
+            return {name: archive.read(name) for name in archive.namelist() if wanted(name)}
     except (zipfile.BadZipFile, OSError, EOFError) as err:  # a bad CRC is a BadZipFile
-        raise UsageError(f"cannot read {name} of {path} (truncated or corrupt: {err})") from None
-    except KeyError:
-        raise UsageError(f"{path} has no member {name}") from None
+        raise UsageError(f"cannot read {path} (truncated or corrupt: {err})") from None
+
+
+def read_member(path: Path, name: str) -> bytes:
+    """One member of a checked archive; :class:`UsageError` (one line) for a damaged or missing one."""
+    found = read_members(path, lambda member: member == name)
+    if name not in found:
+        raise UsageError(f"{path} has no member {name}")
+    return found[name]
 
 
 def load_npz(path: Path) -> Any:

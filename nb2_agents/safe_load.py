@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from stable_baselines3.common.save_util import recursive_setattr
 from nb2_agents.envs_util import EnvSpec, probe
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS
-from nb2_agents.safe_files import TRUST_HINT, NeedsPickle, load_tensors, read_member, warn_trusted
+from nb2_agents.safe_files import TRUST_HINT, NeedsPickle, load_tensors, read_members, warn_trusted
 from nb2_agents.sb3.algos import SERIALIZED, readable
 from nb2_agents.sb3.sb3_zip import (
     NUMBER,
@@ -175,8 +174,6 @@ def _constant(entry: Any) -> float:
 
 REBUILT = ("policy_class", "policy_kwargs", "observation_space", "action_space")
 """Pickled entries rebuilt from plain data: the policy class and kwargs, the spaces."""
-REBUILT = ("policy_class", "policy_kwargs", "observation_space", "action_space")
-"""Pickled entries rebuilt from plain data: the policy class and kwargs, the spaces."""
 SCHEDULES = ("learning_rate", "lr_schedule", "clip_range", "clip_range_vf")
 """Pickled schedules rebuilt as constants (``exploration_schedule`` SB3 rebuilds from plain data)."""
 UNUSED = (
@@ -240,10 +237,8 @@ def load_algorithm(path: Path, device: str = "auto", trust_pickle: bool = False)
     algo._setup_model()
     params: dict[str, Any] = {}
     variables = None
-    with zipfile.ZipFile(path) as archive:
-        names = [n for n in archive.namelist() if n.endswith(".pth")]
-    for name in names:
-        state = load_tensors(read_member(path, name), path, name, algo.device)
+    for name, raw in read_members(path, lambda name: name.endswith(".pth")).items():
+        state = load_tensors(raw, path, name, algo.device)
         if name == "pytorch_variables.pth":
             variables = state
         else:
