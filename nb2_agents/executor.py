@@ -102,6 +102,8 @@ def _on_ray(
     import ray
 
     started = not ray.is_initialized()
+    # Ray announces on every start that its local cluster uses token authentication (the default)
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     if started:
         try:
             if address is None:
