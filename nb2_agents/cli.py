@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from nb2_agents.cli_common import (
     EXIT_INTERRUPTED,
+    add_executor_options,
     add_resume_options,
     add_trust_option,
     common_options,
@@ -217,17 +218,7 @@ def _add_curriculum(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="override a hyperparameter of the suite, e.g. n_epochs=10")  # fmt: skip
     p.add_argument("--references", action="store_true",
                    help="run (or reuse) the single-task runs that forward transfer needs")  # fmt: skip
-    p.add_argument(
-        "--workers",
-        type=count_arg,
-        default=1,
-        help="seeds trained side by side, as Ray tasks on this many CPUs (default 1: in this process)",
-    )
-    p.add_argument(
-        "--address",
-        metavar="auto|HOST:PORT",
-        help="train the seeds on this Ray cluster (default: RAY_ADDRESS; else a local Ray for --workers > 1)",
-    )
+    add_executor_options(p, "seeds")
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=whole_arg, default=1, help="torch threads (default 1)")

@@ -172,3 +172,18 @@ def add_trust_option(parser: argparse.ArgumentParser, *aliases: str) -> None:
         help="load files that need unpickling (SB3's own load): it runs any code they hold, so only for "
         "files you trust; without it nothing is unpickled",
     )
+
+
+def add_executor_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--workers`` and ``--address``: where side-by-side ``what`` run (:mod:`nb2_agents.executor`)."""
+    parser.add_argument(
+        "--workers",
+        type=count_arg,
+        default=1,
+        help=f"{what} trained side by side, as Ray tasks on this many CPUs (default 1: in this process)",
+    )
+    parser.add_argument(
+        "--address",
+        metavar="auto|HOST:PORT",
+        help=f"train the {what} on this Ray cluster (default: RAY_ADDRESS; a local Ray for --workers > 1)",
+    )

@@ -20,6 +20,7 @@ from nb2_agents.zoo import (
     StudentRecipe,
     TeacherRecipe,
     build,
+    build_many,
     entries,
     expected_return,
     get,
@@ -28,7 +29,7 @@ from nb2_agents.zoo import (
     resolve,
     tolerance,
 )
-from nb2_agents.zoo.registry import build_order, resolve_any
+from nb2_agents.zoo.registry import build_order, build_waves, resolve_any
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 CARDS = entries()
@@ -243,6 +244,30 @@ def test_build_retrains_a_teacher_and_rewrites_model_and_card(tmp_path: Path) ->
     again = build("tiny", root=tmp_path)  # one thread, CPU, same seed: the same policy
     assert again.built is not None and again.built.score == card.built.score
     assert sorted(p.name for p in path.parent.iterdir()) == ["card.yaml", "model.zip"]  # no temp files left
+
+
+def test_build_waves_put_students_after_their_teachers() -> None:
+    cards = entries()
+    waves = build_waves(list(cards), cards)
+    wave_of = {name: i for i, wave in enumerate(waves) for name in wave}
+    assert sorted(wave_of) == sorted(cards) and len(waves) >= 2
+    for name, card in cards.items():
+        assert all(wave_of[t] < wave_of[name] for t in card.teachers)
+    assert all(not cards[n].teachers for n in waves[0])
+
+
+def test_entries_of_a_wave_build_side_by_side_on_ray(tmp_path: Path) -> None:
+    """Two teachers, one wave, two Ray workers: each card is what a build alone writes."""
+    pytest.importorskip("ray")
+    for name in ("tiny", "tiny2"):
+        write_card(tmp_path / "alone", {**TEACHER_CARD, "name": name})
+        write_card(tmp_path / "ray", {**TEACHER_CARD, "name": name})
+    alone = build_many([], root=tmp_path / "alone", log=lambda _: None)
+    side_by_side = build_many([], root=tmp_path / "ray", log=lambda _: None, workers=2)
+    assert [c.name for c in side_by_side] == ["tiny", "tiny2"]
+    for a, b in zip(alone, side_by_side, strict=True):
+        assert a.built is not None and b.built is not None
+        assert a.built.score == b.built.score and a.built.steps == b.built.steps == 512
 
 
 def test_a_student_saved_before_task_adapters_loads_in_plain_sb3_and_trains_on() -> None:

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,9 +24,10 @@ from nb2_agents.cli_common import common_options
 from nb2_agents.envs_util import import_gym_packages
 from nb2_agents.errors import UsageError
 from nb2_agents.evaluation import EvalResult, evaluate, load_model
+from nb2_agents.executor import check_address, run_jobs
 from nb2_agents.runs import atomic_write, resolve_model, save_model
 from nb2_agents.zoo.card import MAX_BYTES, Built, Card, Score, StudentRecipe, TeacherRecipe
-from nb2_agents.zoo.registry import ZOO_DIR, build_order, entries, get
+from nb2_agents.zoo.registry import ZOO_DIR, build_waves, entries, get
 from nb2_agents.zoo.teachers import drop_optimizer_state, train_teacher
 
 _PACKAGES = ("nb2-agents", "stable-baselines3", "sb3-contrib", "torch", "gymnasium", "numpy")
@@ -166,22 +168,32 @@ def build_many(
     root: Path = ZOO_DIR,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    workers: int = 1,
+    address: str | None = None,
 ) -> list[Card]:
-    """Build ``names`` (default: the whole zoo), each after the teachers it is distilled from."""
+    """Build ``names`` (default: the whole zoo), each after the teachers it is distilled from.
+
+    ``workers`` > 1 or ``address``: the entries of each wave (:func:`build_waves`) are built side by
+    side as Ray tasks (:mod:`nb2_agents.executor`); each entry's build is the same as alone."""
+    address = check_address(address)
     cards = entries(root)
     chosen = [get(n, root).name for n in names] if names else list(cards)
     done: list[Card] = []
-    for name in build_order(chosen, cards):
-        card = cards[name]
-        if isinstance(card.recipe, TeacherRecipe):
-            r = card.recipe
-            what = f"{r.algorithm} {r.policy}, {r.steps:,} steps, seed {r.seed}"
-        else:
-            what = card.recipe.command
-        log(f"building {name} ({card.env}): {what}")
-        new = build(name, root, progress)
-        assert new.built is not None
-        size, seconds = new.built.size_bytes / 1e3, new.built.train_seconds
-        log(f"  {name}: {new.built.score.text()}, {size:.0f} KB, trained in {seconds:.0f} s")
-        done.append(new)
+    for wave in build_waves(chosen, cards):
+        for name in wave:
+            card = cards[name]
+            if isinstance(card.recipe, TeacherRecipe):
+                r = card.recipe
+                what = f"{r.algorithm} {r.policy}, {r.steps:,} steps, seed {r.seed}"
+            else:
+                what = card.recipe.command
+            log(f"building {name} ({card.env}): {what}")
+        side_by_side = len(wave) > 1 and (workers > 1 or address is not None)
+        one = partial(build, root=root, progress=progress and not side_by_side)
+        built = run_jobs(one, wave, workers, address)
+        for new in built:
+            assert new.built is not None
+            size, seconds = new.built.size_bytes / 1e3, new.built.train_seconds
+            log(f"  {new.name}: {new.built.score.text()}, {size:.0f} KB, trained in {seconds:.0f} s")
+        done.extend(built)
     return done

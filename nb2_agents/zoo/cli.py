@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from nb2_agents.cli_common import steps_arg
+from nb2_agents.cli_common import add_executor_options, steps_arg
 
 EXIT_DIFFERS = 1
 
@@ -36,6 +36,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     bd = zoo.add_parser("build", parents=[common], help="retrain entries from their cards' recipes")
     bd.add_argument("names", nargs="*", metavar="NAME", help="entries to rebuild (default: the whole zoo)")
     bd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_executor_options(bd, "entries")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -97,7 +98,7 @@ def _build(args: argparse.Namespace) -> int:
     from nb2_agents.zoo.build import build_many
 
     progress = not args.no_progress and sys.stderr.isatty()
-    build_many(args.names, progress=progress)
+    build_many(args.names, progress=progress, workers=args.workers, address=args.address)
     return 0
 
 

@@ -62,6 +62,19 @@ def is_zoo_ref(text: str | Path) -> bool:
     return isinstance(text, str) and text.startswith(PREFIX)
 
 
+def build_waves(names: list[str], cards: dict[str, Card]) -> list[list[str]]:
+    """``names`` in waves: each entry in the first wave after every teacher of its (among
+    ``names``), so that the entries of one wave can be built side by side."""
+    wave_of: dict[str, int] = {}
+    for name in build_order(names, cards):
+        teachers = [wave_of[t] for t in cards[name].teachers if t in wave_of]
+        wave_of[name] = 1 + max(teachers, default=-1)
+    waves: list[list[str]] = [[] for _ in range(1 + max(wave_of.values(), default=-1))]
+    for name, wave in wave_of.items():
+        waves[wave].append(name)
+    return waves
+
+
 def build_order(names: list[str], cards: dict[str, Card]) -> list[str]:
     """``names`` with every entry after the teachers it is distilled from (those among ``names``)."""
     order: list[str] = []
