@@ -10,12 +10,12 @@ PYTEST  := $(PY) -m pytest -n 2
 install: $(STAMP)
 
 # The CPU build of torch that lies on this disk goes in first, so that no dependency
-# can pull a multi-GB CUDA build; then the project, editable, with dev + minigrid + export.
+# can pull a multi-GB CUDA build; then the project, editable, with its extras (ray, sweep ...).
 $(STAMP): pyproject.toml
 	test -d .venv || python3 -m venv .venv
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[dev,minigrid,export,ray]'
+	$(PIP) install --quiet -e '.[dev,minigrid,export,ray,sweep]'
 	touch $(STAMP)
 
 # A curriculum with NB2's retention (distillation + task ids; the critic restarts at each task).

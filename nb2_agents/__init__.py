@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         NB2TD3Policy,
         register_policies,
     )
+    from nb2_agents.sweep import SweepOptions, SweepResult, sweep
     from nb2_agents.training import TrainResult, train
 
     NB2Policy = NB2ActorCriticPolicy
@@ -64,12 +65,15 @@ __getattr__, __dir__ = lazy_exports(
         "NB2TD3Policy": "nb2_agents.sb3.off_policy",
         "NB2Extractor": "nb2_agents.sb3.extractor",
         "register_policies": "nb2_agents.sb3.registry",
+        "SweepOptions": "nb2_agents.sweep.run",
+        "SweepResult": "nb2_agents.sweep.run",
+        "sweep": "nb2_agents.sweep.run",
         "TrainResult": "nb2_agents.training",
         "train": "nb2_agents.training",
     },
 )
 
-functions_over_subpackages(__name__, ("distill", "export"))  # the functions, as the API has them
+functions_over_subpackages(__name__, ("distill", "export", "sweep"))  # the functions, as the API has them
 register_on_sb3_import()
 register_variants()
 
@@ -92,6 +96,8 @@ __all__ = [
     "NB2Policy",
     "NB2SACPolicy",
     "NB2TD3Policy",
+    "SweepOptions",
+    "SweepResult",
     "TrainOptions",
     "TrainResult",
     "distill",
@@ -101,5 +107,6 @@ __all__ = [
     "register_policies",
     "run_curriculum",
     "run_references",
+    "sweep",
     "train",
 ]

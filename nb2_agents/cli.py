@@ -39,6 +39,7 @@ from nb2_agents.errors import UsageError
 from nb2_agents.export import cli as export_cli
 from nb2_agents.nn.config import PRESETS
 from nb2_agents.sb3.names import ALGO_NAMES
+from nb2_agents.sweep import cli as sweep_cli
 from nb2_agents.zoo import cli as zoo_cli
 
 EXIT_USAGE = 2
@@ -266,7 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     adders = (_add_train, _add_evaluate, _add_plot, _add_info, _add_curriculum)
-    for add in (*adders, zoo_cli.add_parser, distill_cli.add_parser, export_cli.add_parser):
+    for add in (
+        *adders,
+        zoo_cli.add_parser,
+        distill_cli.add_parser,
+        export_cli.add_parser,
+        sweep_cli.add_parser,
+    ):
         add(sub, common)
     return parser
 
@@ -392,6 +399,7 @@ COMMANDS = {
     "zoo": zoo_cli.run,
     "distill": distill_cli.handle,
     "export": export_cli.run,
+    "sweep": sweep_cli.handle,
 }
 
 

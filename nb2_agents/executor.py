@@ -18,12 +18,13 @@ it has as on Ctrl-C, and the interrupt reaches the caller.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from nb2_agents.errors import UsageError
@@ -91,6 +92,34 @@ def run_jobs(
     return _on_ray(fn, jobs, workers, address, init, retries)
 
 
+@contextlib.contextmanager
+def ray_session(workers: int, address: str | None, log_to_driver: bool = True) -> Iterator[None]:
+    """Ray, ready for the block: a local one with ``workers`` CPUs started for it (and shut down
+    after it), or the cluster at ``address``; an already initialised Ray is used as it is.
+    ``log_to_driver``: the workers' stdout and stderr show here."""
+    import ray
+
+    started = not ray.is_initialized()
+    # Ray announces on every start that its local cluster uses token authentication (the default)
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+    if started:
+        try:
+            if address is None:
+                ray.init(num_cpus=max(workers, 1), include_dashboard=False, logging_level=logging.ERROR,
+                         configure_logging=False, log_to_driver=log_to_driver)  # fmt: skip
+            else:
+                ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
+                         log_to_driver=log_to_driver)  # fmt: skip
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            raise UsageError(f"cannot start {where}: {' '.join(str(err).split())[:300]}") from None
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def _on_ray(
     fn: Callable[[J], R],
     jobs: Sequence[J],
@@ -101,22 +130,9 @@ def _on_ray(
 ) -> list[R]:
     import ray
 
-    started = not ray.is_initialized()
-    # Ray announces on every start that its local cluster uses token authentication (the default)
-    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
-    if started:
-        try:
-            if address is None:
-                ray.init(num_cpus=max(workers, 1), include_dashboard=False, logging_level=logging.ERROR,
-                         configure_logging=False)  # fmt: skip
-            else:
-                ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            where = f"the Ray cluster at {address}" if address else "a local Ray"
-            raise UsageError(f"cannot start {where}: {' '.join(str(err).split())[:300]}") from None
-    task = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=False)(_call)
-    refs = [task.remote(fn, job, init) for job in jobs]
-    try:
+    with ray_session(workers, address):
+        task = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=False)(_call)
+        refs = [task.remote(fn, job, init) for job in jobs]
         with sigterm_as_interrupt():
             try:
                 return list(ray.get(refs))
@@ -130,6 +146,3 @@ def _on_ray(
                     ray.cancel(ref)  # a KeyboardInterrupt in the task: it saves, as on Ctrl-C
                 ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_SECONDS)
                 raise
-    finally:
-        if started:
-            ray.shutdown()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,8 @@ class TrainResult:
     """Environment steps trained."""
     seconds: float
     interrupted: bool = False
-    """True when Ctrl-C stopped training: model.zip and a checkpoint hold the model so far."""
+    """True when Ctrl-C (or ``on_eval``) stopped training: model.zip and a checkpoint hold the
+    model so far."""
     checkpoint: Path | None = None
     """The checkpoint written on Ctrl-C."""
     eval: EvalResult | None = None
@@ -115,36 +117,59 @@ def make_algorithm(
     return model, callbacks
 
 
-class _EvalReport(BaseCallback):
-    """After each evaluation: a line on stdout when there is no progress bar to show it."""
+OnEval = Callable[[int, float], bool]
+"""Called after each evaluation during training with the step and the mean return; False stops
+training there (a sweep's pruner), as Ctrl-C does: the model and a checkpoint are saved."""
+
+
+class _AfterEval(BaseCallback):
+    """After each evaluation: a line on stdout when there is no progress bar to show it, and
+    ``on_eval``; training stops when it says so."""
+
+    def __init__(self, line: bool, on_eval: OnEval | None) -> None:
+        super().__init__()
+        self.line, self.on_eval = line, on_eval
+        self.stopped = False
 
     def _on_step(self) -> bool:
         parent = self.parent
         assert isinstance(parent, EvalCallback)
-        print(
-            f"[eval] {self.model.num_timesteps:,} steps: mean return {parent.last_mean_reward:.3g}",
-            flush=True,
-        )
-        return True
+        step, value = self.model.num_timesteps, float(parent.last_mean_reward)
+        if self.line:
+            print(f"[eval] {step:,} steps: mean return {value:.3g}", flush=True)
+        if self.on_eval is not None and not self.on_eval(step, value):
+            self.stopped = True
+        return not self.stopped
 
 
 def run(
-    cfg: TrainConfig, runs_dir: str | Path = "runs", progress: bool | None = None, verbose: int = 1
+    cfg: TrainConfig,
+    runs_dir: str | Path = "runs",
+    progress: bool | None = None,
+    verbose: int = 1,
+    on_eval: OnEval | None = None,
+    folder: Path | None = None,
 ) -> TrainResult:
-    """Train ``cfg`` (already resolved) in a fresh folder under ``runs_dir``.
+    """Train ``cfg`` (already resolved) in a fresh folder under ``runs_dir`` (or in ``folder``,
+    an empty one).
 
-    Ctrl-C (or SIGTERM) during training saves ``model.zip`` and ``checkpoints/interrupted_*.zip``
-    and returns with ``interrupted=True``.
+    Ctrl-C (or SIGTERM) during training, or ``on_eval`` returning False, saves ``model.zip`` and
+    ``checkpoints/interrupted_*.zip`` and returns with ``interrupted=True``.
 
     :param progress: a progress bar on stderr; None: a bar on a terminal, a line every 30 s elsewhere
     """
-    run_dir = new_run_dir(runs_dir, cfg.env, cfg.algo, cfg.preset, cfg.seed)
+    run_dir = folder or new_run_dir(runs_dir, cfg.env, cfg.algo, cfg.preset, cfg.seed)
     with marks_failure(run_dir):
-        return _run_in(cfg, run_dir, progress, verbose)
+        return _run_in(cfg, run_dir, progress, verbose, on_eval=on_eval)
 
 
 def _run_in(
-    cfg: TrainConfig, run_dir: Path, progress: bool | None, verbose: int, ckpt: Checkpoint | None = None
+    cfg: TrainConfig,
+    run_dir: Path,
+    progress: bool | None,
+    verbose: int,
+    ckpt: Checkpoint | None = None,
+    on_eval: OnEval | None = None,
 ) -> TrainResult:
     """Train in ``run_dir``: from scratch, or from ``ckpt`` (a resumed run)."""
     write_config(run_dir / CONFIG_NAME, cfg.to_dict())
@@ -183,10 +208,11 @@ def _run_in(
     mode = progress_mode(progress)
     show = mode == "bar"
     eval_class = MaskableEvalCallback if cfg.algo == "maskable_ppo" else EvalCallback
+    after_eval = _AfterEval(line=not show and verbose > 0, on_eval=on_eval)
     eval_cb = eval_class(
         eval_env,
         callback_on_new_best=SaveBestCallback(run_dir / CHECKPOINTS / BEST_NAME, meta),
-        callback_after_eval=None if show or not verbose else _EvalReport(),
+        callback_after_eval=after_eval,
         n_eval_episodes=cfg.eval_episodes,
         eval_freq=max(cfg.eval_freq // hp.n_envs, 1) if cfg.eval_freq else 0,
         log_path=str(run_dir / "eval"),
@@ -203,6 +229,7 @@ def _run_in(
     try:
         with sigterm_as_interrupt():
             learn_until(model, cfg.steps, callbacks, parts, ckpt, "train", verbose)
+        interrupted = after_eval.stopped
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -263,7 +290,12 @@ def train(
 
 
 def resume_run(
-    run_dir: Path, cfg: TrainConfig, force: bool = False, progress: bool | None = None, verbose: int = 1
+    run_dir: Path,
+    cfg: TrainConfig,
+    force: bool = False,
+    progress: bool | None = None,
+    verbose: int = 1,
+    on_eval: OnEval | None = None,
 ) -> TrainResult:
     """Continue ``run_dir`` from its newest readable checkpoint, as if it had never stopped.
 
@@ -278,4 +310,4 @@ def resume_run(
     )
     (run_dir / FAILED_NAME).unlink(missing_ok=True)
     with marks_failure(run_dir):
-        return _run_in(cfg, run_dir, progress, verbose, ckpt)
+        return _run_in(cfg, run_dir, progress, verbose, ckpt, on_eval)
