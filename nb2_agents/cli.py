@@ -167,10 +167,16 @@ def _add_info(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _seeds(text: str) -> list[int]:
+    """``0,1,2``, ``0-19`` (both ends included) or both, ``0-4,10``."""
+    seeds: list[int] = []
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
+        for part in filter(str.strip, text.split(",")):
+            first, dash, last = part.strip().partition("-")
+            seeds += list(range(int(first), int(last) + 1)) if dash else [int(first)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 0,1,2; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected integers like 0,1,2 or a range 0-19; got {text!r}"
+        ) from None
     if not seeds or any(s < 0 for s in seeds):
         raise argparse.ArgumentTypeError(f"expected non-negative integers, e.g. 0,1,2; got {text!r}")
     return seeds
@@ -208,7 +214,9 @@ def _add_curriculum(sub: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         help="tell the agent which task it is on (default: with nb2 retention and multitask)",
     )
-    p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated, e.g. 0,1,2 (default 0)")
+    p.add_argument(
+        "--seeds", type=_seeds, default=[0], help="comma-separated, or a range: 0,1,2 or 0-19 (default 0)"
+    )
     p.add_argument(
         "--steps-scale", type=positive_arg, default=1.0, help="multiply every task's budget (default 1)"
     )

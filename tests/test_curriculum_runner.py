@@ -401,14 +401,13 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
             [str(tiny), "--algo", "sac"], "--algo sac cannot act in curriculum tiny's Discrete action space"
         ),
         "unknown retention": ([str(tiny), "--retention", "bogus"], "unknown retention strategy 'bogus'"),
-        "continual-world": (["continual-world"], "trainable_here: false"),
         "malformed yaml": ([str(malformed)], f"{malformed}:4:"),
     }  # fmt: skip
 
 
 BAD = [
     "unknown suite", "unknown key", "steps 0", "duplicate names", "discrete and continuous",
-    "dqn with masked actions", "sac on discrete", "unknown retention", "continual-world", "malformed yaml",
+    "dqn with masked actions", "sac on discrete", "unknown retention", "malformed yaml",
 ]  # fmt: skip
 
 

@@ -130,11 +130,6 @@ def resolve(
         raise UsageError(f"--checkpoint-freq must be 0 or a positive number of steps, got {freq}")
     if isinstance(o.keep_checkpoints, bool) or o.keep_checkpoints < 1:
         raise UsageError(f"--keep-checkpoints must be at least 1, got {o.keep_checkpoints}")
-    if not spec.trainable_here:
-        raise UsageError(
-            f"{spec.name} is a specification for multi-machine runs (trainable_here: false in "
-            f"{spec.source}); it is validated here but not trained"
-        )
     spec = spec.scaled(o.steps_scale)
     check_available(spec)
     entry, hp = _hyperparams(spec, algo, preset, overrides)

@@ -122,6 +122,11 @@ def run_curriculum(
     cfg, spec, hp = resolve(options, **fields)
     address = check_address(address)  # before the run folder exists
     probe_spaces(spec, cfg.algo)  # space errors before a folder exists
+    if not spec.trainable_here and address is None and verbose:
+        total = sum(t.steps for t in spec.tasks)
+        where = f"trainable_here: false in {spec.source}"
+        print(f"nb2 curriculum: {spec.name} is meant for a Ray cluster ({where}): {total:,} steps per seed; "
+              "--address auto trains the seeds there side by side", flush=True)  # fmt: skip
     run_dir = _new_run_dir(Path(runs_dir), cfg)
     write_text(
         run_dir / CONFIG_NAME, "# nb2 curriculum configuration, fully resolved\n" + dump_yaml(cfg.to_dict())

@@ -8,7 +8,7 @@ A curriculum file::
     preset: nano                     # NB2 preset
     hyperparams: {n_envs: 8, ...}    # merged over policies/<algo>.yaml's `default` entry
     requires: minigrid               # pip extra: pip install 'nb2-agents[minigrid]'
-    trainable_here: true             # false: too slow for this machine (still validated)
+    trainable_here: true             # false: days on one machine at full budget (nb2 says so)
     tasks:
       - name: CartPole-v1            # optional, defaults to env_id; unique
         env_id: CartPole-v1
