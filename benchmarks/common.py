@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from functools import partial
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from nb2_agents import executor
 
 aten = torch.ops.aten
 
@@ -209,6 +210,15 @@ def save_kept(path: Path, job: Any, outcome: Any) -> None:
     tmp.replace(path)
 
 
+def _guarded(run: Callable[[J], R], job: J) -> tuple[R | None, str]:
+    """``run(job)`` and no error, or None and the error it raised: one failed run does not cost
+    the others'."""
+    try:
+        return run(job), ""
+    except Exception as err:
+        return None, f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
 def run_jobs(
     jobs: Sequence[J],
     workers: int,
@@ -217,10 +227,12 @@ def run_jobs(
     rebuild: Callable[[J, dict[str, Any]], R],
     failed: Callable[[J, str], R],
 ) -> list[R]:
-    """``run(job)`` for every job, each in a fresh spawned process, ``workers`` side by side; in
+    """``run(job)`` for every job, each in a fresh process of its own (:func:`nb2_agents.executor.run_jobs`
+    with ``fresh``: a Ray worker used once, ``workers`` side by side, or on the cluster of
+    ``--address`` / ``RAY_ADDRESS``; one spawned process after another for ``--workers 1``), in
     ``jobs``' order. A job kept by an earlier invocation (``where(job)``, see :func:`load_kept`) is
-    not run again; a finished one is kept there. A job that raises becomes ``failed(job, error)``,
-    so that one failed run does not cost the others' hours; it is not kept (it runs again)."""
+    not run again; a finished one is kept there as soon as it finishes. A job that raises becomes
+    ``failed(job, error)``; it is not kept (it runs again)."""
     done: dict[int, R] = {}
     todo: list[int] = []
     for i, job in enumerate(jobs):
@@ -230,22 +242,21 @@ def run_jobs(
             continue
         done[i] = cached
         print(f"   [{len(done)}/{len(jobs)}] {job.label:<38} measured earlier: {where(job)}", flush=True)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), max_tasks_per_child=1)
-    with pool:
-        futures = {pool.submit(run, jobs[i]): i for i in todo}
-        for future in as_completed(futures):
-            job = jobs[futures[future]]
-            err = future.exception()
-            if err is None:
-                outcome = future.result()
-                save_kept(where(job), job, outcome)
-            else:
-                outcome = failed(job, f"{type(err).__name__}: {' '.join(str(err).split())}")
-            done[futures[future]] = outcome
-            print(
-                f"   [{len(done)}/{len(jobs)}] {job.label:<38} {outcome.error or outcome.summary()}",
-                flush=True,
-            )
+
+    def finished(k: int, result: tuple[Any, str]) -> None:
+        job = jobs[todo[k]]
+        outcome, error = result
+        if error:
+            outcome = failed(job, error)
+        else:
+            save_kept(where(job), job, outcome)
+        done[todo[k]] = outcome
+        print(
+            f"   [{len(done)}/{len(jobs)}] {job.label:<38} {outcome.error or outcome.summary()}", flush=True
+        )
+
+    executor.run_jobs(partial(_guarded, run), [jobs[i] for i in todo], workers, fresh=True,
+                      on_result=finished)  # fmt: skip
     return [done[i] for i in range(len(jobs))]
 
 
@@ -266,7 +277,12 @@ def add_run_options(
     parser: argparse.ArgumentParser, workers: int, runs_dir: Path, quick_runs_dir: Path
 ) -> None:
     """A long benchmark's options for its runs: ``--workers``, ``--runs-dir``, ``--device``, ``--threads``."""
-    parser.add_argument("--workers", type=int, default=workers, help=f"runs side by side (default {workers})")
+    parser.add_argument(
+        "--workers", type=int, default=workers, help=f"runs side by side, on Ray (default {workers})"
+    )
+    parser.add_argument(
+        "--address", metavar="auto|HOST:PORT", help="run them on this Ray cluster (default: RAY_ADDRESS)"
+    )
     parser.add_argument("--runs-dir", type=Path, help=f"default {runs_dir} ({quick_runs_dir} with --quick)")
     parser.add_argument("--device", default="auto", help="torch device (default auto)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run (default 1)")
@@ -279,4 +295,6 @@ def parse_run_options(
     :func:`add_run_options` as ``run(...)`` keywords (``workers``, ``runs_dir``, ``device``)."""
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.address:  # where nb2_agents.executor looks for a cluster
+        os.environ["RAY_ADDRESS"] = args.address
     return args, dict(workers=args.workers, runs_dir=args.runs_dir, device=args.device)

@@ -59,9 +59,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,6 +71,7 @@ from nb2_agents.curriculum.metrics import auc_gap, bootstrap_ci
 from nb2_agents.curriculum.plot import plot_curriculum
 from nb2_agents.curriculum.runner import run_curriculum, run_references
 from nb2_agents.curriculum.spec import load_curriculum
+from nb2_agents.executor import run_jobs
 from nb2_agents.hyperparams import plain
 from nb2_agents.retention.base import make_strategy
 from nb2_agents.retention.strategy import MB, RetentionConfig
@@ -188,10 +187,15 @@ def _curriculum_job(kwargs: dict[str, Any], threads: int) -> tuple[tuple[str, di
     return (str(result.run_dir), result.metrics), usage
 
 
+def _apply(call: tuple[Callable[..., T], tuple[Any, ...]]) -> T:
+    fn, args = call
+    return fn(*args)
+
+
 def in_fresh_process(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in a new (spawned) process, so that its ``ru_maxrss`` figures are its own."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
+    """``fn(*args)`` in a new process (:func:`nb2_agents.executor.run_jobs` with ``fresh``), so
+    that its ``ru_maxrss`` figures are its own."""
+    return run_jobs(_apply, [(fn, args)], fresh=True)[0]
 
 
 def replay_peak_mb(run_dir: Path) -> list[tuple[float, float]]:

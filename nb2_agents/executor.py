@@ -25,6 +25,8 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from typing import Any, TypeVar
 
 from nb2_agents.errors import UsageError
@@ -72,6 +74,10 @@ def _call(fn: Callable[[Any], Any], job: Any, init: Callable[[], None] | None) -
     return fn(job)
 
 
+OnResult = Callable[[int, Any], None]
+"""Told each job's index and result as soon as it finishes (in any order)."""
+
+
 def run_jobs(
     fn: Callable[[J], R],
     jobs: Sequence[J],
@@ -79,17 +85,38 @@ def run_jobs(
     address: str | None = None,
     init: Callable[[], None] | None = None,
     retries: int = RETRIES,
+    fresh: bool = False,
+    on_result: OnResult | None = None,
 ) -> list[R]:
     """``[fn(job) for job in jobs]``, as Ray tasks when ``workers`` > 1 or ``address`` is given
-    (the module doc); ``init`` runs first in each worker. Results come back in the jobs' order."""
+    (the module doc); ``init`` runs first in each worker. Results come back in the jobs' order,
+    and to ``on_result`` as each finishes.
+
+    ``fresh``: each job in a process of its own, which exits after it (a benchmark's memory peak
+    is then the job's own): a Ray worker used once, or here a spawned child process per job."""
     address = check_address(address)
     if (workers <= 1 and address is None) or (len(jobs) <= 1 and address is None):
-        return [fn(job) for job in jobs]
+        return _here(fn, jobs, fresh, on_result)
     if not ray_available():
         print(f"nb2: Ray is not installed ({RAY_HINT}): the {len(jobs)} jobs run here, one after another",
               file=sys.stderr, flush=True)  # fmt: skip
-        return [fn(job) for job in jobs]
-    return _on_ray(fn, jobs, workers, address, init, retries)
+        return _here(fn, jobs, fresh, on_result)
+    return _on_ray(fn, jobs, workers, address, init, retries, fresh, on_result)
+
+
+def _here(fn: Callable[[J], R], jobs: Sequence[J], fresh: bool, on_result: OnResult | None) -> list[R]:
+    """The jobs one after another: in this process, or each in a spawned child process."""
+    results = []
+    for i, job in enumerate(jobs):
+        if fresh:
+            with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+                result = pool.submit(fn, job).result()
+        else:
+            result = fn(job)
+        if on_result is not None:
+            on_result(i, result)
+        results.append(result)
+    return results
 
 
 @contextlib.contextmanager
@@ -127,14 +154,23 @@ def _on_ray(
     address: str | None,
     init: Callable[[], None] | None,
     retries: int,
+    fresh: bool = False,
+    on_result: OnResult | None = None,
 ) -> list[R]:
     import ray
 
     with ray_session(workers, address):
-        task = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=False)(_call)
+        options: dict[str, Any] = {"max_calls": 1} if fresh else {}
+        task = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=False, **options)(_call)
         refs = [task.remote(fn, job, init) for job in jobs]
         with sigterm_as_interrupt():
             try:
+                if on_result is not None:
+                    index = {ref: i for i, ref in enumerate(refs)}
+                    waiting = list(refs)
+                    while waiting:
+                        ready, waiting = ray.wait(waiting, num_returns=1)
+                        on_result(index[ready[0]], ray.get(ready[0]))
                 return list(ray.get(refs))
             except ray.exceptions.RayTaskError as err:  # the job's own exception, as itself
                 cause = getattr(err, "cause", None)
