@@ -9,6 +9,7 @@ minute on two cores.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -225,3 +226,26 @@ def test_a_trial_whose_process_died_continues_from_its_checkpoint(tmp_path: Path
     outcome = run_trial(job, {"n_epochs": 1}, "trial_x", lambda step, value: seen.append(step) is None)
     assert outcome.finished and outcome.steps >= 1024 and outcome.value is not None
     assert seen and seen[0] > 256, seen  # continued past its first evaluation: not from scratch
+
+
+def test_a_suite_sweep_scores_curricula(tmp_path: Path) -> None:
+    from nb2_agents.curriculum.resolve import CurriculumOptions, resolve
+    from tests.test_curriculum_resume import write_suite
+
+    suite = write_suite(tmp_path / "tiny.yaml")  # three CartPole tasks
+    space = [s for s in SEARCH if not s.startswith("policy_kwargs.preset")]  # the suite's preset stays
+    result = sweep(
+        str(suite), trials=2, steps=768, retention="nb2", search=space, runs_dir=tmp_path, verbose=0
+    )
+    assert [r.state for r in result.rows] == ["complete", "complete"]
+    assert all(r.value is not None and 0.0 <= r.value <= 1.0 for r in result.rows)  # average performance
+    assert result.best_file is not None and result.best_file.name == "best.yaml"
+    block = yaml.safe_load(result.best_file.read_text())["hyperparams"]
+    assert set(block) >= {"n_steps", "learning_rate", "n_epochs"}
+    assert result.command.startswith(f"nb2 curriculum {suite} --retention nb2 --set")
+    cfg, *_ = resolve(CurriculumOptions(suite, retention="nb2", overrides=block))
+    assert cfg.hyperparams["n_steps"] == block["n_steps"]
+    (trial,) = list((result.sweep_dir / "trials" / "trial_0000").iterdir())
+    assert json.loads((trial / "metrics.json").read_text())["task_end_steps"]["0"][-1] == 768
+    with pytest.raises(UsageError, match="curriculum suite"):
+        sweep(str(suite), hyperparams="policies/ppo.yaml", runs_dir=tmp_path)

@@ -20,7 +20,7 @@ RESUME_MAY_CHANGE = {"trials": 10, "workers": 1, "address": None}
 """The options ``--resume`` takes (with their defaults); the others come from the sweep's own."""
 RESUME_ALONE: dict[str, Any] = {
     "env": None,
-    "algo": "ppo",
+    "algo": None,
     "steps": None,
     "seed": 0,
     "hyperparams": None,
@@ -35,6 +35,7 @@ RESUME_ALONE: dict[str, Any] = {
     "env_kwargs": None,
     "device": None,
     "threads": None,
+    "retention": "none",
 }
 
 
@@ -48,11 +49,22 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "nb2 train run; Optuna's TPE picks the values, ASHA stops weak trials at their evaluations. The "
         "search space is policies/sweeps.yaml.",
     )
-    p.add_argument("env", nargs="?", metavar="ENV", help="Gymnasium env id, e.g. CartPole-v1")
-    p.add_argument("--algo", default="ppo", help="ppo (default), a2c, dqn, sac, td3 or maskable_ppo")
+    p.add_argument(
+        "env",
+        nargs="?",
+        metavar="ENV_OR_SUITE",
+        help="a Gymnasium env id, e.g. CartPole-v1, or a curriculum suite (nb2 curriculum --list, or a YAML "
+        "file): each trial is then a curriculum, scored by its average performance",
+    )
+    p.add_argument(
+        "--algo", help="ppo (default), a2c, dqn, sac, td3 or maskable_ppo; a suite's own by default"
+    )
+    p.add_argument("--retention", default="none", help="a suite's retention strategy (default none)")
     p.add_argument("--trials", type=steps_arg, default=10, help="trials to run (default 10)")
     p.add_argument(
-        "--steps", type=steps_arg, help="each trial's env steps (default: the entry's n_timesteps)"
+        "--steps",
+        type=steps_arg,
+        help="each trial's env steps (default: the entry's n_timesteps; a suite: over all its tasks)",
     )
     p.add_argument(
         "--seed", type=whole_arg, default=0, help="the trials' training seed and the sampler's (default 0)"

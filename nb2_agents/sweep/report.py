@@ -64,14 +64,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def table(rows: Sequence[TrialRow], evals: int, top: int = 10) -> str:
+def table(rows: Sequence[TrialRow], evals: int, measure: str = "mean return", top: int = 10) -> str:
     """The ``top`` trials, best first (complete ones before those stopped early), as text."""
     ranked = sorted(
         rows,
         key=lambda r: (r.state != "complete", -(r.value if r.value is not None else -math.inf)),
     )
     keys = sorted({k for r in rows for k in r.params})
-    header = ["trial", "state", "mean return", "evals", *keys]
+    header = ["trial", "state", measure, "evals", *keys]
     lines = [header]
     for r in ranked[:top]:
         value = "-" if r.value is None else f"{r.value:.4g}"

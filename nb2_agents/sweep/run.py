@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nb2_agents.config import TrainConfig, TrainOptions, options_of, resolve_config
+from nb2_agents.config import TrainOptions, options_of, resolve_config
+from nb2_agents.counts import parse_steps
+from nb2_agents.curriculum.spec import builtin_curricula
 from nb2_agents.errors import UsageError
 from nb2_agents.evaluation import EVAL_SEED_OFFSET
 from nb2_agents.executor import check_address, ray_available
-from nb2_agents.hyperparams import ALGOS, parse_entry, plain, read_yaml, set_dotted
+from nb2_agents.hyperparams import ALGOS, assignments, parse_entry, plain, read_yaml, set_dotted
 from nb2_agents.runs import dump_yaml, fresh_dir, safe_name, write_text
 from nb2_agents.sweep import report
 from nb2_agents.sweep import study as studies
@@ -43,11 +45,13 @@ class SweepOptions:
     """What a user gives ``nb2 sweep`` (its options, by the same names)."""
 
     env: str | None = None
-    algo: str = "ppo"
+    """A Gymnasium id, or a curriculum suite (``nb2 curriculum --list``, or a YAML file)."""
+    algo: str | None = None
+    """Default: ppo for an env, the suite's algorithm for a suite."""
     trials: int = 10
     """Trials to run (a resumed sweep: in all, counting those it ran before)."""
     steps: int | str | None = None
-    """Each trial's budget (default: the entry's n_timesteps)."""
+    """Each trial's budget (default: the entry's n_timesteps; a suite's: all its tasks' steps)."""
     seed: int = 0
     """The trials' training seed, and the sampler's."""
     hyperparams: str | Path | None = None
@@ -71,6 +75,19 @@ class SweepOptions:
     env_kwargs: Any = None
     device: str | None = None
     threads: int | None = None
+    retention: str = "none"
+    """A suite's retention strategy (``nb2 curriculum --retention``)."""
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """What the trials train, checked: the job, the space (rollouts past the budget left out),
+    the algorithm and each trial's steps."""
+
+    job: TrialJob
+    space: Space
+    algo: str
+    steps: int
 
 
 @dataclass
@@ -86,16 +103,18 @@ class SweepResult:
     best_value: float | None = None
     best_params: dict[str, Any] | None = None
     best_file: Path | None = None
+    command: str = ""
+    """The command that trains the best trial's values."""
+    measure: str = "mean return"
     interrupted: bool = False
 
     def summary(self) -> str:
-        lines = [report.table(self.rows, self.evals), ""]
+        lines = [report.table(self.rows, self.evals, self.measure), ""]
         if self.best_file is not None:
-            env = next(iter(read_yaml(self.best_file)))
             lines += [
-                f"best: mean return {self.best_value:.4g} with {self.best_params}",
-                f"as an entry: {self.best_file}",
-                f"train it: nb2 train --env {env} --hyperparams {self.best_file}",
+                f"best: {self.best_value:.4g} with {self.best_params}",
+                f"written to {self.best_file}",
+                f"train it: {self.command}",
             ]
         else:
             lines.append("no trial trained its whole budget: no best entry")
@@ -130,17 +149,40 @@ def _check(o: SweepOptions) -> None:
         raise UsageError(f"--evals {o.evals}: expected a whole number >= 1")
     if o.pruner not in PRUNERS:
         raise UsageError(f"--pruner {o.pruner!r}: valid: {', '.join(PRUNERS)}")
-    if o.algo not in ALGOS:
+    if o.algo is not None and o.algo not in ALGOS:
         raise UsageError(f"unknown algorithm {o.algo!r}; valid: {', '.join(ALGOS)}")
 
 
-def _job(o: SweepOptions, space: Space) -> tuple[TrialJob, TrainConfig, Space]:
+def is_suite(target: str) -> bool:
+    """Whether ``nb2 sweep TARGET`` names a curriculum suite rather than an env id."""
+    return target in builtin_curricula() or target.endswith((".yaml", ".yml"))
+
+
+def _fit_rollouts(space: Space, steps: int, n_envs: int) -> Space:
+    """The space without ``n_steps`` values whose one rollout passes ``steps`` (it would train
+    once, and be measured untrained before that), saying so."""
+    if "n_envs" in space.params:
+        return space
+    most = max(steps // n_envs, 1)
+    why = f"{n_envs} envs x n_steps above {most} would pass {steps:,} steps in one rollout"
+    space, note = cap(space, "n_steps", most, why)
+    if note:
+        print(f"nb2 sweep: {note}", flush=True)
+    return space
+
+
+def _problem(o: SweepOptions) -> _Problem:
     """What each trial trains (paths absolute: a Ray trial runs in a folder of its own), checked
-    with the space's first values; and the space, without rollouts longer than the budget."""
+    with every value of the space and once resolved in full."""
+    target = str(o.env)
+    if is_suite(target):
+        return _suite_problem(o, target)
+    algo = o.algo or "ppo"
+    space = load_space(algo, o.space, o.search)
     hyperparams = Path(o.hyperparams).resolve() if o.hyperparams is not None else None
     train = TrainOptions(
         env=o.env,
-        algo=o.algo,
+        algo=algo,
         steps=o.steps,
         seed=o.seed,
         hyperparams=hyperparams,
@@ -154,21 +196,36 @@ def _job(o: SweepOptions, space: Space) -> tuple[TrialJob, TrainConfig, Space]:
     base = resolve_config(train)
     every = max(math.ceil(base.steps / o.evals), 1)
     train = dataclasses.replace(train, steps=base.steps, eval_freq=every, save_freq=every)
-    _check_space(space, o.algo, str(base.hyperparams.get("policy", "NB2Policy")))
-    if "n_envs" not in space.params:  # a rollout past the budget: one update, measured untrained
-        most = max(base.steps // base.n_envs, 1)
-        space, note = cap(
-            space,
-            "n_steps",
-            most,
-            f"{base.n_envs} envs x n_steps above {most} would pass the "
-            f"{base.steps:,}-step budget in one rollout",
-        )
-        if note:
-            print(f"nb2 sweep: {note}", flush=True)
+    _check_space(space, algo, str(base.hyperparams.get("policy", "NB2Policy")))
+    space = _fit_rollouts(space, base.steps, base.n_envs)
     job = TrialJob(train, dict(space.fixed), evals=o.evals)
-    first = {key: p.samples()[0] for key, p in space.params.items()}
-    return job, job.config(first), space  # the env, the architecture, ... with the space's values
+    job.config({key: p.samples()[0] for key, p in space.params.items()})  # the env, the architecture ...
+    return _Problem(job, space, algo, base.steps)
+
+
+def _suite_problem(o: SweepOptions, target: str) -> _Problem:
+    """A suite's trials: one curriculum each, on seed ``o.seed``, ``--steps`` over all its tasks."""
+    from nb2_agents.curriculum.resolve import CurriculumOptions, resolve
+
+    if o.hyperparams is not None or o.env_kwargs is not None or o.threads is not None:
+        raise UsageError(f"{target} is a curriculum suite: its tasks have their own hyperparameters and "
+                         "env_kwargs; use --set, not --hyperparams / --env-kwargs / --threads")  # fmt: skip
+    suite = CurriculumOptions(
+        curriculum=Path(target).resolve() if target.endswith((".yaml", ".yml")) else target,
+        algo=o.algo, seeds=(o.seed,), overrides=o.overrides, retention=o.retention,
+        device=o.device or "auto", evals_per_task=o.evals,
+    )  # fmt: skip
+    cfg, spec, hp = resolve(suite)
+    total = sum(t.steps for t in spec.tasks)
+    if o.steps is not None:
+        suite = dataclasses.replace(suite, steps_scale=parse_steps(o.steps, "--steps") / total)
+        cfg, spec, hp = resolve(suite)
+    space = load_space(cfg.algo, o.space, o.search)
+    _check_space(space, cfg.algo, hp.policy)
+    space = _fit_rollouts(space, min(t.steps for t in spec.tasks), hp.n_envs)
+    job = TrialJob(None, dict(space.fixed), evals=o.evals, suite=suite)
+    resolve(job.curriculum({key: p.samples()[0] for key, p in space.params.items()}))
+    return _Problem(job, space, cfg.algo, sum(t.steps for t in spec.tasks))
 
 
 def sweep(
@@ -190,16 +247,18 @@ def sweep(
         o = _resumed(Path(resume), options, fields)
     _check(o)
     address = check_address(o.address)
-    space = load_space(o.algo, o.space, o.search)
-    job, cfg, space = _job(o, space)
-    name = o.study_name or f"{safe_name(str(o.env))}__{o.algo}__{cfg.steps}"
+    problem = _problem(o)
+    label = f"{safe_name(Path(str(o.env)).stem if is_suite(str(o.env)) else str(o.env))}__{problem.algo}"
+    name = o.study_name or f"{label}__{problem.steps}"
     if o.storage is not None:
         studies.open_storage(o.storage)  # a bad URL fails before the sweep folder exists
-    sweep_dir = Path(resume) if resume is not None else fresh_dir(runs_dir, f"sweep__{o.env}__{o.algo}")
-    job = dataclasses.replace(job, trials_dir=sweep_dir.resolve() / "trials")
+    sweep_dir = Path(resume) if resume is not None else fresh_dir(runs_dir, f"sweep__{label}")
+    job = dataclasses.replace(problem.job, trials_dir=sweep_dir.resolve() / "trials")
     url = studies.storage_url(o.storage, sweep_dir)
     storage = studies.open_storage(url)
-    study = studies.open_study(storage, name, {"env": o.env, "algo": o.algo, "steps": cfg.steps}, url)
+    study = studies.open_study(
+        storage, name, {"env": o.env, "algo": problem.algo, "steps": problem.steps}, url
+    )
     write_text(
         sweep_dir / OPTIONS_NAME,
         "# nb2 sweep options; continue it: nb2 sweep --resume <this folder>\n"
@@ -217,14 +276,16 @@ def sweep(
             + (f"; {len(again)} left unfinished run again" if again else ""),
             flush=True,
         )
-    search = Search(job, space, max(o.trials - done, 0), o.evals, o.pruner == "asha", o.seed, tag, say)
+    asha = o.pruner == "asha" and job.suite is None  # a suite's trials report once, at the end
+    evals, measure = (1, "average performance") if job.suite is not None else (o.evals, "mean return")
+    search = Search(job, problem.space, max(o.trials - done, 0), evals, asha, o.seed, tag, say, measure)
     interrupted = False
     try:
         if search.trials:
             _run(search, study, storage, name, o, address, verbose)
     except KeyboardInterrupt:
         interrupted = True
-    return _finish(sweep_dir, study, name, url, o, job, tag, interrupted)
+    return _finish(sweep_dir, study, name, url, o, dataclasses.replace(problem, job=job), tag, interrupted)
 
 
 def _run(
@@ -264,32 +325,50 @@ def _finish(
     name: str,
     url: str,
     o: SweepOptions,
-    job: TrialJob,
+    problem: _Problem,
     tag: str,
     interrupted: bool,
 ) -> SweepResult:
     rows = report.rows_of(studies.mine(study, tag))
-    result = SweepResult(sweep_dir, rows, o.evals, name, url, interrupted=interrupted)
+    suite = problem.job.suite is not None
+    result = SweepResult(sweep_dir, rows, 1 if suite else o.evals, name, url, interrupted=interrupted)
+    result.measure = "average performance" if suite else "mean return"
     report.write_csv(rows, sweep_dir / "trials.csv")
     if rows:
-        report.plot(rows, sweep_dir / "trials.png", f"{o.env}, {o.algo}: {len(rows)} trials")
+        report.plot(rows, sweep_dir / "trials.png", f"{o.env}, {problem.algo}: {len(rows)} trials")
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if complete:
-        best = max(complete, key=lambda t: t.value)
-        cfg = job.config(best.params)
-        entry = {**cfg.hyperparams, "n_timesteps": cfg.steps}
-        header = [
-            f"nb2 sweep {o.env} --algo {o.algo}: the best of {len(complete)} complete trials of study {name}",
-            f"(trial {best.number}, {best.user_attrs.get('run_dir', '')}: mean return {best.value:.4g} in "
-            f"its final evaluation, {o.eval_episodes} episodes,",
-            f"evaluation seed {cfg.seed + EVAL_SEED_OFFSET}, training seed {cfg.seed}).",
-            "Report returns on other seeds: nb2 train --env ENV --hyperparams THIS_FILE --seed S",
-        ]
-        if cfg.env_kwargs:
-            header.append(f"env_kwargs (pass with --env-kwargs): {cfg.env_kwargs}")
-        result.best_file = sweep_dir / f"{o.algo}.yaml"
-        report.write_best(result.best_file, str(o.env), plain(entry), header)
-        result.best_value, result.best_params = float(best.value), dict(best.params)
+    if not complete:
+        return result
+    best = max(complete, key=lambda t: t.value)
+    result.best_value, result.best_params = float(best.value), dict(best.params)
+    header = [
+        f"nb2 sweep {o.env} --algo {problem.algo}: the best of {len(complete)} complete trials",
+        f"of study {name} (trial {best.number}, {best.user_attrs.get('run_dir', '')}: {best.value:.4g},",
+        f"training seed {o.seed}).",
+    ]
+    if problem.job.suite is not None:  # the suite's own hyperparameters, with these over them
+        options = problem.job.curriculum(best.params)
+        sets = " ".join(f"--set {k}={v}" for k, v in assignments(options.overrides).items())
+        result.command = f"nb2 curriculum {o.env} --retention {o.retention} {sets} --seeds S"
+        header.append("Average performance, as nb2 curriculum scores it. Report it on other seeds:")
+        block: dict[str, Any] = {}  # as a suite's `hyperparams:` block, nested
+        for key, value in assignments(options.overrides).items():
+            set_dotted(block, key, value)
+        result.best_file = sweep_dir / "best.yaml"
+        report.write_best(result.best_file, "hyperparams", plain(block), [*header, result.command])
+        return result
+    cfg = problem.job.config(best.params)
+    entry = {**cfg.hyperparams, "n_timesteps": cfg.steps}
+    header.append(f"Mean return in the trial's final evaluation ({o.eval_episodes} episodes, evaluation seed "
+                  f"{cfg.seed + EVAL_SEED_OFFSET}). Report returns on other seeds:")  # fmt: skip
+    result.best_file = sweep_dir / f"{problem.algo}.yaml"
+    result.command = (
+        f"nb2 train --env {o.env} --algo {problem.algo} --hyperparams {result.best_file} --seed S"
+    )
+    header.append(result.command)
+    if cfg.env_kwargs:
+        header.append(f"env_kwargs (pass with --env-kwargs): {cfg.env_kwargs}")
+    report.write_best(result.best_file, str(o.env), plain(entry), header)
     return result
 
 

@@ -41,19 +41,18 @@ class Search:
     sweep: str
     """The sweep folder, as the trials' ``sweep`` attribute records it."""
     say: Callable[[str], None] = print
+    measure: str = "mean return"
+    """What a trial's result is, in its line."""
 
 
-def _line(name: str, outcome: TrialOutcome | None, evals: int, error: str | None = None) -> str:
+def _line(search: Search, name: str, outcome: TrialOutcome | None, error: str | None = None) -> str:
     if error is not None:
         return f"trial {name}: failed: {error}"
     assert outcome is not None
-    done = (
-        ""
-        if outcome.finished
-        else f", stopped by ASHA after {len(outcome.evaluations)} of {evals} evaluations"
-    )
+    stopped = f", stopped by ASHA after {len(outcome.evaluations)} of {search.evals} evaluations"
+    done = "" if outcome.finished else stopped
     value = "-" if outcome.value is None else f"{outcome.value:.4g}"
-    return f"trial {name}: mean return {value} at {outcome.steps:,} steps{done}"
+    return f"trial {name}: {search.measure} {value} at {outcome.steps:,} steps{done}"
 
 
 def _error(err: BaseException) -> str:
@@ -100,9 +99,9 @@ def run_here(search: Search, study: Any) -> None:
             outcome = run_trial(search.job, params, name, report)
         except Exception as err:
             trial.set_user_attr("error", _error(err))
-            search.say(_line(name, None, search.evals, _error(err)))
+            search.say(_line(search, name, None, _error(err)))
             raise
-        search.say(_line(name, outcome, search.evals))
+        search.say(_line(search, name, outcome))
         if outcome.value is None:
             raise RuntimeError(f"{name} ended before its first evaluation")
         if not outcome.finished:
@@ -173,11 +172,13 @@ def _reporter(search: Search, evals: int) -> Any:
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             r = trial.last_result or {}
             if r.get("finished"):
-                search.say(f"trial {r['run_dir']}: mean return {r[METRIC]:.4g} at {r['timesteps']:,} steps")
+                search.say(
+                    f"trial {r['run_dir']}: {search.measure} {r[METRIC]:.4g} at {r['timesteps']:,} steps"
+                )
             elif METRIC in r:
                 n = r.get("training_iteration", 0)
                 search.say(
-                    f"trial {r['run_dir']}: mean return {r[METRIC]:.4g} at {r['timesteps']:,} steps, "
+                    f"trial {r['run_dir']}: {search.measure} {r[METRIC]:.4g} at {r['timesteps']:,} steps, "
                     f"stopped by ASHA after {n} of {evals} evaluations"
                 )
 

@@ -1,5 +1,7 @@
 """One trial of a sweep: ``nb2 train`` with the trial's values over the entry, reporting each
-evaluation during training to the search (which may stop it early: pruning).
+evaluation during training to the search (which may stop it early: pruning); for a curriculum
+suite, ``nb2 curriculum`` with the values over the suite's hyperparameters, scored by its average
+performance (reported once, at the end: ASHA does not stop a suite's trials).
 
 The objective is the mean return of the final evaluation, after training (the run's eval.json:
 ``eval_episodes`` episodes on its evaluation env, seed + 1000); the evaluations during training
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nb2_agents.config import TrainConfig, TrainOptions, resolve_config
+from nb2_agents.curriculum.resolve import CurriculumOptions
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import assignments
 
@@ -27,8 +30,8 @@ Report = Callable[[int, float], bool]
 class TrialJob:
     """What every trial of one sweep shares (sent to each worker)."""
 
-    options: TrainOptions
-    """The run's options; the trials' values go over its ``overrides``."""
+    options: TrainOptions | None
+    """The run's options; the trials' values go over its ``overrides``. None for a suite."""
     fixed: Mapping[str, Any] = field(default_factory=dict)
     """Keys the search space fixes."""
     trials_dir: Path = Path("trials")
@@ -36,10 +39,20 @@ class TrialJob:
     """Evaluations reported to the search (those after the budget, when the last rollout runs
     past it, are not)."""
 
+    suite: CurriculumOptions | None = None
+    """A curriculum's options (one seed), the trials' values over its ``overrides``; or None."""
+
     def config(self, params: Mapping[str, Any]) -> TrainConfig:
         """The trial's resolved configuration: ``params`` over the space's fixed keys, over the options."""
+        assert self.options is not None
         overrides = {**assignments(self.options.overrides), **self.fixed, **params}
         return resolve_config(dataclasses.replace(self.options, overrides=overrides))
+
+    def curriculum(self, params: Mapping[str, Any]) -> CurriculumOptions:
+        """A suite trial's curriculum options: ``params`` over the fixed keys, over the suite's options."""
+        assert self.suite is not None
+        overrides = {**assignments(self.suite.overrides), **self.fixed, **params}
+        return dataclasses.replace(self.suite, overrides=overrides)
 
 
 @dataclass
@@ -60,6 +73,12 @@ def run_trial(job: TrialJob, params: Mapping[str, Any], name: str, report: Repor
     """Train the trial ``name`` in ``trials_dir/name``. A folder left by an earlier attempt of
     the same trial (its worker died) continues from its newest checkpoint."""
     from nb2_agents.training import resume_run, run
+
+    if job.suite is not None:
+        outcome = _suite_trial(job, params, name)
+        if outcome.value is not None:
+            report(outcome.steps, outcome.value)  # once, at the end
+        return outcome
 
     cfg = job.config(params)
     run_dir = job.trials_dir / name
@@ -89,3 +108,22 @@ def run_trial(job: TrialJob, params: Mapping[str, Any], name: str, report: Repor
     else:
         value = evaluations[-1][1] if evaluations else None
     return TrialOutcome(value, result.steps, not result.interrupted, run_dir, evaluations)
+
+
+def _suite_trial(job: TrialJob, params: Mapping[str, Any], name: str) -> TrialOutcome:
+    """A curriculum in ``trials_dir/name/``; an earlier attempt's run there continues (resumed)."""
+    from nb2_agents.curriculum.runner import resume_curriculum, run_curriculum
+
+    folder = job.trials_dir / name
+    result = None
+    earlier = sorted(p for p in folder.glob("*") if p.is_dir()) if folder.is_dir() else []
+    if earlier:
+        try:
+            result = resume_curriculum(earlier[-1], progress=False, verbose=0)
+        except UsageError:  # nothing to continue from: start it again
+            shutil.rmtree(folder)
+    if result is None:
+        result = run_curriculum(job.curriculum(params), runs_dir=folder, progress=False, verbose=0)
+    value = result.metrics["average_performance"]["mean"]
+    steps = sum(result.config.task_steps)
+    return TrialOutcome(value, steps, True, result.run_dir, [(steps, value)] if value is not None else [])
