@@ -165,6 +165,7 @@ def test_a_sweep_here_writes_its_table_plot_and_best_entry_and_resumes(tmp_path:
     assert [r.number for r in again.rows] == [0, 1]
     more = sweep(resume=folder, trials=3, verbose=0)
     assert [r.number for r in more.rows] == [0, 1, 2]
+    assert more.rows[2].params != more.rows[0].params  # the sampler does not start over
     with pytest.raises(UsageError, match="only --trials, --workers and --address"):
         sweep(resume=folder, algo="a2c")
 

@@ -278,7 +278,10 @@ def sweep(
         )
     asha = o.pruner == "asha" and job.suite is None  # a suite's trials report once, at the end
     evals, measure = (1, "average performance") if job.suite is not None else (o.evals, "mean return")
-    search = Search(job, problem.space, max(o.trials - done, 0), evals, asha, o.seed, tag, say, measure)
+    # the sampler's seed moves on with the study: a resumed or shared study would otherwise draw
+    # its first (random) values again
+    seed = o.seed + len(study.get_trials(deepcopy=False))
+    search = Search(job, problem.space, max(o.trials - done, 0), evals, asha, seed, tag, say, measure)
     interrupted = False
     try:
         if search.trials:
