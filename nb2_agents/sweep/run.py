@@ -24,7 +24,7 @@ from typing import Any
 
 from nb2_agents.config import TrainOptions, options_of, resolve_config
 from nb2_agents.counts import parse_steps
-from nb2_agents.curriculum.spec import builtin_curricula
+from nb2_agents.curriculum.spec import builtin_curricula, load_curriculum
 from nb2_agents.errors import UsageError
 from nb2_agents.evaluation import EVAL_SEED_OFFSET
 from nb2_agents.executor import check_address, ray_available
@@ -215,11 +215,10 @@ def _suite_problem(o: SweepOptions, target: str) -> _Problem:
         algo=o.algo, seeds=(o.seed,), overrides=o.overrides, retention=o.retention,
         device=o.device or "auto", evals_per_task=o.evals,
     )  # fmt: skip
-    cfg, spec, hp = resolve(suite)
-    total = sum(t.steps for t in spec.tasks)
-    if o.steps is not None:
+    if o.steps is not None:  # spread over the tasks as --steps-scale does
+        total = sum(t.steps for t in load_curriculum(suite.curriculum).tasks)
         suite = dataclasses.replace(suite, steps_scale=parse_steps(o.steps, "--steps") / total)
-        cfg, spec, hp = resolve(suite)
+    cfg, spec, hp = resolve(suite)
     space = load_space(cfg.algo, o.space, o.search)
     _check_space(space, cfg.algo, hp.policy)
     space = _fit_rollouts(space, min(t.steps for t in spec.tasks), hp.n_envs)
