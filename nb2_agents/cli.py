@@ -22,6 +22,7 @@ from nb2_agents.cli_common import (
     EXIT_INTERRUPTED,
     add_executor_options,
     add_resume_options,
+    add_set_option,
     add_trust_option,
     common_options,
     count_arg,
@@ -68,14 +69,7 @@ def _add_train(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=whole_arg, help="default 0")
     p.add_argument("--n-envs", type=steps_arg, help="parallel envs (default: the file's n_envs)")
     p.add_argument("--hyperparams", metavar="FILE", help="RL Zoo-style YAML (default policies/<algo>.yaml)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a hyperparameter, e.g. n_steps=64 or policy_kwargs.nb2_kwargs.d_model=48",
-    )
+    add_set_option(p, "override a hyperparameter, e.g. n_steps=64 or policy_kwargs.nb2_kwargs.d_model=48")
     p.add_argument("--env-kwargs", metavar="JSON", help="gym.make keyword arguments as a JSON object")
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")
     p.add_argument("--eval-freq", type=count_arg, help="evaluate every N steps (default steps/10; 0: never)")
@@ -223,8 +217,7 @@ def _add_curriculum(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--evals-per-task", type=count_arg, default=4, help="evaluations per task window (default 4)"
     )
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a hyperparameter of the suite, e.g. n_epochs=10")  # fmt: skip
+    add_set_option(p, "override a hyperparameter of the suite, e.g. n_epochs=10")
     p.add_argument("--references", action="store_true",
                    help="run (or reuse) the single-task runs that forward transfer needs")  # fmt: skip
     add_executor_options(p, "seeds")

@@ -162,6 +162,13 @@ def options_from_args(cls: type[Any], args: argparse.Namespace) -> Any:
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
 
 
+def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE`` (repeatable, into ``overrides``): hyperparameters over the entry's."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
 def add_trust_option(parser: argparse.ArgumentParser, *aliases: str) -> None:
     """``--trust-pickle``: the only way to have a file unpickled (it runs the code a file holds)."""
     parser.add_argument(

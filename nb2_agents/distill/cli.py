@@ -7,6 +7,7 @@ from typing import Any
 
 from nb2_agents.cli_common import (
     add_resume_options,
+    add_set_option,
     add_trust_option,
     count_arg,
     finish,
@@ -79,13 +80,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         type=steps_arg,
         help="episodes of the final evaluation, student and teacher (default 20)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a student hyperparameter (the env's policies/distill.yaml entry for pure, "
+    add_set_option(
+        p,
+        "override a student hyperparameter (the env's policies/distill.yaml entry for pure, "
         "ppo.yaml for kickstart, or the curriculum's), e.g. n_epochs=20",
     )
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")

@@ -9,6 +9,7 @@ from typing import Any
 from nb2_agents.cli_common import (
     EXIT_INTERRUPTED,
     add_executor_options,
+    add_set_option,
     options_from_args,
     refuse_with_resume,
     steps_arg,
@@ -72,14 +73,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--hyperparams", metavar="FILE", help="the entries trials start from (default policies/<algo>.yaml)"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fix a hyperparameter in every trial, e.g. n_envs=4",
-    )
+    add_set_option(p, "fix a hyperparameter in every trial, e.g. n_envs=4")
     p.add_argument("--space", metavar="FILE", help="the search-space file (default policies/sweeps.yaml)")
     p.add_argument(
         "--search",
