@@ -38,7 +38,9 @@ process: one worker or one seed) and ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` (t
 single worker process, not the sum of workers running side by side). ``ru_maxrss`` only ever
 grows, so each run is made in a fresh process of its own; that process's footprint before
 training (Python, torch, the imports) is reported as the baseline. The runs follow one another,
-not interleaved, so load from other processes on the machine moves the wall-time ratios.
+not interleaved, so load from other processes on the machine moves the wall-time ratios. With
+``--address`` (a Ray cluster) a suite's runs go side by side instead, as Ray tasks, each in a
+worker used once; their wall times then share the cluster and are no clean ratio.
 
 Duration of the full run (the defaults): each seed of a suite is about 500k env steps (460k for
 cartpole-variants, 500k for classic-control, 650k for minigrid), about 10 minutes per seed on one
@@ -356,24 +358,32 @@ def run_suite(
     device: str,
     threads: int,
     runs: Sequence[str] = RUNS,
+    address: str | None = None,
 ) -> list[Measured]:
+    """The suite's references, then its runs: one after another here (each in a fresh process,
+    its seeds side by side), or all at once as Ray tasks on the cluster at ``address``."""
     common: dict[str, Any] = dict(
-        seeds=list(seeds), steps_scale=steps_scale, runs_dir=runs_dir, device=device, workers=workers
-    )
-    print(f"\n### {suite}: seeds {','.join(map(str, seeds))}, steps x {steps_scale:g}, {workers} worker(s)")
+        seeds=list(seeds), steps_scale=steps_scale, runs_dir=runs_dir, device=device, workers=workers,
+        address=address,
+    )  # fmt: skip
+    where = f"the Ray cluster at {address}, the runs side by side" if address else f"{workers} worker(s)"
+    print(f"\n### {suite}: seeds {','.join(map(str, seeds))}, steps x {steps_scale:g}, {where}")
     paths, usage = in_fresh_process(_references_job, {"curriculum": suite, **common}, threads)
     print(f"   references: {len(paths)} single-task runs (cached ones reused) in {usage.wall_s:.0f} s")
-    out = []
+    out: dict[str, Measured] = {}
+    todo: list[str] = []
     for name in runs:
         done = measured_path(runs_dir, suite, name)
         cached = load_measured(done, seeds, steps_scale)
-        if cached is not None:
-            print(f"   {name:<9} {cached.usage.wall_s:7.0f} s  (measured earlier: {done})")
-            out.append(cached)
+        if cached is None:
+            todo.append(name)
             continue
-        mode, retention = ("multitask", "none") if name == MULTITASK else ("sequential", name)
-        kwargs = {"curriculum": suite, "mode": mode, "retention": retention, **common}
-        (run_dir, metrics), usage = in_fresh_process(_curriculum_job, kwargs, threads)
+        print(f"   {name:<9} {cached.usage.wall_s:7.0f} s  (measured earlier: {done})")
+        out[name] = cached
+
+    def finished(k: int, result: tuple[tuple[str, dict[str, Any]], Usage]) -> None:
+        name = todo[k]
+        (run_dir, metrics), usage = result
         measured = Measured(suite, name, run_dir, metrics, usage)
         if name not in ("none", MULTITASK):
             measured.replay_mb = replay_peak_mb(Path(run_dir))
@@ -382,9 +392,22 @@ def run_suite(
         except Exception as err:  # a plot must not cost the figures of an hours-long run
             print(f"   {name}: plotting {run_dir} failed: {err}")
         print(f"   {name:<9} {usage.wall_s:7.0f} s  peak RSS {usage.peak_mb:6.0f} MB  {run_dir}")
-        save_measured(done, measured, seeds, steps_scale)
-        out.append(measured)
-    return sorted(out, key=lambda m: RUNS.index(m.run))  # the table's order, whatever ran first
+        save_measured(measured_path(runs_dir, suite, name), measured, seeds, steps_scale)
+        out[name] = measured
+
+    calls = []
+    for name in todo:
+        mode, retention = ("multitask", "none") if name == MULTITASK else ("sequential", name)
+        calls.append(
+            (
+                _curriculum_job,
+                ({"curriculum": suite, "mode": mode, "retention": retention, **common}, threads),
+            )
+        )
+    run_jobs(
+        _apply, calls, workers=len(calls) if address else 1, address=address, fresh=True, on_result=finished
+    )
+    return sorted(out.values(), key=lambda m: RUNS.index(m.run))  # the table's order, whatever ran first
 
 
 # --------------------------------------------------------------------------- reporting
@@ -624,8 +647,13 @@ def run(
     runs_dir: Path | None = None,
     device: str = "auto",
     runs: Sequence[str] | None = None,
+    address: str | None = None,
 ) -> list[Row]:
     """The benchmark; ``quick``: steps-scale 0.02, seed 0, cartpole-variants (given arguments win).
+
+    ``address``: a Ray cluster (``auto``, ``HOST:PORT``) on which each suite's runs go side by
+    side, each run's seeds too; without it the runs follow one another, as the wall-time and
+    memory measures want on one machine.
 
     ``runs``: which of ``none, ewc, distill, nb2, multitask`` to run, in that order (default all).
     Runs measured earlier with the same seeds and steps-scale (``{runs_dir}/measured/``) are
@@ -653,7 +681,7 @@ def run(
     print(f"   {', '.join(suites)}; seeds {seeds}; steps x {steps_scale:g}; {workers} worker(s); {runs_dir}")
     measured: list[Measured] = []
     for suite in suites:
-        measured += run_suite(suite, seeds, steps_scale, workers, runs_dir, device, threads, runs)
+        measured += run_suite(suite, seeds, steps_scale, workers, runs_dir, device, threads, runs, address)
     return report(measured, suites, config, runs_dir)
 
 
@@ -676,6 +704,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument(
         "--workers", type=int, default=WORKERS, help=f"seeds side by side (default {WORKERS})"
     )
+    parser.add_argument(
+        "--address", metavar="auto|HOST:PORT", help="a Ray cluster: each suite's runs side by side there"
+    )
     parser.add_argument("--runs-dir", type=Path, help=f"default {RUNS_DIR} ({QUICK_RUNS_DIR} with --quick)")
     parser.add_argument("--device", default="auto", help="torch device (default auto)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
@@ -693,6 +724,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         runs_dir=args.runs_dir,
         device=args.device,
         runs=args.runs,
+        address=args.address,
     )
 
 

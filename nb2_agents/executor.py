@@ -132,14 +132,23 @@ def ray_session(workers: int, address: str | None, log_to_driver: bool = True) -
     if started:
         try:
             if address is None:
-                ray.init(num_cpus=max(workers, 1), include_dashboard=False, logging_level=logging.ERROR,
-                         configure_logging=False, log_to_driver=log_to_driver)  # fmt: skip
+                # address "local": a Ray of its own, even where `ray start` runs one on this machine
+                ray.init(address="local", num_cpus=max(workers, 1), include_dashboard=False,
+                         logging_level=logging.ERROR, configure_logging=False,
+                         log_to_driver=log_to_driver)  # fmt: skip
             else:
                 ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
                          log_to_driver=log_to_driver)  # fmt: skip
         except (ConnectionError, RuntimeError, ValueError) as err:
             where = f"the Ray cluster at {address}" if address else "a local Ray"
-            raise UsageError(f"cannot start {where}: {' '.join(str(err).split())[:300]}") from None
+            hint = ""
+            if address not in (None, "auto") and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+                # Ray sends its token to an explicit address only when told to
+                hint = (
+                    "; a cluster started by `ray start` wants its token: RAY_AUTH_MODE=token, with the "
+                    "token in ~/.ray/auth_token or RAY_AUTH_TOKEN (or --address auto on its head)"
+                )
+            raise UsageError(f"cannot start {where}: {' '.join(str(err).split())[:300]}{hint}") from None
     try:
         yield
     finally:

@@ -3,6 +3,8 @@ retried from its checkpoint, and bad addresses refused before anything runs."""
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -94,3 +96,43 @@ def test_a_bad_address_is_one_line_before_anything_runs(address: str, message: s
     )  # fmt: skip
     assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_curriculum_joins_a_running_cluster(suite: Path, one_process: Path, tmp_path: Path) -> None:
+    """``ray start --head`` (its own process, stopped by its signal: never `ray stop`, which ends
+    every Ray on the machine), then ``--address`` to it, with the token it wants; and a local Ray
+    started beside it (``--workers 2``) is a Ray of its own, not that cluster."""
+    port = _free_port()
+    ray_cli = Path(sys.executable).parent / "ray"
+    head = subprocess.Popen(
+        [str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=false", "--disable-usage-stats"],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        time.sleep(3)  # the head's raylet after its GCS
+        runs = tmp_path / "runs"
+        args = cli_args(suite, runs, "--seeds", "0,1", "--address", f"127.0.0.1:{port}", "-q")
+        out = subprocess.run(args, capture_output=True, text=True, env={**ENV, "RAY_AUTH_MODE": "token"},
+                             timeout=600)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert metrics(only_run(runs)) == metrics(one_process)
+        local = run_curriculum(suite, retention="nb2", seeds=[0, 1], checkpoint_freq=FREQ, workers=2,
+                               runs_dir=tmp_path / "local", progress=False, verbose=0)  # fmt: skip
+        assert metrics(local.run_dir) == metrics(one_process)
+    finally:
+        head.send_signal(signal.SIGTERM)
+        head.wait(timeout=60)
