@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Protocol
@@ -181,13 +182,18 @@ def add_trust_option(parser: argparse.ArgumentParser, *aliases: str) -> None:
     )
 
 
+LOCAL_CPUS = os.cpu_count() or 1
+"""``--workers``' default: a local Ray with this machine's cores (one job alone runs in the process)."""
+
+
 def add_executor_options(parser: argparse.ArgumentParser, what: str) -> None:
     """``--workers`` and ``--address``: where side-by-side ``what`` run (:mod:`nb2_agents.executor`)."""
     parser.add_argument(
         "--workers",
         type=count_arg,
-        default=1,
-        help=f"{what} trained side by side, as Ray tasks on this many CPUs (default 1: in this process)",
+        default=LOCAL_CPUS,
+        help=f"{what} trained side by side, as Ray tasks on a local Ray with this many CPUs (default: this "
+        f"machine's {LOCAL_CPUS} cores; 1: one after another in this process)",
     )
     parser.add_argument(
         "--address",

@@ -8,6 +8,7 @@ from typing import Any
 
 from nb2_agents.cli_common import (
     EXIT_INTERRUPTED,
+    LOCAL_CPUS,
     add_executor_options,
     add_set_option,
     options_from_args,
@@ -17,7 +18,7 @@ from nb2_agents.cli_common import (
     whole_arg,
 )
 
-RESUME_MAY_CHANGE = {"trials": 10, "workers": 1, "address": None}
+RESUME_MAY_CHANGE = {"trials": 10, "workers": LOCAL_CPUS, "address": None}
 """The options ``--resume`` takes (with their defaults); the others come from the sweep's own."""
 RESUME_ALONE: dict[str, Any] = {
     "env": None,
