@@ -186,10 +186,13 @@ LOCAL_CPUS = os.cpu_count() or 1
 """``--workers``' default: a local Ray with this machine's cores (one job alone runs in the process)."""
 
 
-def add_executor_options(parser: argparse.ArgumentParser, what: str) -> None:
-    """``--workers`` and ``--address``: where side-by-side ``what`` run (:mod:`nb2_agents.executor`)."""
+def add_executor_options(parser: argparse.ArgumentParser, what: str, *aliases: str) -> None:
+    """``--workers`` (and ``aliases`` of it) and ``--address``: where side-by-side ``what`` run
+    (:mod:`nb2_agents.executor`)."""
     parser.add_argument(
         "--workers",
+        *aliases,
+        dest="workers",
         type=count_arg,
         default=LOCAL_CPUS,
         help=f"{what} trained side by side, as Ray tasks on a local Ray with this many CPUs (default: this "

@@ -12,6 +12,7 @@ from nb2_agents.cli import build_parser
 from nb2_agents.cli_common import options_from_args
 from nb2_agents.config import TrainOptions, resolve_config
 from nb2_agents.curriculum.resolve import CurriculumOptions, curriculum_options, resolve
+from nb2_agents.sweep import SweepOptions
 
 
 def _subparser_dests(command: str) -> set[str]:
@@ -21,7 +22,9 @@ def _subparser_dests(command: str) -> set[str]:
     return {a.dest for a in choices[command]._actions}
 
 
-@pytest.mark.parametrize(("command", "cls"), [("train", TrainOptions), ("curriculum", CurriculumOptions)])
+@pytest.mark.parametrize(
+    ("command", "cls"), [("train", TrainOptions), ("curriculum", CurriculumOptions), ("sweep", SweepOptions)]
+)
 def test_every_option_is_an_argument_of_the_same_name(command: str, cls: type) -> None:
     missing = {f.name for f in dataclasses.fields(cls)} - _subparser_dests(command)
     assert not missing, f"nb2 {command} has no argument for {sorted(missing)}"

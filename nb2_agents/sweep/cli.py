@@ -62,7 +62,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "--algo", help="ppo (default), a2c, dqn, sac, td3 or maskable_ppo; a suite's own by default"
     )
     p.add_argument("--retention", default="none", help="a suite's retention strategy (default none)")
-    p.add_argument("--trials", type=steps_arg, default=10, help="trials to run (default 10)")
+    p.add_argument("--trials", "--n-trials", type=steps_arg, default=10, help="trials to run (default 10)")
     p.add_argument(
         "--steps",
         type=steps_arg,
@@ -101,7 +101,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=whole_arg, help="torch threads per trial (default 1)")
     p.add_argument("--runs-dir", default="runs", help="where the sweep folder goes (default runs/)")
     p.add_argument("--resume", metavar="SWEEP", help="continue a sweep folder: the trials it lacks")
-    add_executor_options(p, "trials")
+    add_executor_options(p, "trials", "--n-jobs")  # RL Zoo's names too
 
 
 def handle(args: argparse.Namespace) -> int:
