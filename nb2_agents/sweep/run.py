@@ -118,6 +118,8 @@ class SweepResult:
             ]
         else:
             lines.append("no trial trained its whole budget: no best entry")
+        if self.interrupted:
+            lines.append(f"interrupted: nb2 sweep --resume {self.sweep_dir} runs its unfinished trials again")
         lines += [
             f"study {self.study} in {self.storage}",
             f"sweep folder: {self.sweep_dir} (trials.csv, trials.png; --resume it to run more trials)",
@@ -269,7 +271,7 @@ def sweep(
         study.enqueue_trial(params)
     done = sum(t.state.name != "FAIL" or "error" in t.user_attrs for t in studies.mine(study, tag))
     say = print if verbose else (lambda _: None)
-    if done and verbose:
+    if (done or again) and verbose:
         print(
             f"nb2 sweep: {done} of {o.trials} trials done in {sweep_dir}"
             + (f"; {len(again)} left unfinished run again" if again else ""),
@@ -287,6 +289,8 @@ def sweep(
             _run(search, study, storage, name, o, address, verbose)
     except KeyboardInterrupt:
         interrupted = True
+    # Ray Tune ends on Ctrl-C by itself, returning: trials it left running tell
+    interrupted |= any(t.state.name == "RUNNING" for t in studies.mine(study, tag))
     return _finish(sweep_dir, study, name, url, o, dataclasses.replace(problem, job=job), tag, interrupted)
 
 
