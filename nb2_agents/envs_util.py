@@ -116,6 +116,14 @@ def check_env_id(env_id: str) -> None:
     )
 
 
+MINIGRID_PREFIXES = ("MiniGrid-", "BabyAI-")
+
+
+def is_minigrid_id(env_id: str) -> bool:
+    """Whether a Gymnasium id names a MiniGrid (or BabyAI) env, without making it."""
+    return env_id.startswith(MINIGRID_PREFIXES)
+
+
 def is_minigrid(env: gym.Env) -> bool:
     try:
         from minigrid.minigrid_env import MiniGridEnv

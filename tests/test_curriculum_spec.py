@@ -342,3 +342,18 @@ def test_cartpole_mirrored_repeats_cartpole_variants_settings_and_tasks() -> Non
     assert (quick.algo, quick.preset, quick.hyperparams) == (full.algo, full.preset, full.hyperparams)
     assert quick.tasks[0] == full.tasks[0]
     assert quick.tasks[1] == dataclasses.replace(full.tasks[-1], steps=quick.tasks[1].steps)
+
+
+@pytest.mark.skipif(not HAS_MINIGRID, reason="needs the minigrid extra")
+def test_minigrid_cells_are_not_scaled_as_pixels() -> None:
+    """As ``nb2 train`` does: SB3 would divide MiniGrid's cell ids (0-10, uint8) by 255, and NB2
+    learned none of the minigrid suite's tasks from those (single-task references included)."""
+    from nb2_agents.curriculum.resolve import CurriculumOptions, resolve
+
+    cfg, _, hp = resolve(CurriculumOptions("minigrid"))
+    assert cfg.hyperparams["policy_kwargs"]["normalize_images"] is False
+    assert hp.algo_kwargs["policy_kwargs"]["normalize_images"] is False
+    cfg, _, _ = resolve(CurriculumOptions("minigrid", overrides=["policy_kwargs.normalize_images=true"]))
+    assert cfg.hyperparams["policy_kwargs"]["normalize_images"] is True  # --set wins
+    cfg, _, _ = resolve(CurriculumOptions("cartpole-variants"))
+    assert "normalize_images" not in cfg.hyperparams["policy_kwargs"]

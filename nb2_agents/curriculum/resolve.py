@@ -14,6 +14,7 @@ from nb2_agents.config import options_of
 from nb2_agents.curriculum.available import check_available
 from nb2_agents.curriculum.results import CurriculumConfig
 from nb2_agents.curriculum.spec import CurriculumSpec, load_curriculum
+from nb2_agents.envs_util import is_minigrid_id
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import (
     ALGOS,
@@ -45,6 +46,10 @@ def _hyperparams(
         labels[key.split(".")[0]] = "--set "
     set_dotted(entry, "policy_kwargs.preset", preset)
     labels.setdefault("policy_kwargs", "--preset")
+    minigrid = [t for t in spec.tasks if is_minigrid_id(t.env_id)]
+    if minigrid:  # as nb2 train: MiniGrid's cells hold small ids, not pixels to scale by 1/255
+        pixels = any(t.env_kwargs.get("minigrid_obs", "cells") == "rgb" for t in minigrid)
+        entry["policy_kwargs"] = {"normalize_images": pixels, **entry["policy_kwargs"]}
     return entry, parse_entry(ALGOS[algo], entry, labels)
 
 

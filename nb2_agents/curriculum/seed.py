@@ -48,7 +48,7 @@ from nb2_agents.curriculum.metrics import matrix_to_csv, window_auc
 from nb2_agents.curriculum.results import CurriculumConfig, SeedResult, phase_seconds, write_curves
 from nb2_agents.curriculum.schedules import task_schedules
 from nb2_agents.curriculum.spec import CurriculumSpec
-from nb2_agents.envs_util import check_algo
+from nb2_agents.envs_util import check_algo, is_minigrid_id
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import Hyperparams
 from nb2_agents.normalize import RunningStats
@@ -88,7 +88,7 @@ def probe_spaces(spec: CurriculumSpec, algo: str) -> CommonSpaces:
 
 def deterministic_eval(env_id: str) -> bool:
     """Whether a task is evaluated with greedy actions."""
-    return not env_id.startswith(("MiniGrid-", "BabyAI-"))  # RL Zoo samples MiniGrid actions
+    return not is_minigrid_id(env_id)  # RL Zoo samples MiniGrid actions
 
 
 @dataclass
