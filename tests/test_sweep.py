@@ -211,9 +211,11 @@ run_trial(job, {"n_epochs": 1}, "trial_x", lambda step, value: True)
 
 def test_a_trial_whose_process_died_continues_from_its_checkpoint(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(tmp_path)], env=ENV)
-    states = tmp_path / "trial_x" / "checkpoints"
+    states = tmp_path / "trial_x" / "checkpoints" / "state"  # resumable checkpoints, <steps>/state.json
     deadline = time.time() + 120
-    while not any(states.rglob("*.json")) and time.time() < deadline and proc.poll() is None:
+    while time.time() < deadline and proc.poll() is None:
+        if any(int(p.parent.name) > 0 for p in states.glob("*/state.json")):
+            break
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
