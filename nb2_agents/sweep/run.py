@@ -251,12 +251,12 @@ def sweep(
     problem = _problem(o)
     label = f"{safe_name(Path(str(o.env)).stem if is_suite(str(o.env)) else str(o.env))}__{problem.algo}"
     name = o.study_name or f"{label}__{problem.steps}"
-    if o.storage is not None:
-        studies.open_storage(o.storage)  # a bad URL fails before the sweep folder exists
+    # a given storage is opened first: a bad URL fails before the sweep folder exists
+    storage = studies.open_storage(o.storage) if o.storage is not None else None
     sweep_dir = Path(resume) if resume is not None else fresh_dir(runs_dir, f"sweep__{label}")
     job = dataclasses.replace(problem.job, trials_dir=sweep_dir.resolve() / "trials")
     url = studies.storage_url(o.storage, sweep_dir)
-    storage = studies.open_storage(url)
+    storage = storage or studies.open_storage(url)
     study = studies.open_study(
         storage, name, {"env": o.env, "algo": problem.algo, "steps": problem.steps}, url
     )

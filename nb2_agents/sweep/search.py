@@ -19,7 +19,7 @@ from typing import Any
 
 from nb2_agents.executor import RETRIES, ray_session
 from nb2_agents.sweep.space import Param, Space, to_optuna
-from nb2_agents.sweep.trial import TrialJob, TrialOutcome, run_trial
+from nb2_agents.sweep.trial import TrialJob, run_trial
 
 METRIC = "mean_return"
 REDUCTION_FACTOR = 2
@@ -45,14 +45,11 @@ class Search:
     """What a trial's result is, in its line."""
 
 
-def _line(search: Search, name: str, outcome: TrialOutcome | None, error: str | None = None) -> str:
-    if error is not None:
-        return f"trial {name}: failed: {error}"
-    assert outcome is not None
-    stopped = f", stopped by ASHA after {len(outcome.evaluations)} of {search.evals} evaluations"
-    done = "" if outcome.finished else stopped
-    value = "-" if outcome.value is None else f"{outcome.value:.4g}"
-    return f"trial {name}: {search.measure} {value} at {outcome.steps:,} steps{done}"
+def _line(search: Search, name: str, value: float | None, steps: int, reached: int | None = None) -> str:
+    """A trial's line: its result, and for one ASHA stopped, the evaluations it ``reached``."""
+    shown = "-" if value is None else f"{value:.4g}"
+    stopped = "" if reached is None else f", stopped by ASHA after {reached} of {search.evals} evaluations"
+    return f"trial {name}: {search.measure} {shown} at {steps:,} steps{stopped}"
 
 
 def _error(err: BaseException) -> str:
@@ -99,9 +96,10 @@ def run_here(search: Search, study: Any) -> None:
             outcome = run_trial(search.job, params, name, report)
         except Exception as err:
             trial.set_user_attr("error", _error(err))
-            search.say(_line(search, name, None, _error(err)))
+            search.say(f"trial {name}: failed: {_error(err)}")
             raise
-        search.say(_line(search, name, outcome))
+        reached = None if outcome.finished else len(outcome.evaluations)
+        search.say(_line(search, name, outcome.value, outcome.steps, reached))
         if outcome.value is None:
             raise RuntimeError(f"{name} ended before its first evaluation")
         if not outcome.finished:
@@ -165,22 +163,15 @@ def _searcher_class() -> type:
     return _OptunaSearch
 
 
-def _reporter(search: Search, evals: int) -> Any:
+def _reporter(search: Search) -> Any:
     from ray.tune import Callback
 
     class _Lines(Callback):  # type: ignore[misc]
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             r = trial.last_result or {}
-            if r.get("finished"):
-                search.say(
-                    f"trial {r['run_dir']}: {search.measure} {r[METRIC]:.4g} at {r['timesteps']:,} steps"
-                )
-            elif METRIC in r:
-                n = r.get("training_iteration", 0)
-                search.say(
-                    f"trial {r['run_dir']}: {search.measure} {r[METRIC]:.4g} at {r['timesteps']:,} steps, "
-                    f"stopped by ASHA after {n} of {evals} evaluations"
-                )
+            if METRIC in r:
+                reached = None if r.get("finished") else r.get("training_iteration", 0)
+                search.say(_line(search, r["run_dir"], r[METRIC], r["timesteps"], reached))
 
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             search.say(
@@ -247,7 +238,7 @@ def run_on_ray(search: Search, storage: Any, study_name: str, workers: int, addr
                 name="tune",
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=RETRIES),
-                callbacks=[_reporter(search, search.evals)],
+                callbacks=[_reporter(search)],
             ),
         )
         tuner.fit()
