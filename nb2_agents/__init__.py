@@ -4,15 +4,17 @@
 >>> from nb2_agents import NB2Policy
 >>> model = PPO(NB2Policy, "CartPole-v1")  # or PPO("NB2Policy", "CartPole-v1")
 
-Importing the package registers the ``nb2/`` Gymnasium ids (CartPole physics variants) and the
-``"NB2Policy"`` name in SB3's algorithms. Its attributes are imported when first read
-(:mod:`nb2_agents.lazy`, :mod:`nb2_agents.sb3.aliases`), so ``import nb2_agents`` does not load torch.
+Importing the package registers the ``nb2/`` Gymnasium ids (CartPole physics variants and
+``nb2/CartPoleNoVel-v1``) and the ``"NB2Policy"`` name in SB3's algorithms. Its attributes are
+imported when first read (:mod:`nb2_agents.lazy`, :mod:`nb2_agents.sb3.aliases`), so
+``import nb2_agents`` does not load torch.
 """
 
 from typing import TYPE_CHECKING
 
 from nb2_agents.curriculum.variants import register_variants
 from nb2_agents.lazy import functions_over_subpackages, lazy_exports
+from nb2_agents.pomdp import register_pomdp
 from nb2_agents.sb3.aliases import register_on_sb3_import
 
 if TYPE_CHECKING:
@@ -76,6 +78,7 @@ __getattr__, __dir__ = lazy_exports(
 functions_over_subpackages(__name__, ("distill", "export", "sweep"))  # the functions, as the API has them
 register_on_sb3_import()
 register_variants()
+register_pomdp()
 
 __version__ = "0.1.0"
 

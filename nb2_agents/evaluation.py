@@ -26,6 +26,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from nb2_agents.envs_util import EnvSpec, check_env_id
 from nb2_agents.errors import UsageError
 from nb2_agents.hyperparams import ALGOS
+from nb2_agents.memory.wrapper import with_memory_of
 from nb2_agents.normalize import evaluation_env, read_stats, stats_for
 from nb2_agents.runs import read_meta
 from nb2_agents.sb3.algos import recognise_data
@@ -220,6 +221,7 @@ def evaluate(
     else:
         stats = stats_for(read_stats(loaded.path), env_id, loaded.path)
         vec = vec if stats is None else evaluation_env(vec, stats)
+    vec = with_memory_of(vec, model.observation_space)
     if vec.observation_space != model.observation_space:
         raise UsageError(
             f"{env_id}'s observations {vec.observation_space} do not match the model's "

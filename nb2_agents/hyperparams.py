@@ -95,6 +95,12 @@ class Hyperparams:
     """The merged entry as plain YAML values (``lin_X`` strings kept), as saved in config.yaml."""
 
     @property
+    def memory(self) -> int | None:
+        """``policy_kwargs.memory``: the past steps each env keeps (``nb2_agents.memory``), or None."""
+        value = self.algo_kwargs.get("policy_kwargs", {}).get("memory")
+        return None if value is None else int(value)
+
+    @property
     def gamma(self) -> float:
         """The discount factor (SB3's default 0.99 for every algorithm), which ``VecNormalize``'s
         return statistics use too, as in RL Zoo."""
@@ -217,6 +223,8 @@ def _check_policy_kwargs(algo_class: type[BaseAlgorithm], policy: str, value: An
     for key in value:
         if key not in valid:
             raise UsageError(f"{where}.{key}: unknown policy option; valid keys: {valid}")
+    if value.get("memory") is not None:
+        _check_memory(algo_class, value["memory"], f"{where}.memory")
     preset = value.get("preset", "nano")
     if not isinstance(preset, str) or preset not in PRESETS:
         raise UsageError(f"{where}.preset: unknown NB2 preset {preset!r}; valid presets: {sorted(PRESETS)}")
@@ -227,6 +235,21 @@ def _check_policy_kwargs(algo_class: type[BaseAlgorithm], policy: str, value: An
     for key in nb2_kwargs:
         if key not in fields:
             raise UsageError(f"{where}.nb2_kwargs.{key}: unknown NB2Config field; valid keys: {fields}")
+
+
+def _check_memory(algo_class: type[BaseAlgorithm], memory: Any, where: str) -> None:
+    from nb2_agents.memory.layout import MEMORY_ALGOS, check_k
+    from nb2_agents.sb3 import algos
+
+    try:
+        check_k(memory, where)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    if algos.of(algo_class).name not in MEMORY_ALGOS:
+        raise UsageError(
+            f"{where}: {algo_class.__name__} cannot carry memory over time (its replay samples "
+            f"single steps); the algorithms that can: {', '.join(MEMORY_ALGOS)}"
+        )
 
 
 def _real(v: Any) -> bool:

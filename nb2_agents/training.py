@@ -40,6 +40,7 @@ from nb2_agents.envs_util import EnvSpec
 from nb2_agents.errors import UsageError
 from nb2_agents.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
 from nb2_agents.hyperparams import ALGOS, Hyperparams, LinearSchedule, parse_entry
+from nb2_agents.memory import MemoryWindow
 from nb2_agents.nn.model import NB2
 from nb2_agents.normalize import vec_normalize
 from nb2_agents.progress import progress_mode
@@ -189,6 +190,8 @@ def _run_in(
     if hp.normalize is not None:  # SB3's EvalCallback copies the statistics over before evaluating
         env = vec_normalize(env, hp.normalize, hp.gamma)
         eval_env = vec_normalize(eval_env, hp.normalize, hp.gamma, training=False)
+    if hp.memory is not None:  # outermost: the memory holds what the policy reads
+        env, eval_env = MemoryWindow(env, hp.memory), MemoryWindow(eval_env, hp.memory)
     model, extra_callbacks = make_algorithm(cfg.algo, hp, env, cfg.seed, cfg.device)
     model.set_logger(run_logger(run_dir, verbose))
     if verbose and ckpt is None:

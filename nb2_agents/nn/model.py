@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 from gymnasium import spaces
+from stable_baselines3.common.preprocessing import preprocess_obs
 from torch import nn
 
+from nb2_agents.memory.layout import PREFIX, VALID_KEY, MemoryLayout
 from nb2_agents.nn.blocks import init_weights
 from nb2_agents.nn.config import NB2Config, ParamReport
 from nb2_agents.nn.decoder import Decoder
@@ -13,6 +15,7 @@ from nb2_agents.nn.dormant import dormant_fraction, recording_mlp_activations
 from nb2_agents.nn.encoder import HierarchicalEncoder
 from nb2_agents.nn.inference import TracedForward
 from nb2_agents.nn.probes import recording
+from nb2_agents.nn.temporal import SummaryCache, TemporalStage, encode_valid, param_version
 from nb2_agents.nn.tokenizer import Tokenizer
 
 
@@ -26,6 +29,11 @@ class NB2(nn.Module):
     >>> net = NB2(gym.spaces.Box(-1, 1, (4,)), NB2Config(), n_queries=2)
     >>> net(torch.zeros(3, 4)).shape
     torch.Size([3, 2, 32])
+
+    An observation space that carries each env's last K steps (``memory/layout.py``) adds the
+    temporal stage (``temporal.py``): each past step is encoded alone into its summary, and the
+    current step's global stage attends over them. ``normalize_images`` is SB3's option, which
+    the past steps are preprocessed with as SB3 preprocesses the current one.
     """
 
     TASK_PARAMS = ("encoder.task_embed.weight", "decoder.task_film")
@@ -38,13 +46,20 @@ class NB2(nn.Module):
         cfg: NB2Config,
         n_queries: int = 2,
         check_finite: bool = True,
+        normalize_images: bool = True,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.check_finite = check_finite
-        self.tokenizer = Tokenizer(observation_space, cfg)
+        self.normalize_images = normalize_images
+        self.layout = MemoryLayout.of(observation_space)
+        """Where the observation keeps each env's past steps; None without memory."""
+        step_space = observation_space if self.layout is None else self.layout.step_space
+        self.tokenizer = Tokenizer(step_space, cfg)
         self.encoder = HierarchicalEncoder(cfg, self.tokenizer.n_groups, self.tokenizer.group_len)
+        self.temporal = None if self.layout is None else TemporalStage(cfg, self.layout.k)
         self.decoder = Decoder(cfg, n_queries)
+        self._cache = SummaryCache()
         self.traced_inference = True
         """Without autograd, run the forward as a traced graph (``inference.py``): same outputs,
         1.3-2.8x less time at the batch sizes that act in an env. False: always eager."""
@@ -55,11 +70,16 @@ class NB2(nn.Module):
         # a copy or pickle traces its own graphs: these ones hold this network's tensors
         state = dict(self.__dict__)
         state["_traced"] = TracedForward()
+        state["_cache"] = SummaryCache()
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         state.setdefault("traced_inference", True)  # a network pickled before traced inference
+        state.setdefault("layout", None)  # or before memory over time
+        state.setdefault("temporal", None)
+        state.setdefault("normalize_images", True)
         state["_traced"] = TracedForward()
+        state["_cache"] = SummaryCache()
         super().__setstate__(state)
 
     def reset_parameters(self) -> None:
@@ -67,6 +87,8 @@ class NB2(nn.Module):
         self.apply(init_weights)  # Linear, Conv, Embedding, LayerNorm, gated residuals
         self.tokenizer.reset_parameters()
         self.decoder.reset_parameters()
+        if self.temporal is not None:
+            self.temporal.reset_parameters()
         # zero global offset and pooling seeds: uniform pooling reads at init, no constant offset
         nn.init.zeros_(self.encoder.global_token)
         nn.init.zeros_(self.encoder.task_embed.weight)
@@ -79,7 +101,7 @@ class NB2(nn.Module):
         if not torch.is_grad_enabled():
             if self.check_finite:
                 check_finite(obs)
-            if self.traced_inference:
+            if self.traced_inference and self.layout is None:
                 return self._traced(self, obs)
         return self.run(obs)
 
@@ -88,7 +110,71 @@ class NB2(nn.Module):
 
         ``in_place`` samples tokens by masking rather than gathering (``encoder.py``): the same
         result, with shapes that depend on the batch size alone (for export)."""
-        return self.decoder(self.encoder(self.tokenizer(obs), in_place))
+        if self.layout is None:
+            return self.decoder(self.encoder(self.tokenizer(obs), in_place))
+        assert isinstance(obs, dict), "a memory-carrying observation is a Dict"
+        mem = self.encoder(self.tokenizer(self._step(obs)), in_place)
+        valid = obs[VALID_KEY] > 0.5  # (B, K)
+        past = self.past_summaries(obs, valid, mem.global_token, in_place)  # (B, K, C)
+        assert self.temporal is not None
+        return self.decoder(self.temporal(mem, past, valid))
+
+    def clear_memory_cache(self) -> None:
+        """Forget the past summaries kept between calls without autograd (``temporal.py``)."""
+        self._cache.clear()
+
+    def _step(self, obs: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The current step of a memory-carrying observation, as the tokenizer takes it."""
+        assert self.layout is not None
+        if not self.layout.is_dict:
+            return obs[self.layout.step_keys[0]]
+        return {key: obs[key] for key in self.layout.step_keys}
+
+    def _past(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every past step, preprocessed as SB3 preprocesses the current one: (B*K, ...) per key."""
+        assert self.layout is not None
+        out: dict[str, torch.Tensor] = {}
+        for key in self.layout.past_keys:
+            x = obs[PREFIX + key].flatten(0, 1)  # (B, K, *shape) → (B*K, *shape), cast to float by SB3
+            step = preprocess_obs(x, self.layout.step_part(key), self.normalize_images)
+            assert isinstance(step, torch.Tensor)
+            out[key] = step
+        return out
+
+    def _encode_past(
+        self, past: dict[str, torch.Tensor], index: torch.Tensor, in_place: bool
+    ) -> torch.Tensor:
+        """The summaries (n, C) of the past steps at flat indices ``index`` (n,) of ``past``."""
+        assert self.layout is not None
+        rows = {key: x.index_select(0, index) for key, x in past.items()}  # (n, ...)
+        step = rows if self.layout.is_dict else rows[self.layout.step_keys[0]]
+        return self.encoder(self.tokenizer(step), in_place).global_token  # (n, C)
+
+    def past_summaries(
+        self, obs: dict[str, torch.Tensor], valid: torch.Tensor, current: torch.Tensor, in_place: bool = False
+    ) -> torch.Tensor:
+        """The summaries (B, K, C) of the past steps ``obs`` carries (zero where not ``valid``).
+
+        With autograd every valid past step is encoded again (the update: exact, with gradients
+        through the past); without it, :class:`~nb2_agents.nn.temporal.SummaryCache` reuses each
+        env's summaries from the last call where they still hold. ``current`` (B, C) is this
+        step's own summary, kept for the next call."""
+        past = self._past(obs)
+        c = current.shape[-1]
+
+        def encode(index: torch.Tensor) -> torch.Tensor:
+            return self._encode_past(past, index, in_place)
+
+        if torch.is_grad_enabled() or in_place:
+            return encode_valid(valid, encode, c, current.dtype)
+        assert self.layout is not None
+        b, k = valid.shape
+        past_flat = torch.cat([x.reshape(b, k, -1) for x in past.values()], dim=-1)  # (B, K, F)
+        step_flat = torch.cat([obs[key].reshape(b, -1) for key in self.layout.past_keys], dim=-1)  # (B, F)
+        version = param_version(self)
+        summaries = self._cache.summaries(version, past_flat, valid, encode, c)
+        self._cache.store(version, step_flat, current, past_flat, summaries, valid)
+        return summaries
 
     def task_state(self, task: int) -> dict[str, torch.Tensor]:
         """Task ``task``'s own rows of :attr:`TASK_PARAMS`, cloned."""

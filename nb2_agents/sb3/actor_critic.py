@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import maybe_transpose
 from stable_baselines3.common.torch_layers import create_mlp
 from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.utils import is_vectorized_observation
 from torch import nn
 
+from nb2_agents.memory.layout import STEP_KEY, MemoryLayout, resolve_memory
+from nb2_agents.memory.window import ObsWindow
 from nb2_agents.nn.config import NB2Config
 from nb2_agents.nn.tokenizer import ACTION_MASK_KEY
 from nb2_agents.sb3.extractor import NB2Extractor, NB2PolicyMixin, reject_options, resolve_share_encoder
@@ -89,9 +94,12 @@ class _ActorCriticMixin(NB2PolicyMixin):
         check_finite: bool | None = None,
         nb2_kwargs: dict[str, Any] | None = None,
         net_arch: list[int] | dict[str, list[int]] | None = None,
+        memory: int | None = None,
         **kwargs: Any,
     ) -> None:
         reject_options(type(self).__name__, kwargs, self._not_applicable)
+        self._memory = resolve_memory(type(self).__name__, memory, observation_space)
+        self.memory_layout = MemoryLayout.of(observation_space)
         share = resolve_share_encoder(type(self).__name__, share_encoder, kwargs)
         # SB3's actor-critic policies use Adam with eps=1e-5 (from OpenAI baselines)
         extractor_kwargs = self._nb2_setup(
@@ -154,7 +162,46 @@ class _ActorCriticMixin(NB2PolicyMixin):
         data = super()._get_constructor_parameters()
         data["share_encoder"] = self._share_encoder
         data["critic_grad_scale"] = self._critic_grad_scale
+        data["memory"] = self._memory
         return data
+
+    def set_training_mode(self, mode: bool) -> None:
+        super().set_training_mode(mode)  # type: ignore[misc]
+        if mode:  # an update follows: summaries cached at the last rollout will not hold after it
+            for net in self.nb2_networks():
+                net.clear_memory_cache()
+
+    def predict(
+        self,
+        observation: Any,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict``; with memory on, ``state`` carries it as ``RecurrentPPO``'s does.
+
+        An observation from a :class:`~nb2_agents.memory.MemoryWindow` env holds its memory
+        already (``state`` is not needed and None comes back). A plain observation of the env
+        underneath takes its memory from ``state`` (None at the first step), which the envs
+        where ``episode_start`` is true forget; the state after this step comes back, to pass
+        on with the next observation (``evaluate_policy`` does).
+        """
+        layout = self.memory_layout
+        if layout is None or layout.carries(observation):
+            return super().predict(observation, state, episode_start, deterministic)  # type: ignore[misc]
+        step = observation if layout.is_dict else {STEP_KEY: observation}
+        step = {key: np.asarray(value) for key, value in step.items()}
+        batched = is_vectorized_observation(step[layout.past_keys[0]], layout.step_part(layout.past_keys[0]))
+        if not batched:
+            step = {key: value[None] for key, value in step.items()}  # a batch of one env
+        step = {key: maybe_transpose(value, layout.step_part(key)) for key, value in step.items()}
+        window = ObsWindow.from_state(layout, state, len(next(iter(step.values()))))
+        if episode_start is not None:
+            window.clear(np.asarray(episode_start, dtype=bool))
+        parts = step if layout.is_dict else step[STEP_KEY]
+        actions, _ = super().predict(window.compose(parts), None, None, deterministic)  # type: ignore[misc]
+        window.push(parts)
+        return (actions if batched else actions[0]), window.state()
 
 
 class NB2ActorCriticPolicy(_ActorCriticMixin, ActorCriticPolicy):  # type: ignore[misc]
@@ -174,6 +221,9 @@ class NB2ActorCriticPolicy(_ActorCriticMixin, ActorCriticPolicy):  # type: ignor
     :param nb2_kwargs: other :class:`NB2Config` fields to override
     :param net_arch: hidden layers after NB2, a list (both heads) or ``dict(pi=[...], vf=[...])``;
         none by default
+    :param memory: memory over time, the last ``memory`` steps of each env (``nn/temporal.py``);
+        the env must be wrapped in :class:`~nb2_agents.memory.MemoryWindow` with the same K,
+        which also sets it when left out. ``predict`` then carries the memory in ``state``
     :param kwargs: the rest of SB3's ``ActorCriticPolicy`` arguments, with SB3's meaning:
         ``activation_fn`` after each ``net_arch`` layer; ``ortho_init`` SB3's orthogonal init of
         the heads (NB2 keeps its own); ``use_sde``, ``log_std_init``, ``full_std``, ``use_expln``,

@@ -20,6 +20,8 @@ class NB2Extractor(BaseFeaturesExtractor):
     :param config: the architecture
     :param n_queries: decoder queries (2 for actor + critic, 1 for a Q-network or an actor)
     :param check_finite: raise ``ValueError`` on NaN / Inf observations
+    :param normalize_images: the policy's SB3 option, for the past steps of a memory-carrying
+        observation (NB2 preprocesses them as SB3 preprocesses the current one)
     """
 
     def __init__(
@@ -28,9 +30,10 @@ class NB2Extractor(BaseFeaturesExtractor):
         config: NB2Config,
         n_queries: int = 2,
         check_finite: bool = True,
+        normalize_images: bool = True,
     ) -> None:
         super().__init__(observation_space, features_dim=n_queries * config.d_model)
-        self.net = NB2(observation_space, config, n_queries=n_queries, check_finite=check_finite)
+        self.net = NB2(observation_space, config, n_queries, check_finite, normalize_images)
 
     def forward(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
         return self.net(observations).flatten(1)  # (B, nq, C) → (B, nq*C)
@@ -239,7 +242,10 @@ class NB2PolicyMixin:
         ):
             kwargs["optimizer_kwargs"] = {**adam_defaults, "fused": True}
         return dict(
-            config=self.nb2_config, n_queries=n_queries, check_finite=self._nb2_options["check_finite"]
+            config=self.nb2_config,
+            n_queries=n_queries,
+            check_finite=self._nb2_options["check_finite"],
+            normalize_images=kwargs.get("normalize_images", True),
         )
 
     def _forget_reshaped_optimizer_state(self) -> None:

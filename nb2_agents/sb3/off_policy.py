@@ -15,6 +15,7 @@ from stable_baselines3.dqn.policies import DQNPolicy
 from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 
+from nb2_agents.memory.layout import reject_memory
 from nb2_agents.nn.config import NB2Config
 from nb2_agents.sb3.extractor import NB2Extractor, NB2PolicyMixin, reject_options, resolve_share_encoder
 
@@ -42,9 +43,11 @@ class _OffPolicyMixin(NB2PolicyMixin):
         nb2_kwargs: dict[str, Any] | None = None,
         net_arch: list[int] | dict[str, list[int]] | None = None,
         share_encoder: bool | None = None,
+        memory: int | None = None,
         **kwargs: Any,
     ) -> None:
         name = type(self).__name__
+        reject_memory(name.removeprefix("NB2").removesuffix("Policy"), memory, observation_space)
         reject_options(name, kwargs, self.not_applicable)
         if not self.supports_sharing and (share_encoder is not None or "share_features_extractor" in kwargs):
             key = "share_encoder" if share_encoder is not None else "share_features_extractor"

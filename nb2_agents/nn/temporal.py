@@ -1,0 +1,147 @@
+"""Memory over time: the global stage attends over the summaries of each env's last K steps.
+
+NB2's hierarchy, extended to time: attention inside one step's tokens, each step pooled into
+its global summary, then attention across the summaries of the last K steps. A step's summary
+is the global token NB2 computes from that step alone (no memory of its own, so it never
+changes once computed for the same weights). :class:`TemporalStage` lets the current step's
+summary attend together with the K past ones (each plus a learned embedding of its age, the
+steps before the episode masked out); its output replaces the global token (the decoder's head
+gates and query start read it) and joins the decoder's memory, so the actor and critic queries
+can read past steps directly.
+
+Where the past comes from: the observation carries each env's last K observations
+(``memory/layout.py``). At update time every past step is encoded again with the current
+weights, so the update's log-probability is the rollout's for the same weights: PPO's ratio is
+exact. Without autograd (rollouts, ``predict``), :class:`SummaryCache` keeps each env's past
+summaries, so a new step costs one step's encoding, not K: a cached summary is used only where
+the observation it was computed from is the one in the memory now, under the same weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from nb2_agents.nn.blocks import Block
+from nb2_agents.nn.config import NB2Config
+from nb2_agents.nn.encoder import Memory
+
+AGE_STD = 1.0
+"""The age embeddings start at unit scale, like the tokenizer's (``encoder.py`` says why)."""
+
+
+class TemporalStage(nn.Module):
+    """(current summary, K past summaries, their validity) → the step's multi-scale memory."""
+
+    def __init__(self, cfg: NB2Config, k: int) -> None:
+        super().__init__()
+        self.k = k
+        self.age = nn.Parameter(torch.zeros(k, cfg.d_model))  # t-1 ... t-K
+        args = (cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.gate_bias)
+        self.blocks = nn.ModuleList(Block(*args) for _ in range(cfg.n_global_layers))
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.age, std=AGE_STD)
+
+    def forward(self, mem: Memory, past: torch.Tensor, valid: torch.Tensor) -> Memory:
+        """``mem`` of the current step, ``past`` (B, K, C) summaries, ``valid`` (B, K) bool."""
+        b = past.shape[0]
+        x = torch.cat([mem.global_token.unsqueeze(1), past + self.age], dim=1)  # (B, 1+K, C)
+        keep = torch.cat([valid.new_ones(b, 1), valid], dim=1)  # (B, 1+K): the current step always
+        for blk in self.blocks:
+            x = blk(x, mask=keep[:, None, None, :])  # (B, 1+K, C)
+        tokens = torch.cat([mem.tokens, x], dim=1)  # (B, T + 1 + K, C)
+        step_mask = (
+            keep.new_ones(b, mem.tokens.shape[1]) if mem.mask is None else mem.mask.expand(b, -1)
+        )  # (B, T)
+        mask = torch.cat([step_mask, keep], dim=1)  # (B, T + 1 + K)
+        return Memory(tokens, mask, x[:, 0], mem.task, mem.kept, mem.task_ids)
+
+
+Encode = Callable[[torch.Tensor], torch.Tensor]
+"""Encodes the past steps at the given flat (B*K) indices: (n,) → their summaries (n, C)."""
+
+
+def encode_valid(valid: torch.Tensor, encode: Encode, c: int, dtype: torch.dtype) -> torch.Tensor:
+    """The summaries (B, K, C) of every valid past step, zero where a step is not valid."""
+    b, k = valid.shape
+    index = valid.reshape(-1).nonzero().squeeze(1)  # (n,) flat indices of real past steps
+    out = torch.zeros(b * k, c, dtype=dtype, device=valid.device)  # (B*K, C)
+    if index.numel():
+        out = out.index_copy(0, index, encode(index))
+    return out.view(b, k, c)
+
+
+class SummaryCache:
+    """Each env's past summaries between calls without autograd (rollouts, ``predict``).
+
+    After a call it holds, per batch row (env), the step just encoded (its flat observation and
+    summary) and the past (flat observations, summaries, validity). At the next call a past
+    step's summary is reused where the memory holds, at that age, the very observation it was
+    computed from, and the weights have not changed since (a count of in-place updates of every
+    parameter: optimizer steps, loads and resets all bump it); every other valid past step is
+    encoded. An env whose episode just started has no valid past: nothing is encoded.
+    """
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.version: int | None = None
+        self.step_flat: torch.Tensor | None = None  # (B, F)
+        self.step_summary: torch.Tensor | None = None  # (B, C)
+        self.past_flat: torch.Tensor | None = None  # (B, K, F)
+        self.past_summary: torch.Tensor | None = None  # (B, K, C)
+        self.past_valid: torch.Tensor | None = None  # (B, K)
+
+    def summaries(
+        self,
+        version: int,
+        past_flat: torch.Tensor,
+        valid: torch.Tensor,
+        encode: Encode,
+        c: int,
+    ) -> torch.Tensor:
+        """The past summaries (B, K, C) of ``past_flat`` (B, K, F), reusing what still holds."""
+        if (
+            self.past_flat is None
+            or self.version != version
+            or self.past_flat.shape != past_flat.shape
+            or self.past_flat.dtype != past_flat.dtype
+            or self.past_flat.device != past_flat.device
+        ):
+            return encode_valid(valid, encode, c, past_flat.dtype)
+        assert self.step_flat is not None and self.step_summary is not None
+        assert self.past_summary is not None and self.past_valid is not None
+        # what each age holds if every env moved one step on: the last step, then the past
+        held_flat = torch.cat([self.step_flat.unsqueeze(1), self.past_flat[:, :-1]], dim=1)  # (B, K, F)
+        held = torch.cat([self.step_summary.unsqueeze(1), self.past_summary[:, :-1]], dim=1)  # (B, K, C)
+        held_valid = torch.cat([torch.ones_like(valid[:, :1]), self.past_valid[:, :-1]], dim=1)  # (B, K)
+        same = held_valid & (held_flat == past_flat).all(dim=-1)  # (B, K)
+        reuse = valid & same
+        out = torch.where(reuse.unsqueeze(-1), held, torch.zeros_like(held))  # (B, K, C)
+        missing = valid & ~same
+        if bool(missing.any()):
+            fresh = encode_valid(missing, encode, c, out.dtype)  # (B, K, C), zero elsewhere
+            out = torch.where(missing.unsqueeze(-1), fresh, out)
+        return out
+
+    def store(
+        self,
+        version: int,
+        step_flat: torch.Tensor,
+        step_summary: torch.Tensor,
+        past_flat: torch.Tensor,
+        past_summary: torch.Tensor,
+        valid: torch.Tensor,
+    ) -> None:
+        self.version = version
+        self.step_flat, self.step_summary = step_flat, step_summary
+        self.past_flat, self.past_summary, self.past_valid = past_flat, past_summary, valid
+
+
+def param_version(module: nn.Module) -> int:
+    """A number that changes whenever any parameter of ``module`` is updated in place."""
+    return sum(p._version for p in module.parameters())
