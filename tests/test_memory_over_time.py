@@ -246,3 +246,39 @@ def test_off_policy_algorithms_refuse_memory_naming_those_that_carry_it(
     with pytest.raises(UsageError, match=r"\[x\]\.policy_kwargs\.memory: .* the algorithms that can"):
         parse_entry(cls, {"policy_kwargs": {"memory": 4}}, "x.yaml [x]")
     assert algos.of(cls).name not in ("ppo", "a2c", "maskable_ppo")
+
+
+CURRICULUM = """\
+name: novel-pair
+algo: ppo
+preset: nano
+hyperparams:
+  n_envs: 2
+  n_steps: 32
+  batch_size: 64
+  n_epochs: 1
+  policy_kwargs: {memory: 3}
+tasks:
+  - {name: novel, env_id: nb2/CartPoleNoVel-v1, steps: 256, eval_episodes: 2, random_return: 20,
+     reference_return: 500}
+  - {name: cartpole, env_id: CartPole-v1, steps: 256, eval_episodes: 2, random_return: 22.69,
+     reference_return: 500}
+"""
+
+
+def test_a_curriculum_with_memory_trains_retains_and_evaluates(tmp_path: Any) -> None:
+    """Tasks of different observation sizes (padded), memory on, retention nb2 (replay of windowed
+    observations, distillation, EWC); the saved model is evaluated per task with its memory."""
+    from nb2_agents.curriculum import run_curriculum
+    from nb2_agents.curriculum.evaluate import evaluate_curriculum
+
+    path = tmp_path / "novel-pair.yaml"
+    path.write_text(CURRICULUM)
+    result = run_curriculum(
+        path, retention="nb2", seeds=[0], evals_per_task=1, runs_dir=tmp_path, progress=False, verbose=0
+    )
+    model = PPO.load(result.run_dir / "s0" / "model.zip", device="cpu")
+    layout = MemoryLayout.of(model.observation_space)
+    assert layout is not None and layout.k == 3 and "obs_mask" in layout.past_keys
+    scores = evaluate_curriculum(result.run_dir, episodes=2, device="cpu")
+    assert [t.task for t in scores] == ["novel", "cartpole"]

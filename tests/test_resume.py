@@ -45,15 +45,17 @@ class Budget:
     freq: int
     """--save-freq and --eval-freq"""
     overrides: tuple[str, ...]
+    algo: str | None = None
+    """--algo, when the case's name is not the algorithm's"""
 
     def cli(self, algo: str) -> list[str]:
         sets = [arg for item in self.overrides for arg in ("--set", item)]
-        return ["train", "--env", self.env, "--algo", algo, "--steps", str(self.steps),
+        return ["train", "--env", self.env, "--algo", self.algo or algo, "--steps", str(self.steps),
                 "--save-freq", str(self.freq), "--eval-freq", str(self.freq), "--eval-episodes", "2",
                 "--final-episodes", "3", "--seed", str(SEED), *sets]  # fmt: skip
 
     def api(self, algo: str) -> dict[str, Any]:
-        return {"env": self.env, "algo": algo, "steps": self.steps, "save_freq": self.freq,
+        return {"env": self.env, "algo": self.algo or algo, "steps": self.steps, "save_freq": self.freq,
                 "eval_freq": self.freq, "eval_episodes": 2, "final_episodes": 3, "seed": SEED,
                 "overrides": list(self.overrides)}  # fmt: skip
 
@@ -65,6 +67,8 @@ BUDGETS = {
     "dqn": Budget("CartPole-v1", 2048, 512, ("learning_starts=500",)),
     # a rollout and a gradient step per env step; checkpoints at 200, 400
     "sac": Budget("Pendulum-v1", 500, 200, ("learning_starts=100",)),
+    # memory over time: each env's window of past steps is restored with the episode it belongs to
+    "ppo-memory": Budget("nb2/CartPoleNoVel-v1", 4096, 1024, ("n_steps=64", "n_epochs=2"), "ppo"),
 }
 
 

@@ -88,6 +88,17 @@ class EpisodeRecorder(gym.Wrapper):  # type: ignore[type-arg]
         return info["obs"] is None or self._fingerprint() == info["obs"]
 
 
+def _memory_window(vec: VecEnv) -> Any:
+    """The ``MemoryWindow`` among ``vec``'s wrappers, or None: its memory is not in the episode
+    replay (it sits above the envs), so it is saved and put back as arrays."""
+    from nb2_agents.memory import MemoryWindow
+
+    found: Any = vec
+    while found is not None and not isinstance(found, MemoryWindow):
+        found = getattr(found, "venv", None)
+    return found
+
+
 def recorders(vec: VecEnv) -> list[EpisodeRecorder]:
     """The recorder of each env of ``vec`` (empty when its envs have none)."""
     envs = getattr(vec.unwrapped, "envs", [])
@@ -104,6 +115,8 @@ def capture(vec: VecEnv, name: str) -> tuple[dict[str, Any], dict[str, np.ndarra
         infos.append({**info, "action_space": spaces_state(rec.action_space)})
         if actions is not None:
             arrays[f"{name}/{i}/actions"] = actions
+    if (window := _memory_window(vec)) is not None:
+        arrays.update({f"{name}/memory/{key}": value for key, value in window.get_state().items()})
     pending = {"seeds": list(getattr(base, "_seeds", [])), "options": list(getattr(base, "_options", []))}
     return {"episodes": infos, "pending": pending}, arrays
 
@@ -120,6 +133,11 @@ def restore(vec: VecEnv, name: str, saved: dict[str, Any], arrays: dict[str, np.
            if not rec.replay(info, arrays.get(f"{name}/{i}/actions"))]  # fmt: skip
     for rec, info in zip(recs, infos, strict=True):
         set_spaces_state(rec.action_space, info["action_space"])
+    if (window := _memory_window(vec)) is not None:
+        prefix = f"{name}/memory/"
+        window.set_state(
+            {key[len(prefix) :]: value for key, value in arrays.items() if key.startswith(prefix)}
+        )
     base = vec.unwrapped
     if hasattr(base, "_seeds"):
         base._seeds = list(saved["pending"]["seeds"])

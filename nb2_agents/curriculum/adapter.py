@@ -66,6 +66,20 @@ class CommonSpaces:
     """Tasks have fewer discrete actions than the shared space; ``action_mask`` is present."""
     rescaled: bool
     """Continuous actions go through the shared ``Box(-1, 1)``."""
+    memory: int | None = None
+    """Past steps each env keeps (``policy_kwargs.memory``), or None; with it the model reads
+    :attr:`observation_space` through a ``MemoryWindow`` (:attr:`model_observation_space`)."""
+
+    @property
+    def model_observation_space(self) -> spaces.Space:
+        """The observation space of the model that serves these tasks."""
+        from nb2_agents.memory import memory_space
+
+        return (
+            self.observation_space
+            if self.memory is None
+            else memory_space(self.observation_space, self.memory)
+        )
 
     @property
     def discrete(self) -> bool:

@@ -26,6 +26,7 @@ from nb2_agents.curriculum.runner import deterministic_eval, probe_spaces
 from nb2_agents.curriculum.spec import CurriculumSpec, TaskSpec, load_curriculum
 from nb2_agents.errors import UsageError
 from nb2_agents.evaluation import EVAL_SEED_OFFSET, LoadedModel, load_model, run_episodes
+from nb2_agents.memory.layout import MemoryLayout
 from nb2_agents.normalize import RunningStats, read_stats
 from nb2_agents.runs import CONFIG_NAME, MODEL_NAME, read_meta
 
@@ -178,11 +179,12 @@ def _evaluate_one(
         dataclasses.replace(t, normalize=stats[t.name].config) if t.name in stats else t for t in spec.tasks
     )
     spec = dataclasses.replace(spec, tasks=tasks)
-    common = probe_spaces(spec, loaded.algo)
-    if common.observation_space != loaded.model.observation_space:
+    layout = MemoryLayout.of(loaded.model.observation_space)
+    common = probe_spaces(spec, loaded.algo, None if layout is None else layout.k)
+    if common.model_observation_space != loaded.model.observation_space:
         raise UsageError(
-            f"{path}: curriculum {spec.name}'s spaces {common.observation_space} do not match the model's "
-            f"{loaded.model.observation_space}"
+            f"{path}: curriculum {spec.name}'s spaces {common.model_observation_space} do not match "
+            f"the model's {loaded.model.observation_space}"
         )
     base_seed = int(meta.get("seed", 0)) if seed is None else seed
     return [

@@ -31,6 +31,7 @@ from nb2_agents.checkpoint.episodes import EpisodeRecorder
 from nb2_agents.curriculum.adapter import CommonSpaces, TaskAdapter
 from nb2_agents.curriculum.spec import TaskSpec
 from nb2_agents.evaluation import EVAL_SEED_OFFSET, run_episodes
+from nb2_agents.memory import MemoryWindow
 from nb2_agents.normalize import NormalizeConfig, NormalizeWrapper, RunningStats, check_space
 from nb2_agents.progress import Mode, Progress
 from nb2_agents.stopwatch import Stopwatch
@@ -113,11 +114,13 @@ def task_env_fns(
     return [make(rank) for rank in range(n_envs)]
 
 
-def vec_env(fns: Sequence[Callable[[], gym.Env]], seed: int) -> VecEnv:
-    """DummyVecEnv over ``fns``, seeded ``seed + i``, with images transposed as SB3 would."""
+def vec_env(fns: Sequence[Callable[[], gym.Env]], seed: int, memory: int | None = None) -> VecEnv:
+    """DummyVecEnv over ``fns``, seeded ``seed + i``, with images transposed as SB3 would, and each
+    env's last ``memory`` steps in its observation (``MemoryWindow``) when ``memory`` is set."""
     vec: VecEnv = DummyVecEnv(list(fns))
     vec.seed(seed)
-    return VecTransposeImage(vec) if _needs_transpose(vec.observation_space) else vec
+    vec = VecTransposeImage(vec) if _needs_transpose(vec.observation_space) else vec
+    return vec if memory is None else MemoryWindow(vec, memory)
 
 
 def task_vec_env(
@@ -137,7 +140,7 @@ def task_vec_env(
     """``n_envs`` copies of ``task`` in the curriculum's common spaces."""
     fns = task_env_fns(task, index, common, algo, n_envs, seed, monitor_dir, task_ids, stats, training,
                        record, append)  # fmt: skip
-    return vec_env(fns, seed)
+    return vec_env(fns, seed, common.memory)
 
 
 @dataclass

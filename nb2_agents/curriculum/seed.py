@@ -13,6 +13,7 @@ statistics, and the time spent so far. A seed that finished writes ``result.json
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -65,8 +66,9 @@ RESULT_NAME = "result.json"
 """A finished seed's :class:`SeedResult`: a resumed run takes it as it is."""
 
 
-def probe_spaces(spec: CurriculumSpec, algo: str) -> CommonSpaces:
-    """Build each task's env once to read its spaces, then the spaces they share."""
+def probe_spaces(spec: CurriculumSpec, algo: str, memory: int | None = None) -> CommonSpaces:
+    """Build each task's env once to read its spaces, then the spaces they share (``memory``: the
+    past steps each env keeps, ``policy_kwargs.memory``)."""
     obs, act = [], []
     for task in spec.tasks:
         env = normalized(task, task.env_spec(algo).make())
@@ -76,6 +78,7 @@ def probe_spaces(spec: CurriculumSpec, algo: str) -> CommonSpaces:
         finally:
             env.close()
     common = common_spaces(spec.task_names(), obs, act, curriculum=f"curriculum {spec.name}")
+    common = dataclasses.replace(common, memory=memory)
     check_algo(algo, f"curriculum {spec.name}", common.action_space)
     if common.action_masked and not algos.ALGOS[algo].masks_actions:
         valid = [name for name, row in algos.ALGOS.items() if row.masks_actions]
@@ -183,7 +186,7 @@ class _SeedRun:
     def __init__(self, job: SeedJob, ckpt: Checkpoint | None) -> None:
         cfg, spec, seed = job.cfg, job.spec, job.seed
         self.job, self.cfg, self.seed, self.ckpt = job, cfg, seed, ckpt
-        self.common = probe_spaces(spec, cfg.algo)
+        self.common = probe_spaces(spec, cfg.algo, job.hp.memory)
         self.tasks = tasks = list(spec.tasks)
         only = job.only_task
         self.multitask = cfg.mode == "multitask" and only is None
@@ -253,7 +256,7 @@ class _SeedRun:
             monitor = seed_dir / "monitor" / safe_name(t.name)
             fns += task_env_fns(t, i, self.common, cfg.algo, copies, seed + copies * i, monitor, cfg.task_ids,
                                 self.stats.get(i), training=True, record=True, append=append)  # fmt: skip
-        return vec_env(fns, seed)
+        return vec_env(fns, seed, self.common.memory)
 
     def _on_eval(self, step: int, results: list[TaskEval]) -> None:
         for j, (task, r) in enumerate(zip(self.evaluated, results, strict=True)):

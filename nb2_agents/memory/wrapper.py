@@ -11,7 +11,7 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecTransposeImage
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from nb2_agents.memory.layout import MemoryLayout, check_k, memory_space, step_items
+from nb2_agents.memory.layout import STEP_KEY, MemoryLayout, check_k, memory_space, step_items
 from nb2_agents.memory.window import ObsWindow
 
 
@@ -68,6 +68,28 @@ class MemoryWindow(VecEnvWrapper):
         self.window.clear(np.asarray(dones, dtype=bool))
         self._last = copy.deepcopy(obs)
         return self.window.compose(obs), rewards, dones, infos
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        """The memory and the last observation, as arrays (checkpoints: exact resume)."""
+        out = {f"past/{key}": past.copy() for key, past in self.window.past.items()}
+        out["valid"] = self.window.valid.copy()
+        if self._last is not None:
+            out.update(
+                {f"last/{key}": np.asarray(v).copy() for key, v in self.window.parts(self._last).items()}
+            )
+        return out
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Put back what :meth:`get_state` returned; an empty ``state`` (a checkpoint saved without
+        memory) leaves the memory as it is."""
+        if not state:
+            return
+        for key, past in self.window.past.items():
+            past[:] = state[f"past/{key}"]
+        self.window.valid[:] = state["valid"]
+        last = {key[len("last/") :]: value for key, value in state.items() if key.startswith("last/")}
+        if last:
+            self._last = last if self.layout.is_dict else last[STEP_KEY]
 
     def __repr__(self) -> str:
         return f"MemoryWindow({self.venv!r}, k={self.k})"
