@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -d .venv || python3 -m venv .venv
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[dev,minigrid,export,ray,sweep,metaworld]'
+	$(PIP) install --quiet -e '.[dev,minigrid,export,ray,sweep,metaworld,popgym]'
 	touch $(STAMP)
 
 # A curriculum with NB2's retention (distillation + task ids; the critic restarts at each task).

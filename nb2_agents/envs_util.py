@@ -33,6 +33,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "MiniGrid-": ("minigrid", "pip install 'nb2-agents[minigrid]'"),
     "BabyAI-": ("minigrid", "pip install 'nb2-agents[minigrid]'"),
     "ALE/": ("ale_py", "pip install 'gymnasium[atari]'"),
+    "popgym-": ("popgym", "pip install 'nb2-agents[popgym]'"),
 }
 """Env-id prefixes registered by another package: (module to import, how to install it)."""
 
