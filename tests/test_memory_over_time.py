@@ -282,3 +282,42 @@ def test_a_curriculum_with_memory_trains_retains_and_evaluates(tmp_path: Any) ->
     assert layout is not None and layout.k == 3 and "obs_mask" in layout.past_keys
     scores = evaluate_curriculum(result.run_dir, episodes=2, device="cpu")
     assert [t.task for t in scores] == ["novel", "cartpole"]
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_takes_the_memory_in_and_gives_it_back_step_by_step(tmp_path: Any, fmt: str) -> None:
+    """50 steps of a plain env (episodes ending inside them): the exported file, fed its own memory
+    back, acts and scores as PyTorch's ``predict`` with state does."""
+    from nb2_agents.export import ExportedPolicy, export
+    from nb2_agents.memory import ObsWindow
+
+    model = _model(n_envs=1)
+    model.learn(64)
+    model.save(tmp_path / "m.zip")
+    result = export(tmp_path / "m.zip", format=fmt)
+    assert result.max_abs_logit_diff < 1e-3
+    exported = ExportedPolicy(result.path)
+    assert exported.memory is not None and exported.memory["k"] == K
+    env = gym.make("nb2/CartPoleNoVel-v1")
+    obs, _ = env.reset(seed=7)
+    layout = model.policy.memory_layout
+    state_torch = state_file = None
+    start, episodes = np.ones(1, dtype=bool), 1
+    for t in range(50):
+        window = ObsWindow.from_state(layout, state_torch, 1)
+        if start[0]:
+            window.clear(start)
+        with torch.no_grad():
+            x = model.policy.obs_to_tensor(window.compose(obs[None]))[0]
+            logits = model.policy.get_distribution(x).distribution.logits.numpy()
+        file_logits = torch.as_tensor(exported.run(obs, None if start[0] else state_file)[1])
+        np.testing.assert_allclose(file_logits.log_softmax(-1).numpy(), logits, atol=1e-4)  # normalised
+        action, state_torch = model.predict(obs, state_torch, start, deterministic=True)
+        file_action, state_file = exported.predict(obs, state_file, start, deterministic=True)
+        assert int(file_action) == int(action), t
+        obs, _, terminated, truncated, _ = env.step(int(action))
+        start = np.array([terminated or truncated])
+        if start[0]:
+            obs, _ = env.reset(seed=100 + t)
+            episodes += 1
+    assert episodes >= 2, "no episode ended inside the 50 steps"

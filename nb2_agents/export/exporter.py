@@ -26,11 +26,11 @@ from nb2_agents.errors import UsageError
 from nb2_agents.evaluation import LoadedModel, load_model
 from nb2_agents.export.formats import FORMATS
 from nb2_agents.export.loader import SUFFIXES, onnx_runner, torchscript_runner
-from nb2_agents.export.module import PolicyGraph
+from nb2_agents.export.module import MEMORY_INPUTS, MEMORY_OUTPUTS, OUTPUTS, PolicyGraph
 from nb2_agents.export.normalizer import normalizer_for
 from nb2_agents.export.sidecar import read_sidecar, versions, write_sidecar
 from nb2_agents.export.spaces import GraphInput, graph_inputs, space_from_json, space_to_json
-from nb2_agents.export.writers import OUTPUTS, require_onnx, write_onnx, write_torchscript
+from nb2_agents.export.writers import require_onnx, write_onnx, write_torchscript
 from nb2_agents.normalize import read_stats
 from nb2_agents.runs import atomic_write
 from nb2_agents.sb3.extractor import NB2PolicyMixin
@@ -110,6 +110,28 @@ def example_inputs(
     ]
 
 
+def memory_inputs(graph: PolicyGraph) -> list[GraphInput]:
+    """The memory inputs of a memory-carrying graph (none otherwise)."""
+    shape = graph.memory_shape
+    if shape is None:
+        return []
+    k, c = shape
+    return [GraphInput(MEMORY_INPUTS[0], "float32", (k, c)), GraphInput(MEMORY_INPUTS[1], "float32", (k,))]
+
+
+def memory_examples(graph: PolicyGraph, n: int, seed: int = 0) -> list[torch.Tensor]:
+    """``n`` memories to check the export on: summaries at the encoder's unit scale, each row with
+    its own number of valid past steps (none for the first: an episode's start)."""
+    shape = graph.memory_shape
+    if shape is None:
+        return []
+    k, c = shape
+    gen = torch.Generator().manual_seed(seed)
+    past = torch.randn(n, k, c, generator=gen)  # (n, K, C)
+    valid = (torch.arange(k) < torch.arange(n).remainder(k + 1).unsqueeze(1)).float()  # (n, K)
+    return [past, valid]
+
+
 def _task_names(meta: dict[str, Any], space: spaces.Space) -> dict[str, str] | None:
     """Task id → task name for a curriculum model whose observations carry a task id."""
     if not meta.get("curriculum") or not isinstance(space, spaces.Dict) or "task_id" not in space.spaces:
@@ -172,9 +194,28 @@ def _metadata(
                 "shape": ["batch", *(graph.action_space.shape or ())],
             },
             {"name": OUTPUTS[1], "dtype": "float32", "shape": ["batch", "n"]},
+            *(
+                {"name": name, "dtype": "float32", "shape": ["batch", *i.shape]}
+                for name, i in zip(MEMORY_OUTPUTS, memory_inputs(graph), strict=False)  # none without memory
+            ),
         ],
+        "memory": _memory_meta(graph),
         "action": _action_rule(graph),
         "exporter": versions(),
+    }
+
+
+def _memory_meta(graph: PolicyGraph) -> dict[str, Any] | None:
+    shape = graph.memory_shape
+    if shape is None:
+        return None
+    return {
+        "k": shape[0],
+        "d_model": shape[1],
+        "inputs": MEMORY_INPUTS,
+        "outputs": MEMORY_OUTPUTS,
+        "rule": "zeros at each episode's start; then feed memory_out and memory_valid_out back in "
+        "with the next observation",
     }
 
 
@@ -183,14 +224,18 @@ def _compare(
 ) -> tuple[float, float]:
     """(action agreement, largest logit difference) of ``file`` against ``graph`` on ``examples``."""
     run = onnx_runner(file, names) if fmt == "onnx" else torchscript_runner(file)
-    action, logits = run([x.numpy() for x in examples])
+    action, logits, *memory = run([x.numpy() for x in examples])
     with torch.inference_mode():
-        ref_action, ref_logits = (t.numpy() for t in graph(*examples))
+        ref_action, ref_logits, *ref_memory = (t.numpy() for t in graph(*examples))
     if isinstance(graph.action_space, spaces.Box):
         same = np.isclose(action, ref_action, rtol=1e-4, atol=1e-4).reshape(len(action), -1).all(axis=1)
     else:
         same = (action == ref_action).reshape(len(action), -1).all(axis=1)
-    return float(same.mean()), float(np.abs(logits - ref_logits).max())
+    diffs = [
+        np.abs(got - want).max()
+        for got, want in zip([logits, *memory], [ref_logits, *ref_memory], strict=True)
+    ]
+    return float(same.mean()), float(max(diffs))
 
 
 def export(
@@ -218,10 +263,14 @@ def export(
     policy = loaded.model.policy
     space_to_json(policy.observation_space)  # a UsageError naming a space the export cannot express
     space_to_json(policy.action_space, "action space")
-    graph = PolicyGraph(policy, normalizer_for(loaded.path, loaded.meta, policy.observation_space))
-    inputs = graph_inputs(policy.observation_space)
+    layout = getattr(policy, "memory_layout", None)
+    step_space = policy.observation_space if layout is None else layout.step_space
+    graph = PolicyGraph(policy, normalizer_for(loaded.path, loaded.meta, step_space))
+    obs_inputs = graph_inputs(graph.observation_space)
+    inputs = obs_inputs + memory_inputs(graph)
     names = [i.name for i in inputs]
-    examples = example_inputs(policy.observation_space, inputs, CHECK_SAMPLES)
+    examples = example_inputs(graph.observation_space, obs_inputs, CHECK_SAMPLES)
+    examples += memory_examples(graph, CHECK_SAMPLES)
     if fmt == "onnx":
         atomic_write(target, lambda tmp: write_onnx(graph, examples, names, tmp, int8))
     else:

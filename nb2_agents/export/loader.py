@@ -31,8 +31,9 @@ SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript"}
 """File suffix → export format."""
 ONNX_INSTALL = "pip install 'nb2-agents[export]' (onnx, onnxscript, onnxruntime)"
 
-Runner = Callable[[list[np.ndarray]], tuple[np.ndarray, np.ndarray]]
-"""Inputs in graph order → (actions, logits), batched."""
+Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
+"""Inputs in graph order → every output in graph order (actions, logits, and with memory over
+time the memory to feed back), batched."""
 
 
 def is_exported(path: str | Path) -> bool:
@@ -60,9 +61,8 @@ def onnx_runner(file: Path, input_names: list[str], threads: int = 1) -> Runner:
             f"{file} takes inputs {names} but its metadata sidecar lists {input_names}; re-export it"
         )
 
-    def run(inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        action, logits = session.run(["action", "logits"], dict(zip(names, inputs, strict=True)))
-        return action, logits
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return list(session.run(None, dict(zip(names, inputs, strict=True))))
 
     return run
 
@@ -83,10 +83,10 @@ def torchscript_runner(file: Path, threads: int | None = None) -> Runner:
         raise UsageError(f"torch.jit.load cannot read {file}: {' '.join(str(err).split())[:300]}") from err
     module.eval()
 
-    def run(inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
         with torch.inference_mode():
-            action, logits = module(*(torch.from_numpy(x) for x in inputs))
-        return action.numpy(), logits.numpy()
+            outputs = module(*(torch.from_numpy(x) for x in inputs))
+        return [t.numpy() for t in outputs]
 
     return run
 
@@ -127,6 +127,9 @@ class ExportedPolicy:
         self.keys = (
             list(self.observation_space.spaces) if isinstance(self.observation_space, spaces.Dict) else []
         )
+        self.memory: dict[str, Any] | None = self.meta.get("memory")
+        """With memory over time: K and C of the memory inputs that follow the observation's."""
+        self.obs_inputs = self.inputs[:-2] if self.memory else self.inputs
         names = [i.name for i in self.inputs]
         self._run = onnx_runner(self.path, names, threads) if fmt == "onnx" else torchscript_runner(self.path)
         self.algo = str(self.meta.get("algo") or "")
@@ -164,7 +167,7 @@ class ExportedPolicy:
         else:
             parts = [obs]
         arrays, single = [], None
-        for spec, part in zip(self.inputs, parts, strict=True):
+        for spec, part in zip(self.obs_inputs, parts, strict=True):
             x = np.asarray(part)
             image = spec.dtype == "uint8"
             if x.shape == spec.shape or (image and _transposed(x.shape, spec.shape, 0)):
@@ -189,23 +192,51 @@ class ExportedPolicy:
         episode_start: np.ndarray | None = None,
         deterministic: bool = True,
         action_masks: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, None]:
-        """SB3's ``predict``: (actions, None). ``action_masks`` as sb3-contrib's MaskablePPO."""
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict``: (actions, state). ``action_masks`` as sb3-contrib's MaskablePPO.
+
+        ``state`` is None, except with memory over time, where it is the memory (summaries,
+        validity) as ``RecurrentPPO``'s state is: pass None at the first step, then what came
+        back, with ``episode_start`` true for the envs whose episode starts."""
         if not deterministic:
             raise UsageError(
                 f"{self.path} holds the deterministic policy only; use deterministic actions "
                 "(nb2 evaluate: drop --stochastic)"
             )
         inputs, single = self._batch(observation)
-        actions, logits = self._run(inputs)
+        memory = self._memory(state, episode_start, len(inputs[0])) if self.memory else []
+        actions, logits, *new_memory = self._run(inputs + memory)
         if action_masks is not None:
             actions = self._masked(actions, logits, np.asarray(action_masks))
         actions = actions.reshape((-1, *(self.action_space.shape or ())))
-        return (actions[0] if single else actions), None
+        return (actions[0] if single else actions), (tuple(new_memory) if self.memory else None)
 
-    def run(self, observation: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Both graph outputs for a batch of observations (or one): (actions, logits), batched."""
-        return self._run(self._batch(observation)[0])
+    def _memory(
+        self, state: tuple[np.ndarray, ...] | None, episode_start: np.ndarray | None, n: int
+    ) -> list[np.ndarray]:
+        """The memory inputs for ``n`` envs: ``state`` (zeros for None), emptied where an episode starts."""
+        assert self.memory is not None
+        k, c = int(self.memory["k"]), int(self.memory["d_model"])
+        if state is None:
+            past, valid = np.zeros((n, k, c), np.float32), np.zeros((n, k), np.float32)
+        else:
+            past, valid = (np.array(s, dtype=np.float32) for s in state)
+            if past.shape != (n, k, c) or valid.shape != (n, k):
+                raise UsageError(
+                    f"{self.path}: state must be the (memory, memory_valid) predict returned, of shapes "
+                    f"{(n, k, c)} and {(n, k)}; got {past.shape} and {valid.shape}"
+                )
+        if episode_start is not None:
+            starts = np.asarray(episode_start, dtype=bool).reshape(-1)
+            past[starts], valid[starts] = 0.0, 0.0
+        return [past, valid]
+
+    def run(self, observation: Any, state: tuple[np.ndarray, ...] | None = None) -> list[np.ndarray]:
+        """Every graph output for a batch of observations (or one): actions, logits and, with
+        memory over time, the memory after this step (``state`` the one before, None: empty)."""
+        inputs, _ = self._batch(observation)
+        memory = self._memory(state, None, len(inputs[0])) if self.memory else []
+        return self._run(inputs + memory)
 
     def _masked(self, actions: np.ndarray, logits: np.ndarray, masks: np.ndarray) -> np.ndarray:
         masks = masks.reshape(logits.shape[0], -1).astype(bool)

@@ -46,6 +46,12 @@ from nb2_agents.sb3.extractor import NB2Extractor
 
 MASKED_LOGIT = -1e8
 """What an invalid action's logit becomes, as in NB2's actor-critic policies."""
+OUTPUTS = ["action", "logits"]
+MEMORY_INPUTS = ["memory", "memory_valid"]
+"""A memory-carrying policy's extra inputs, after the observation's: the summaries of the last K
+steps (B, K, C), most recent first, and which of them belong to the episode (B, K), 1 or 0."""
+MEMORY_OUTPUTS = ["memory_out", "memory_valid_out"]
+"""... and outputs: the same two after this step, to feed back with the next observation."""
 
 
 def _features(extractor: nn.Module) -> nn.Module:
@@ -64,6 +70,24 @@ class _ActorCriticBody(nn.Module):
 
     def forward(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         return self.action_net(self.mlp_extractor.forward_actor(self.features(obs)))
+
+
+class _MemoryActorCriticBody(nn.Module):
+    """PPO / A2C / MaskablePPO with memory over time: (step, K past summaries, their validity) →
+    (logits, this step's summary). The summaries come in instead of the past observations: a step
+    costs one encoding (``nn/temporal.py``)."""
+
+    def __init__(self, policy: Any) -> None:
+        super().__init__()
+        self.net = policy.pi_features_extractor.net
+        self.mlp_extractor = policy.mlp_extractor
+        self.action_net = policy.action_net
+
+    def forward(
+        self, obs: torch.Tensor | dict[str, torch.Tensor], past: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out, summary = self.net.step(obs, past, valid > 0.5, in_place=True)  # (B, nq, C), (B, C)
+        return self.action_net(self.mlp_extractor.forward_actor(out.flatten(1))), summary
 
 
 class _QBody(nn.Module):
@@ -109,7 +133,11 @@ def _body(policy: BasePolicy) -> tuple[nn.Module, bool]:
 
 
 class PolicyGraph(nn.Module):
-    """Raw observations (one tensor, or one per Dict key in key order) → (action, logits)."""
+    """Raw observations (one tensor, or one per Dict key in key order) → (action, logits).
+
+    With memory over time the observation is one step (the env's own, without the window) and
+    :data:`MEMORY_INPUTS` follow it; :data:`MEMORY_OUTPUTS` follow the two outputs. Zeros (no
+    valid past) start each episode."""
 
     low: torch.Tensor  # (n,) Box action bounds, buffers
     high: torch.Tensor
@@ -118,12 +146,18 @@ class PolicyGraph(nn.Module):
         """``normalizer``: the model's observation normalisation (``normalize``), applied first."""
         super().__init__()
         self.normalizer = normalizer
-        self.observation_space = policy.observation_space
+        self.layout = getattr(policy, "memory_layout", None)
+        """Where the policy reads its memory from (None: it has none)."""
+        self.observation_space = policy.observation_space if self.layout is None else self.layout.step_space
+        """What the graph takes: the policy's observation, or with memory one step of it."""
         self.action_space = policy.action_space
         self.normalize_images = bool(policy.normalize_images)
         obs = self.observation_space
         self.keys = list(obs.spaces) if isinstance(obs, spaces.Dict) else []
-        self.body, self.tanh = _body(policy)
+        self.body, self.tanh = (
+            _body(policy) if self.layout is None else (_MemoryActorCriticBody(policy), False)
+        )
+        self.output_names = OUTPUTS + (MEMORY_OUTPUTS if self.layout is not None else [])
         # NB2's actor-critic policies apply an ``action_mask`` key to Discrete logits
         self.masked = (
             isinstance(policy, _ActorCriticMixin)
@@ -139,8 +173,20 @@ class PolicyGraph(nn.Module):
             self.register_buffer("high", high, persistent=False)  # (n,)
         self.eval()
 
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def memory_shape(self) -> tuple[int, int] | None:
+        """(K, C) of the memory inputs; None without memory."""
+        if self.layout is None:
+            return None
+        assert isinstance(self.body, _MemoryActorCriticBody)
+        return self.layout.k, self.body.net.cfg.d_model
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         obs: torch.Tensor | dict[str, torch.Tensor]
+        past = valid = None
+        if self.layout is not None:
+            *step, past, valid = inputs  # (B, K, C), (B, K)
+            inputs = tuple(step)
         obs = dict(zip(self.keys, inputs, strict=True)) if self.keys else inputs[0]
         if self.normalizer is not None:
             if isinstance(obs, dict):
@@ -148,12 +194,21 @@ class PolicyGraph(nn.Module):
             else:
                 obs = self.normalizer(obs)
         x = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
-        logits = self.body(x)  # (B, n)
+        summary = None
+        if past is not None:
+            logits, summary = self.body(x, past, valid)  # (B, n), (B, C)
+        else:
+            logits = self.body(x)  # (B, n)
         if self.masked:
             assert isinstance(obs, dict)
-            valid = obs[ACTION_MASK_KEY].reshape(logits.shape) > 0.5  # (B, n)
-            logits = logits.masked_fill(~valid, MASKED_LOGIT)
-        return self.decide(logits), logits
+            allowed = obs[ACTION_MASK_KEY].reshape(logits.shape) > 0.5  # (B, n)
+            logits = logits.masked_fill(~allowed, MASKED_LOGIT)
+        if summary is None:
+            return self.decide(logits), logits
+        assert past is not None and valid is not None
+        new_past = torch.cat([summary.unsqueeze(1), past[:, :-1]], dim=1)  # (B, K, C): oldest dropped
+        new_valid = torch.cat([torch.ones_like(valid[:, :1]), valid[:, :-1]], dim=1)  # (B, K)
+        return self.decide(logits), logits, new_past, new_valid
 
     def decide(self, logits: torch.Tensor) -> torch.Tensor:
         """The deterministic action from the raw output (B, n)."""

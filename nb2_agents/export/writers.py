@@ -29,8 +29,6 @@ from nb2_agents.errors import UsageError
 from nb2_agents.export.loader import ONNX_INSTALL
 from nb2_agents.export.module import PolicyGraph
 
-OUTPUTS = ["action", "logits"]
-
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
@@ -82,7 +80,7 @@ def write_onnx(
             graph,
             tuple(examples),
             input_names=names,
-            output_names=OUTPUTS,
+            output_names=graph.output_names,
             dynamic_shapes={"inputs": tuple({0: batch} for _ in names)},
             dynamo=True,
             external_data=False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.preprocessing import preprocess_obs
@@ -113,11 +115,31 @@ class NB2(nn.Module):
         if self.layout is None:
             return self.decoder(self.encoder(self.tokenizer(obs), in_place))
         assert isinstance(obs, dict), "a memory-carrying observation is a Dict"
-        mem = self.encoder(self.tokenizer(self._step(obs)), in_place)
         valid = obs[VALID_KEY] > 0.5  # (B, K)
-        past = self.past_summaries(obs, valid, mem.global_token, in_place)  # (B, K, C)
-        assert self.temporal is not None
-        return self.decoder(self.temporal(mem, past, valid))
+
+        def past(current: torch.Tensor) -> torch.Tensor:
+            return self.past_summaries(obs, valid, current, in_place)  # (B, K, C)
+
+        return self.step(self._step(obs), past, valid, in_place)[0]
+
+    def step(
+        self,
+        step: torch.Tensor | dict[str, torch.Tensor],
+        past: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+        valid: torch.Tensor,
+        in_place: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step with memory: (B, n_queries, C) and this step's own summary (B, C), which
+        becomes the most recent past step of the next one.
+
+        ``step`` is the current observation (SB3-preprocessed), ``past`` the summaries (B, K, C)
+        of the last K steps, or a function of this step's summary that gives them, and ``valid``
+        (B, K) which of them belong to the episode. Export runs this with the summaries as an
+        input (``export/module.py``)."""
+        assert self.temporal is not None, "this network has no memory over time"
+        mem = self.encoder(self.tokenizer(step), in_place)
+        summaries = past(mem.global_token) if callable(past) else past  # (B, K, C)
+        return self.decoder(self.temporal(mem, summaries, valid)), mem.global_token
 
     def clear_memory_cache(self) -> None:
         """Forget the past summaries kept between calls without autograd (``temporal.py``)."""
