@@ -126,6 +126,21 @@ def test_ppo_cartpole_seeds(seed: int) -> None:
 
 
 @pytest.mark.slow
+def test_ppo_cartpole_without_velocities_learns_with_memory() -> None:
+    """PPO + NB2-nano with memory over time (ppo.yaml's nb2/CartPoleNoVel-v1 entry: K = 4, 200k
+    steps) balances CartPole from positions alone: >= 400 over 20 held-out episodes, evaluated on
+    the plain env with ``predict``'s state as ``evaluate_policy`` passes it. Without memory NB2
+    cannot tell which way the pole moves (``benchmarks/memory.py``)."""
+    from nb2_agents.memory import MemoryWindow
+
+    hp = load_hyperparams(PPO, "nb2/CartPoleNoVel-v1", DATA_DIR / "policies" / "ppo.yaml")
+    assert hp.memory == 4
+    env = MemoryWindow(make_vec_env("nb2/CartPoleNoVel-v1", n_envs=hp.n_envs, seed=0), hp.memory)
+    model = PPO(hp.policy, env, seed=0, **hp.algo_kwargs).learn(hp.n_timesteps)
+    assert _mean_return(model, "nb2/CartPoleNoVel-v1", episodes=20, seed=10_000_000) >= 400
+
+
+@pytest.mark.slow
 def test_td3_pendulum() -> None:
     """TD3 + NB2-nano with td3.yaml's Pendulum entry (RL Zoo's, 20k steps) reaches >= -300."""
     hp = load_hyperparams(TD3, "Pendulum-v1", DATA_DIR / "policies" / "td3.yaml")
