@@ -190,6 +190,22 @@ def test_evaluate_policy_on_the_plain_env_equals_it_on_the_wrapped_env() -> None
     assert a == b
 
 
+def test_maskable_ppo_evaluates_with_memory_and_action_masks() -> None:
+    from sb3_contrib.common.maskable.evaluation import evaluate_policy as masked_evaluate
+
+    model = _model(MaskablePPO, n_envs=2)
+    model.learn(64)
+    wrapped = _venv(n_envs=2, seed=5, masks=True)
+    returns, _ = masked_evaluate(
+        model, wrapped, n_eval_episodes=2, deterministic=True, return_episode_rewards=True
+    )
+    assert len(returns) == 2
+    plain = gym.make("nb2/CartPoleNoVel-v1")
+    obs, _ = plain.reset(seed=1)
+    action, state = model.predict(obs, episode_start=np.ones(1, bool), action_masks=np.array([False, True]))
+    assert int(action) == 1 and state is not None  # the mask holds, and the memory comes back
+
+
 def test_save_and_load_keep_the_memory(tmp_path: Any) -> None:
     model = _model()
     model.learn(96)

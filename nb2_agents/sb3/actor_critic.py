@@ -177,6 +177,7 @@ class _ActorCriticMixin(NB2PolicyMixin):
         state: tuple[np.ndarray, ...] | None = None,
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
+        **kwargs: Any,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """SB3's ``predict``; with memory on, ``state`` carries it as ``RecurrentPPO``'s does.
 
@@ -184,11 +185,11 @@ class _ActorCriticMixin(NB2PolicyMixin):
         already (``state`` is not needed and None comes back). A plain observation of the env
         underneath takes its memory from ``state`` (None at the first step), which the envs
         where ``episode_start`` is true forget; the state after this step comes back, to pass
-        on with the next observation (``evaluate_policy`` does).
-        """
+        on with the next observation (``evaluate_policy`` does). ``kwargs``: the base class's
+        (MaskablePPO's ``action_masks``)."""
         layout = self.memory_layout
         if layout is None or layout.carries(observation):
-            return super().predict(observation, state, episode_start, deterministic)  # type: ignore[misc]
+            return super().predict(observation, state, episode_start, deterministic, **kwargs)  # type: ignore[misc]
         step = observation if layout.is_dict else {STEP_KEY: observation}
         step = {key: np.asarray(value) for key, value in step.items()}
         batched = is_vectorized_observation(step[layout.past_keys[0]], layout.step_part(layout.past_keys[0]))
@@ -199,7 +200,7 @@ class _ActorCriticMixin(NB2PolicyMixin):
         if episode_start is not None:
             window.clear(np.asarray(episode_start, dtype=bool))
         parts = step if layout.is_dict else step[STEP_KEY]
-        actions, _ = super().predict(window.compose(parts), None, None, deterministic)  # type: ignore[misc]
+        actions, _ = super().predict(window.compose(parts), None, None, deterministic, **kwargs)  # type: ignore[misc]
         window.push(parts)
         return (actions if batched else actions[0]), window.state()
 
