@@ -82,6 +82,23 @@ def test_rollout_and_update_log_probs_are_equal_across_episode_ends(cls: type[Ba
     np.testing.assert_allclose(_update_time_log_probs(model, buffer), buffer.log_probs.reshape(-1), atol=1e-5)
 
 
+def test_repeated_observations_are_encoded_once_with_the_same_log_probs() -> None:
+    """Discrete observations repeat in every window: the update encodes each distinct past step
+    once (``NB2._encode_past``) and still gives the rollout's log-probabilities."""
+    from stable_baselines3.common.envs import IdentityEnv
+
+    venv = MemoryWindow(make_vec_env(lambda: IdentityEnv(4), n_envs=3, seed=0), K)
+    model = PPO("NB2Policy", venv, n_steps=32, batch_size=32, seed=0, device="cpu")
+    model.learn(96)
+    net = model.policy.nb2_networks()[0]
+    sizes: list[int] = []
+    net.encoder.register_forward_hook(lambda m, args, out: sizes.append(out.global_token.shape[0]))
+    buffer = _collect(model)
+    sizes.clear()
+    np.testing.assert_allclose(_update_time_log_probs(model, buffer), buffer.log_probs.reshape(-1), atol=1e-5)
+    assert sizes[1] <= 4, sizes  # the current steps, then at most 4 distinct past observations
+
+
 def test_an_optimizer_step_outside_train_is_seen_by_the_rollout_cache() -> None:
     model = _model()
     model.learn(96)

@@ -166,11 +166,30 @@ class NB2(nn.Module):
     def _encode_past(
         self, past: dict[str, torch.Tensor], index: torch.Tensor, in_place: bool
     ) -> torch.Tensor:
-        """The summaries (n, C) of the past steps at flat indices ``index`` (n,) of ``past``."""
+        """The summaries (n, C) of the past steps at flat indices ``index`` (n,) of ``past``.
+
+        Each distinct observation is encoded once: an update's minibatch holds K past steps per
+        sample, and where observations repeat (MiniGrid's egocentric views: 3,472 valid past
+        steps of a MemoryS7 minibatch were 86 distinct views) the encoder runs on the distinct
+        ones only. A summary depends on its observation alone, so the result is the same, and
+        the gradient of each distinct one sums those of its copies. Not under export's tracing
+        (``in_place``), whose shapes cannot depend on the data."""
         assert self.layout is not None
+        n = index.shape[0]
         rows = {key: x.index_select(0, index) for key, x in past.items()}  # (n, ...)
+        inverse = None
+        if not in_place and n > 1:
+            flat = torch.cat([x.reshape(n, -1) for x in rows.values()], dim=1)  # (n, F)
+            distinct, inverse = torch.unique(flat, dim=0, return_inverse=True)  # (u, F), (n,)
+            if distinct.shape[0] < n:
+                first = torch.full((distinct.shape[0],), n, dtype=torch.long, device=index.device)
+                first = first.scatter_reduce(0, inverse, torch.arange(n, device=index.device), "amin")  # (u,)
+                rows = {key: x.index_select(0, first) for key, x in rows.items()}  # (u, ...)
+            else:
+                inverse = None
         step = rows if self.layout.is_dict else rows[self.layout.step_keys[0]]
-        return self.encoder(self.tokenizer(step), in_place).global_token  # (n, C)
+        summaries = self.encoder(self.tokenizer(step), in_place).global_token  # (n or u, C)
+        return summaries if inverse is None else summaries.index_select(0, inverse)  # (n, C)
 
     def past_summaries(
         self, obs: dict[str, torch.Tensor], valid: torch.Tensor, current: torch.Tensor, in_place: bool = False
