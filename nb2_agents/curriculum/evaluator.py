@@ -24,25 +24,19 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecTransposeImage
 
 from nb2_agents.checkpoint.episodes import EpisodeRecorder
 from nb2_agents.curriculum.adapter import CommonSpaces, TaskAdapter
 from nb2_agents.curriculum.spec import TaskSpec
 from nb2_agents.evaluation import EVAL_SEED_OFFSET, run_episodes
-from nb2_agents.memory import MemoryWindow
+from nb2_agents.memory.wrapper import MemoryWindow, needs_transpose
 from nb2_agents.normalize import NormalizeConfig, NormalizeWrapper, RunningStats, check_space
 from nb2_agents.progress import Mode, Progress
 from nb2_agents.stopwatch import Stopwatch
 
 CURVE_FIELDS = ("seed", "step", "current_task", "task", "mean_return", "std_return", "success_rate", "score")
 MAX_EVAL_ENVS = 10
-
-
-def _needs_transpose(space: spaces.Space) -> bool:
-    parts = space.spaces.values() if isinstance(space, spaces.Dict) else [space]
-    return any(is_image_space(s) and not is_image_space_channels_first(s) for s in parts)  # type: ignore[arg-type]
 
 
 def task_stats(tasks: Sequence[TaskSpec], common: CommonSpaces, gamma: float) -> dict[int, RunningStats]:
@@ -119,7 +113,7 @@ def vec_env(fns: Sequence[Callable[[], gym.Env]], seed: int, memory: int | None 
     env's last ``memory`` steps in its observation (``MemoryWindow``) when ``memory`` is set."""
     vec: VecEnv = DummyVecEnv(list(fns))
     vec.seed(seed)
-    vec = VecTransposeImage(vec) if _needs_transpose(vec.observation_space) else vec
+    vec = VecTransposeImage(vec) if needs_transpose(vec.observation_space) else vec
     return vec if memory is None else MemoryWindow(vec, memory)
 
 

@@ -11,15 +11,15 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecTransposeImage
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from nb2_agents.memory.layout import STEP_KEY, MemoryLayout, check_k, memory_space, step_items
+from nb2_agents.memory.layout import STEP_KEY, MemoryLayout, check_k, memory_space
 from nb2_agents.memory.window import ObsWindow
 
 
-def _needs_transpose(venv: VecEnv) -> bool:
-    return any(
-        is_image_space(space) and not is_image_space_channels_first(space)  # type: ignore[arg-type]
-        for space in step_items(venv.observation_space).values()
-    )
+def needs_transpose(space: spaces.Space) -> bool:
+    """Whether SB3 would wrap an env of ``space`` in ``VecTransposeImage``: a channels-last image,
+    alone or as a Dict key."""
+    parts = space.spaces.values() if isinstance(space, spaces.Dict) else [space]
+    return any(is_image_space(s) and not is_image_space_channels_first(s) for s in parts)  # type: ignore[arg-type]
 
 
 class MemoryWindow(VecEnvWrapper):
@@ -41,7 +41,7 @@ class MemoryWindow(VecEnvWrapper):
 
     def __init__(self, venv: VecEnv, k: int) -> None:
         k = check_k(k, "MemoryWindow k")
-        if _needs_transpose(venv):
+        if needs_transpose(venv.observation_space):
             venv = VecTransposeImage(venv)
         space = memory_space(venv.observation_space, k)
         super().__init__(venv, observation_space=space)
