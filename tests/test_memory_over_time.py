@@ -228,7 +228,7 @@ def test_save_and_load_keep_the_memory(tmp_path: Any) -> None:
     model.learn(96)
     model.save(tmp_path / "m.zip")
     loaded = PPO.load(tmp_path / "m.zip", device="cpu")
-    assert loaded.policy._memory == K and MemoryLayout.of(loaded.observation_space).k == K  # type: ignore[union-attr]
+    assert loaded.policy.memory_layout.k == K and MemoryLayout.of(loaded.observation_space).k == K  # type: ignore[union-attr]
     venv = _venv(n_envs=3, seed=4)
     venv.reset()
     for _ in range(3):
@@ -247,7 +247,7 @@ def test_images_and_dicts_keep_their_past_in_the_layout_sb3_sees() -> None:
     assert venv.observation_space["img"].shape == (1, 64, 64)  # transposed to channels first
     assert venv.observation_space["memory:img"].shape == (3, 1, 64, 64)
     model = PPO("NB2Policy", venv, n_steps=16, batch_size=16, n_epochs=1, device="cpu", seed=0)
-    assert model.policy._memory == 3  # the window sets K when policy_kwargs leave it out
+    assert model.policy.memory_layout.k == 3  # the window sets K when policy_kwargs leave it out
     model.learn(32)
     buffer = _collect(model)
     np.testing.assert_allclose(_update_time_log_probs(model, buffer), buffer.log_probs.reshape(-1), atol=1e-5)

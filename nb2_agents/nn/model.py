@@ -141,10 +141,6 @@ class NB2(nn.Module):
         summaries = past(mem.global_token) if callable(past) else past  # (B, K, C)
         return self.decoder(self.temporal(mem, summaries, valid)), mem.global_token
 
-    def clear_memory_cache(self) -> None:
-        """Forget the past summaries kept between calls without autograd (``temporal.py``)."""
-        self._cache.clear()
-
     def _step(self, obs: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
         """The current step of a memory-carrying observation, as the tokenizer takes it."""
         assert self.layout is not None

@@ -98,8 +98,9 @@ class _ActorCriticMixin(NB2PolicyMixin):
         **kwargs: Any,
     ) -> None:
         reject_options(type(self).__name__, kwargs, self._not_applicable)
-        self._memory = resolve_memory(type(self).__name__, memory, observation_space)
+        resolve_memory(type(self).__name__, memory, observation_space)
         self.memory_layout = MemoryLayout.of(observation_space)
+        """Where each observation carries its env's last K steps; None without memory."""
         share = resolve_share_encoder(type(self).__name__, share_encoder, kwargs)
         # SB3's actor-critic policies use Adam with eps=1e-5 (from OpenAI baselines)
         extractor_kwargs = self._nb2_setup(
@@ -162,14 +163,8 @@ class _ActorCriticMixin(NB2PolicyMixin):
         data = super()._get_constructor_parameters()
         data["share_encoder"] = self._share_encoder
         data["critic_grad_scale"] = self._critic_grad_scale
-        data["memory"] = self._memory
+        data["memory"] = None if self.memory_layout is None else self.memory_layout.k
         return data
-
-    def set_training_mode(self, mode: bool) -> None:
-        super().set_training_mode(mode)  # type: ignore[misc]
-        if mode:  # an update follows: summaries cached at the last rollout will not hold after it
-            for net in self.nb2_networks():
-                net.clear_memory_cache()
 
     def predict(
         self,
