@@ -26,10 +26,6 @@ class ObsWindow:
         }
         self.valid = np.zeros((n_envs, layout.k), dtype=np.float32)
 
-    @property
-    def n_envs(self) -> int:
-        return int(self.valid.shape[0])
-
     def parts(self, obs: Any) -> dict[str, np.ndarray]:
         """A batch of step observations as named parts (a Dict's keys, or ``obs``)."""
         return dict(obs) if self.layout.is_dict else {STEP_KEY: obs}
