@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 import zipfile
@@ -88,6 +89,19 @@ def _file_mode() -> int:
 
 
 FILE_MODE = _file_mode()
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Remove the temp files and folders (``.<name>.tmp``, :func:`atomic_write`'s and the checkpoint
+    store's) that a writer killed mid-write left under ``folder``; a resumed run owns its folder,
+    so none of them is being written. Returns what was removed."""
+    removed = sorted(folder.rglob(".*.tmp"), reverse=True) if folder.is_dir() else []
+    for path in removed:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return removed
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:

@@ -54,6 +54,7 @@ from nb2_agents.runs import (
     dump_yaml,
     marks_failure,
     new_run_dir,
+    remove_stale_temps,
     run_logger,
     save_model,
     write_config,
@@ -176,6 +177,7 @@ def _run_in(
     write_config(run_dir / CONFIG_NAME, cfg.to_dict())
     if ckpt is not None:
         cut_files(run_dir, ckpt)  # Monitor rows written after the checkpoint would count twice
+        remove_stale_temps(run_dir)  # what a write the crash cut short left behind
     if verbose and ckpt is None:
         print(f"nb2 train: resolved configuration (saved as {run_dir / CONFIG_NAME}):")
         print("  " + dump_yaml(cfg.to_dict()).rstrip().replace("\n", "\n  "), flush=True)

@@ -535,3 +535,18 @@ def test_killed_distill_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert again.returncode == 2 and "has finished" in again.stderr
     mixed = nb2("distill", "--resume", run, "--steps", "8192")
     assert mixed.returncode == 2 and "--steps cannot be given with it" in mixed.stderr
+
+
+def test_resume_removes_what_a_killed_write_left(tmp_path: Path) -> None:
+    """A kill during an atomic write leaves its temp file (or the store's temp folder); resuming
+    the run removes them and nothing else."""
+    from nb2_agents.runs import remove_stale_temps
+
+    ckpts = tmp_path / "checkpoints"
+    (ckpts / "state" / ".000000000256.tmp").mkdir(parents=True)
+    (ckpts / "state" / ".000000000256.tmp" / "state.json").write_text("{}")
+    (ckpts / ".best_model.zip.lpawk8a2.tmp").write_bytes(b"half")
+    (ckpts / "best_model.zip").write_bytes(b"whole")
+    removed = remove_stale_temps(tmp_path)
+    assert len(removed) == 2 and not list(tmp_path.rglob("*.tmp"))
+    assert (ckpts / "best_model.zip").read_bytes() == b"whole"

@@ -214,7 +214,7 @@ def test_a_trial_whose_process_died_continues_from_its_checkpoint(tmp_path: Path
     states = tmp_path / "trial_x" / "checkpoints" / "state"  # resumable checkpoints, <steps>/state.json
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if any(int(p.parent.name) > 0 for p in states.glob("*/state.json")):
+        if any(p.parent.name.isdigit() and int(p.parent.name) > 0 for p in states.glob("*/state.json")):
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
