@@ -2,10 +2,13 @@
 ``RecurrentPPO`` (``MlpLstmPolicy``) and frame stacking (``VecFrameStack`` + ``MlpPolicy``).
 
 ``python -m benchmarks.memory [--rows cartpole-novel,memory-s7,repeat-previous] [--methods ...]
-[--seeds 0,1,2] [--steps-scale 1.0] [--workers 2] [--runs-dir runs/benchmarks/memory] [--quick]``.
+[--seeds 0,1,2] [--steps-scale 1.0] [--set KEY=VALUE ...] [--workers 2]
+[--runs-dir runs/benchmarks/memory] [--quick]``.
 
 Rows (:data:`ROWS`): the env's entry of ``policies/ppo.yaml`` sets the budget, the hyperparameters
-and K (``policy_kwargs.memory``).
+and K (``policy_kwargs.memory``). ``--set`` changes the entry of every row as ``nb2 train --set``
+does (``--set n_epochs=10 --set policy_kwargs.memory=8``), validated as the file is; give such a
+variant its own ``--runs-dir``.
 
 =================  ================================  ========================================
 row                env                               why
@@ -25,7 +28,9 @@ for actor and critic, ``net_arch`` 64, ReLU, no orthogonal init) and ``stack`` (
 the last K observations, ``VecFrameStack``). MiniGrid cells are ids, not pixels: no method divides
 them by 255.
 
-Per run: held-out return (one episode on each of :data:`EPISODES` env seeds ``10_000_000 + 1000 s
+Per run: the training curve (the mean return of SB3's last 100 training episodes,
+``ep_info_buffer``, at :data:`CURVE_POINTS` points of the budget: what a recipe is chosen on),
+held-out return (one episode on each of :data:`EPISODES` env seeds ``10_000_000 + 1000 s
 + e``, never seen in training; greedy actions, MiniGrid's sampled), training steps per second
 (``learn`` alone, side by side with the other runs: a ratio between methods of one invocation is the
 figure, not the absolute), and the memory each env carries while acting, in bytes (NB2: the window
@@ -58,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 
 from benchmarks.common import (
     MEASURED_DIR,
@@ -68,6 +74,8 @@ from benchmarks.common import (
     parse_run_options,
     run_jobs,
 )
+from nb2_agents.errors import UsageError
+from nb2_agents.hyperparams import assignments
 
 if TYPE_CHECKING:
     from nb2_agents.hyperparams import Hyperparams
@@ -81,6 +89,7 @@ QUICK_STEPS = 2_000
 EVAL_SEED_BASE = 10_000_000
 METHODS = ("nb2-memory", "nb2", "lstm", "stack")
 COST_KS = (1, 8, 32)
+CURVE_POINTS = 40
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,8 @@ class Job:
     episodes: int
     device: str
     threads: int
+    overrides: tuple[tuple[str, Any], ...] = ()
+    """``--set`` (key, value) pairs on the env's entry."""
 
     @property
     def label(self) -> str:
@@ -122,11 +133,14 @@ class Outcome:
     train_s: float = 0.0
     memory_bytes: int = 0
     k: int = 0
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    """(step, mean return of the last 100 training episodes)."""
     error: str | None = None
 
     def summary(self) -> str:
+        last = f", training {self.curve[-1][1]:.3g} at the end" if self.curve else ""
         return (
-            f"held-out return {np.mean(self.returns):.3g}, {self.steps_per_s:.0f} steps/s, "
+            f"held-out return {np.mean(self.returns):.3g}{last}, {self.steps_per_s:.0f} steps/s, "
             f"{self.memory_bytes} B/env"
         )
 
@@ -134,13 +148,17 @@ class Outcome:
 # --------------------------------------------------------------------------- one run
 
 
-def _entry(env: str) -> Hyperparams:
-    """The env's entry of ``policies/ppo.yaml``, which must set ``policy_kwargs.memory``."""
+def _entry(env: str, overrides: Sequence[tuple[str, Any]] = ()) -> Hyperparams:
+    """The env's entry of ``policies/ppo.yaml`` with ``overrides`` (``--set``) on top; it must set
+    ``policy_kwargs.memory``."""
     from stable_baselines3 import PPO
 
-    from nb2_agents.hyperparams import DATA_DIR, load_entry, parse_entry
+    from nb2_agents.hyperparams import DATA_DIR, load_entry, parse_entry, set_dotted
 
     entry, labels = load_entry(DATA_DIR / "policies" / "ppo.yaml", env)
+    for key, value in overrides:
+        set_dotted(entry, key, value)
+        labels[key.split(".")[0]] = "--set "
     hp = parse_entry(PPO, entry, labels)
     if hp.memory is None:
         raise ValueError(f"policies/ppo.yaml [{env}] sets no policy_kwargs.memory")
@@ -225,7 +243,7 @@ def run_job(job: Job) -> Outcome:
     from stable_baselines3.common.utils import set_random_seed
 
     torch.set_num_threads(job.threads)
-    hp = _entry(job.env)
+    hp = _entry(job.env, job.overrides)
     n_envs, k = hp.n_envs, int(hp.memory or 0)
     kwargs = {key: v(1.0) if key == "ent_coef" and callable(v) else v for key, v in hp.algo_kwargs.items()}
     if job.steps < kwargs.get("n_steps", 2048) * n_envs:  # --quick: one short rollout
@@ -233,8 +251,9 @@ def run_job(job: Job) -> Outcome:
         kwargs["batch_size"] = min(kwargs.get("batch_size", 64), kwargs["n_steps"] * n_envs)
     env = _make_env(job, n_envs, job.seed, k)
     model = _model(job, kwargs, env, k)
+    curve = Curve(max(job.steps // CURVE_POINTS, 1))
     start = time.perf_counter()
-    model.learn(job.steps)
+    model.learn(job.steps, callback=curve)
     train_s = time.perf_counter() - start
     deterministic = not job.env.startswith("MiniGrid-")
     returns = []
@@ -247,8 +266,28 @@ def run_job(job: Job) -> Outcome:
         vec.close()
     env.close()
     return Outcome(
-        job, returns, model.num_timesteps / train_s, train_s, memory_bytes(model, job.method, k), k
-    )
+        job, returns, model.num_timesteps / train_s, train_s, memory_bytes(model, job.method, k), k,
+        curve.points,
+    )  # fmt: skip
+
+
+class Curve(BaseCallback):
+    """Keeps (step, mean return of SB3's last 100 training episodes) every ``every`` steps."""
+
+    def __init__(self, every: int) -> None:
+        super().__init__()
+        self.every = every
+        self.points: list[tuple[int, float]] = []
+        self._next = every
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        buffer = self.model.ep_info_buffer
+        if self.num_timesteps >= self._next and buffer:
+            self.points.append((self.num_timesteps, float(np.mean([e["r"] for e in buffer]))))
+            self._next += self.every
 
 
 # --------------------------------------------------------------------------- the cost of K
@@ -393,6 +432,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--methods", type=names_of(METHODS, "method"), default=list(METHODS))
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="default 0,1,2")
     parser.add_argument("--steps-scale", type=float, default=1.0)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="change every row's entry, e.g. --set n_epochs=10 --set policy_kwargs.memory=8",
+    )  # fmt: skip
     parser.add_argument("--episodes", type=int, default=EPISODES)
     parser.add_argument("--cost-rounds", type=int, default=10, help="0: skip the cost of K")
     parser.add_argument("--quick", action="store_true", help=f"seed 0, {QUICK_STEPS} steps, 2 episodes")
@@ -403,16 +446,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     episodes = 2 if args.quick else args.episodes
     device = "cpu" if opts["device"] == "auto" else opts["device"]
 
+    overrides = tuple(assignments(args.set).items())
     jobs, skipped = [], {}
     for row in args.rows:
         task = ROWS[row]
         if task.package and importlib.util.find_spec(task.package) is None:
             skipped[row] = f"{task.package} is not installed"
             continue
-        budget = _entry(task.env).n_timesteps
+        try:
+            budget = _entry(task.env, overrides).n_timesteps
+        except UsageError as err:  # a bad --set: named, before any run starts
+            parser.error(str(err))
         steps = QUICK_STEPS if args.quick else int(budget * args.steps_scale)
         jobs += [
-            Job(row, task.env, m, s, steps, episodes, device, args.threads)
+            Job(row, task.env, m, s, steps, episodes, device, args.threads, overrides)
             for m in args.methods
             for s in seeds
         ]
@@ -428,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         opts["workers"],
         run_job,
         where,
-        lambda job, data: Outcome(**{**data, "job": job}),
+        lambda job, data: Outcome(**{**data, "job": job, "curve": [tuple(p) for p in data.get("curve", [])]}),
         lambda job, error: Outcome(job, error=error),
     )
     cost = None
@@ -439,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     figs = figures(outcomes)
     report = {
         "config": {
+            "overrides": dict(overrides),
             "seeds": seeds,
             "episodes": episodes,
             "steps_scale": args.steps_scale,
