@@ -218,7 +218,9 @@ def test_damaged_newest_checkpoint_falls_back(
     run, _ = stop_after(suite, tmp_path / "runs", 832, signal.SIGKILL)
     newest = checkpoints(run)[0]
     (newest / "params.pt").write_bytes(b"truncated")
+    (run / "s0" / ".curves.csv.k3j9x0aa.tmp").write_text("step,half")  # a write the kill cut short
     resume_curriculum(run, progress=False, verbose=0)
+    assert not list(run.rglob(".*.tmp"))
     assert f"checkpoint {newest} cannot be read" in capsys.readouterr().err
     assert_same_run(run, reference)
 

@@ -55,7 +55,7 @@ from nb2_agents.hyperparams import Hyperparams
 from nb2_agents.normalize import RunningStats
 from nb2_agents.progress import Mode
 from nb2_agents.retention.base import make_strategy
-from nb2_agents.runs import CHECKPOINTS, run_logger, safe_name, save_model, write_json
+from nb2_agents.runs import CHECKPOINTS, remove_stale_temps, run_logger, safe_name, save_model, write_json
 from nb2_agents.sb3 import algos
 from nb2_agents.sb3.extra_loss import install_extra_loss
 from nb2_agents.signals import sigterm_as_interrupt
@@ -130,6 +130,7 @@ def train_seed(job: SeedJob) -> SeedResult:
             shutil.rmtree(job.seed_dir, ignore_errors=True)
         else:
             cut_files(job.seed_dir, ckpt)  # Monitor rows written after the checkpoint would count twice
+            remove_stale_temps(job.seed_dir)  # what a write the kill cut short left behind
     try:
         return _SeedRun(job, ckpt).run()
     except _Orphaned:
