@@ -216,26 +216,34 @@ def _model(job: Job, kwargs: dict[str, Any], env: Any, k: int) -> Any:
     return RecurrentPPO("MlpLstmPolicy", env, policy_kwargs=lstm, **common, **kwargs)
 
 
-def memory_bytes(model: Any, method: str, k: int) -> int:
-    """What one env carries between steps while acting, in bytes."""
+def memory_bytes(model: Any, job: Job, k: int) -> int:
+    """What one env carries between steps while acting, in bytes, after two steps of one env."""
     space = model.observation_space
-    if method == "nb2":
+    if job.method == "nb2":
         return 0
-    if method == "nb2-memory":
-        from nb2_agents.memory import MemoryLayout, ObsWindow
-
-        layout = MemoryLayout.of(space)
-        assert layout is not None
-        window = ObsWindow(layout, 1)
+    if job.method == "nb2-memory":
+        venv = _make_env(job, 1, 0, k)
+        obs = venv.reset()
+        for _ in range(2):
+            action, _ = model.predict(obs)
+            obs, *_ = venv.step(action)
         net = model.policy.nb2_networks()[0]
-        flat = sum(int(np.prod(p.shape[2:])) for p in window.past.values())  # floats per step, before one-hot
-        cached = (k + 1) * (net.cfg.d_model + flat) * 4 + k  # summaries, their steps, validity
-        return int(sum(p.nbytes for p in window.past.values()) + window.valid.nbytes + cached)
-    if method == "stack":
+        venv.close()
+        return int(venv.window.nbytes() + net._cache.nbytes())
+    if job.method == "stack":
         return int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
     lstm = model.policy.lstm_actor
     per = 2 * lstm.num_layers * lstm.hidden_size * 4  # hidden and cell state, float32
     return per * (2 if model.policy.lstm_critic is not None else 1)
+
+
+def probe_bytes(job: Job) -> int:
+    """:func:`memory_bytes` of an untrained model for ``job``'s env and method (it does not depend
+    on training), so that runs kept by earlier versions are reported by today's measure."""
+    hp = _entry(job.env, job.overrides)
+    k = int(hp.memory or 0)
+    model = _model(job, {}, _make_env(job, 1, 0, k), k)
+    return memory_bytes(model, job, k)
 
 
 def run_job(job: Job) -> Outcome:
@@ -266,7 +274,7 @@ def run_job(job: Job) -> Outcome:
         vec.close()
     env.close()
     return Outcome(
-        job, returns, model.num_timesteps / train_s, train_s, memory_bytes(model, job.method, k), k,
+        job, returns, model.num_timesteps / train_s, train_s, memory_bytes(model, job, k), k,
         curve.points,
     )  # fmt: skip
 
@@ -478,6 +486,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         lambda job, data: Outcome(**{**data, "job": job, "curve": [tuple(p) for p in data.get("curve", [])]}),
         lambda job, error: Outcome(job, error=error),
     )
+    probed: dict[tuple[str, str], int] = {}
+    for o in outcomes:  # today's measure, also for runs kept by an earlier version
+        key = (o.job.row, o.job.method)
+        if key not in probed:
+            probed[key] = probe_bytes(o.job)
+        o.memory_bytes = probed[key]
     cost = None
     if args.cost_rounds:
         times = rollout_rates(COST_KS, 2 if args.quick else args.cost_rounds)

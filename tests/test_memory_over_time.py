@@ -177,6 +177,42 @@ def test_the_rollout_cache_gives_the_full_recomputation_and_encodes_one_step_per
         obs, _, _, _ = venv.step(np.array([t % 2, 1, 0]))
 
 
+def test_the_cache_keeps_observations_compact_and_still_compares_them_exactly() -> None:
+    from nb2_agents.nn.temporal import SummaryCache, compact_form
+
+    image = torch.arange(256, dtype=torch.uint8).float() / 255.0  # SB3's preprocess_obs of an image
+    assert compact_form(torch.tensor([0.0, 7.0, 255.0])) == (torch.uint8, 1.0)  # cell ids, one-hot
+    assert compact_form(image) == (torch.uint8, 255.0)
+    assert compact_form(torch.tensor([0.5, 300.0])) == (torch.float16, 1.0)
+    assert compact_form(torch.tensor([1 / 7])) == (torch.float32, 1.0)
+    assert compact_form(torch.tensor([-1.0, 2.0])) == (torch.float16, 1.0)  # uint8 has no -1
+    assert compact_form(torch.tensor([float("nan")])) == (torch.float32, 1.0)
+
+    b, k, f, c = 2, 3, 5, 4
+    calls: list[int] = []
+
+    def encode(index: torch.Tensor) -> torch.Tensor:
+        calls.append(index.numel())
+        return torch.ones(index.numel(), c)
+
+    cache = SummaryCache()
+    step = torch.randint(0, 11, (b, f)).float()  # MiniGrid-like: small integers as float32
+    past = torch.randint(0, 11, (b, k, f)).float()
+    valid = torch.ones(b, k, dtype=torch.bool)
+    summaries = cache.summaries(0, past, valid, encode, c)
+    cache.store(0, step, torch.zeros(b, c), past, summaries, valid)
+    assert cache.past_flat is not None and cache.past_flat.dtype == torch.uint8
+    assert cache.nbytes() == b * f + b * c * 4 + b * k * f + b * k * c * 4 + b * k  # flat: 1 byte each
+    moved = torch.cat([step.unsqueeze(1), past[:, :-1]], dim=1)  # every env one step on
+    calls.clear()
+    out = cache.summaries(0, moved, valid, encode, c)
+    assert calls == []  # every age holds what the cache has
+    torch.testing.assert_close(out[:, 0], torch.zeros(b, c))  # reused: the step's stored summary
+    moved[0, 1, 0] += 0.25  # a value uint8 cannot hold is not taken for its neighbour
+    cache.summaries(0, moved, valid, encode, c)
+    assert calls == [1]
+
+
 def test_predict_with_state_on_the_plain_env_matches_the_wrapped_env_over_an_episode() -> None:
     model = _model(n_envs=1)
     model.learn(64)

@@ -62,6 +62,10 @@ class ObsWindow:
             past[rows] = 0
         self.valid[rows] = 0.0
 
+    def nbytes(self) -> int:
+        """The memory of every env, in bytes."""
+        return int(sum(past.nbytes for past in self.past.values()) + self.valid.nbytes)
+
     def state(self) -> tuple[np.ndarray, ...]:
         """The memory as ``predict``'s state: ``(valid, *past values in layout order)``."""
         return (self.valid.copy(), *(past.copy() for past in self.past.values()))

@@ -83,6 +83,10 @@ class SummaryCache:
     computed from, and the weights have not changed since (a count of in-place updates of every
     parameter: optimizer steps, loads and resets all bump it); every other valid past step is
     encoded. An env whose episode just started has no valid past: nothing is encoded.
+
+    The observations are kept in the narrowest of :data:`COMPACT_FORMS` that gives them back
+    exactly (cell ids, one-hot vectors and SB3's images scaled by 1/255: uint8, a quarter of
+    float32's bytes) and compared as they were, so the comparison is as exact as on the originals.
     """
 
     def __init__(self) -> None:
@@ -90,6 +94,8 @@ class SummaryCache:
 
     def clear(self) -> None:
         self.version: int | None = None
+        self.flat_dtype: torch.dtype | None = None  # the observations' dtype before compaction
+        self.flat_scale = 1.0  # kept = observation x scale
         self.step_flat: torch.Tensor | None = None  # (B, F)
         self.step_summary: torch.Tensor | None = None  # (B, C)
         self.past_flat: torch.Tensor | None = None  # (B, K, F)
@@ -109,7 +115,7 @@ class SummaryCache:
             self.past_flat is None
             or self.version != version
             or self.past_flat.shape != past_flat.shape
-            or self.past_flat.dtype != past_flat.dtype
+            or self.flat_dtype != past_flat.dtype
             or self.past_flat.device != past_flat.device
         ):
             return encode_valid(valid, encode, c, past_flat.dtype)
@@ -117,6 +123,7 @@ class SummaryCache:
         assert self.past_summary is not None and self.past_valid is not None
         # what each age holds if every env moved one step on: the last step, then the past
         held_flat = torch.cat([self.step_flat.unsqueeze(1), self.past_flat[:, :-1]], dim=1)  # (B, K, F)
+        held_flat = expand(held_flat, past_flat.dtype, self.flat_scale)  # the values as they were
         held = torch.cat([self.step_summary.unsqueeze(1), self.past_summary[:, :-1]], dim=1)  # (B, K, C)
         held_valid = torch.cat([torch.ones_like(valid[:, :1]), self.past_valid[:, :-1]], dim=1)  # (B, K)
         same = held_valid & (held_flat == past_flat).all(dim=-1)  # (B, K)
@@ -137,9 +144,47 @@ class SummaryCache:
         past_summary: torch.Tensor,
         valid: torch.Tensor,
     ) -> None:
-        self.version = version
-        self.step_flat, self.step_summary = step_flat, step_summary
-        self.past_flat, self.past_summary, self.past_valid = past_flat, past_summary, valid
+        self.version, self.flat_dtype = version, past_flat.dtype
+        dtype, self.flat_scale = compact_form(step_flat, past_flat)
+        self.step_flat, self.step_summary = narrow(step_flat, dtype, self.flat_scale), step_summary
+        self.past_flat, self.past_summary = narrow(past_flat, dtype, self.flat_scale), past_summary
+        self.past_valid = valid
+
+    def nbytes(self) -> int:
+        """What the cache holds now, in bytes (every env of the last call)."""
+        held = (self.step_flat, self.step_summary, self.past_flat, self.past_summary, self.past_valid)
+        return sum(t.numel() * t.element_size() for t in held if t is not None)
+
+
+COMPACT_FORMS: tuple[tuple[torch.dtype, float], ...] = (
+    (torch.uint8, 1.0),  # small integers: cell ids, one-hot vectors
+    (torch.uint8, 255.0),  # SB3's images, divided by 255 on the way in (preprocess_obs)
+    (torch.float16, 1.0),
+)
+"""(dtype, scale) forms tried in this order for the cached observations (kept = value x scale)."""
+
+
+def narrow(x: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
+    """``x`` in a compact form (:data:`COMPACT_FORMS`)."""
+    if scale == 1.0:
+        return x.to(dtype)
+    return (x * scale).round().to(dtype)
+
+
+def expand(x: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
+    """The values :func:`narrow` kept, as they were."""
+    return x.to(dtype) if scale == 1.0 else x.to(dtype) / scale
+
+
+def compact_form(*tensors: torch.Tensor) -> tuple[torch.dtype, float]:
+    """The first of :data:`COMPACT_FORMS` that gives every value of ``tensors`` back exactly (the
+    round trip gives the same values: no NaN, nothing out of range, no lost digits), else the
+    tensors' own dtype."""
+    for dtype, scale in COMPACT_FORMS:
+        back = (expand(narrow(t, dtype, scale), t.dtype, scale) for t in tensors)
+        if all(torch.equal(b, t) for b, t in zip(back, tensors, strict=True)):
+            return dtype, scale
+    return tensors[0].dtype, 1.0
 
 
 def param_version(module: nn.Module) -> int:
