@@ -133,14 +133,14 @@ def test_ppo_cartpole_seeds(seed: int) -> None:
     strict=False,
 )
 def test_ppo_cartpole_without_velocities_learns_with_memory() -> None:
-    """PPO + NB2-nano with memory over time (ppo.yaml's nb2/CartPoleNoVel-v1 entry: K = 4, 200k
+    """PPO + NB2-nano with memory over time (ppo.yaml's nb2/CartPoleNoVel-v1 entry: K = 8, 200k
     steps) balances CartPole from positions alone: >= 400 over 20 held-out episodes, evaluated on
     the plain env with ``predict``'s state as ``evaluate_policy`` passes it. Without memory NB2
     cannot tell which way the pole moves (``benchmarks/memory.py``)."""
     from nb2_agents.memory import MemoryWindow
 
     hp = load_hyperparams(PPO, "nb2/CartPoleNoVel-v1", DATA_DIR / "policies" / "ppo.yaml")
-    assert hp.memory == 4
+    assert hp.memory == 8
     env = MemoryWindow(make_vec_env("nb2/CartPoleNoVel-v1", n_envs=hp.n_envs, seed=0), hp.memory)
     model = PPO(hp.policy, env, seed=0, **hp.algo_kwargs).learn(hp.n_timesteps)
     assert _mean_return(model, "nb2/CartPoleNoVel-v1", episodes=20, seed=10_000_000) >= 400
