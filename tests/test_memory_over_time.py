@@ -187,6 +187,9 @@ def test_the_cache_keeps_observations_compact_and_still_compares_them_exactly() 
     assert compact_form(torch.tensor([1 / 7])) == (torch.float32, 1.0)
     assert compact_form(torch.tensor([-1.0, 2.0])) == (torch.float16, 1.0)  # uint8 has no -1
     assert compact_form(torch.tensor([float("nan")])) == (torch.float32, 1.0)
+    # the last step's form first: kept where it holds, the others tried where it does not
+    assert compact_form(torch.tensor([0.0, 7.0]), first=(torch.float32, 1.0)) == (torch.float32, 1.0)
+    assert compact_form(torch.tensor([0.5]), first=(torch.uint8, 1.0)) == (torch.float16, 1.0)
 
     b, k, f, c = 2, 3, 5, 4
     calls: list[int] = []
