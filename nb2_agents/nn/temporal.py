@@ -146,10 +146,9 @@ class SummaryCache:
     ) -> None:
         self.version, self.flat_dtype = version, past_flat.dtype
         last = None if self.step_flat is None else (self.step_flat.dtype, self.flat_scale)
-        dtype, self.flat_scale = compact_form(step_flat, past_flat, first=last)  # the last form, if it holds
-        self.step_flat, self.step_summary = narrow(step_flat, dtype, self.flat_scale), step_summary
-        self.past_flat, self.past_summary = narrow(past_flat, dtype, self.flat_scale), past_summary
-        self.past_valid = valid
+        form, (self.step_flat, self.past_flat) = narrowest(step_flat, past_flat, first=last)
+        self.flat_scale = form[1]
+        self.step_summary, self.past_summary, self.past_valid = step_summary, past_summary, valid
 
     def nbytes(self) -> int:
         """What the cache holds now, in bytes (every env of the last call)."""
@@ -177,21 +176,29 @@ def expand(x: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
     return x.to(dtype) if scale == 1.0 else x.to(dtype) / scale
 
 
-def compact_form(
-    *tensors: torch.Tensor, first: tuple[torch.dtype, float] | None = None
-) -> tuple[torch.dtype, float]:
+Form = tuple[torch.dtype, float]
+
+
+def narrowest(*tensors: torch.Tensor, first: Form | None = None) -> tuple[Form, tuple[torch.Tensor, ...]]:
     """The first of ``first`` (the form used last time) and :data:`COMPACT_FORMS` that gives every
     value of ``tensors`` back exactly (the round trip gives the same values: no NaN, nothing out of
-    range, no lost digits), else the tensors' own dtype. Their own dtype as ``first`` is taken
-    without a check: a rollout step then costs no round trip where no compact form held before."""
+    range, no lost digits), else the tensors' own dtype; and ``tensors`` in that form. Their own
+    dtype as ``first`` is taken without a check: a rollout step then costs no round trip where no
+    compact form held before."""
     own = (tensors[0].dtype, 1.0)
     for dtype, scale in COMPACT_FORMS if first is None else (first, *COMPACT_FORMS):
         if (dtype, scale) == own:
-            return own
-        back = (expand(narrow(t, dtype, scale), t.dtype, scale) for t in tensors)
+            break
+        kept = tuple(narrow(t, dtype, scale) for t in tensors)
+        back = (expand(k, t.dtype, scale) for k, t in zip(kept, tensors, strict=True))
         if all(torch.equal(b, t) for b, t in zip(back, tensors, strict=True)):
-            return dtype, scale
-    return own
+            return (dtype, scale), kept
+    return own, tensors
+
+
+def compact_form(*tensors: torch.Tensor, first: Form | None = None) -> Form:
+    """The form :func:`narrowest` keeps ``tensors`` in."""
+    return narrowest(*tensors, first=first)[0]
 
 
 def param_version(module: nn.Module) -> int:
