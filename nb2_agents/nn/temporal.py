@@ -186,7 +186,8 @@ def narrowest(*tensors: torch.Tensor, first: Form | None = None) -> tuple[Form, 
     dtype as ``first`` is taken without a check: a rollout step then costs no round trip where no
     compact form held before."""
     own = (tensors[0].dtype, 1.0)
-    for dtype, scale in COMPACT_FORMS if first is None else (first, *COMPACT_FORMS):
+    rest = tuple(form for form in COMPACT_FORMS if form != first)  # a failed ``first`` is not retried
+    for dtype, scale in rest if first is None else (first, *rest):
         if (dtype, scale) == own:
             break
         kept = tuple(narrow(t, dtype, scale) for t in tensors)
