@@ -4,6 +4,7 @@ and bad input refused before anything trains."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -182,6 +183,24 @@ def test_a_curriculum_model_is_evaluated_on_every_task_or_one_by_name(classic: P
     out = nb2("evaluate", run_dir)
     assert out.returncode == 2 and "cannot find the curriculum it was trained on" in out.stderr
     assert str(classic.resolve()) in out.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("minigrid") is None, reason="needs the minigrid extra")
+def test_a_curriculum_model_on_images_is_evaluated_in_the_spaces_sb3_gave_it(tmp_path: Path) -> None:
+    """SB3 transposes channels-last images for the model (VecTransposeImage), so a MiniGrid
+    curriculum's model holds (3, 7, 7) where its tasks give (7, 7, 3): nb2 evaluate compares the
+    two as SB3 does instead of refusing the model as a mismatch."""
+    from nb2_agents.curriculum.evaluate import evaluate_curriculum
+
+    path = write_curriculum(tmp_path / "grid.yaml", [_task("Empty", "MiniGrid-Empty-5x5-v0", 0.176, 0.955)],
+                            name="grid")  # fmt: skip
+    result = run_curriculum(path, retention="nb2", seeds=[0], evals_per_task=1, runs_dir=tmp_path / "runs",
+                            progress=False)  # fmt: skip
+    model = load_model(result.run_dir / "s0" / "model.zip").model
+    assert model.observation_space["obs"].shape == (3, 7, 7)
+    (entry,) = evaluate_curriculum(result.run_dir)
+    assert entry.task == "Empty" and entry.episodes == 2 and not entry.deterministic  # as RL Zoo: sampled
+    assert 0 <= entry.score <= 1
 
 
 def test_classic_control_pair_trains_sequentially(classic: Path, tmp_path: Path) -> None:

@@ -72,14 +72,13 @@ class CommonSpaces:
 
     @property
     def model_observation_space(self) -> spaces.Space:
-        """The observation space of the model that serves these tasks."""
+        """The observation space of the model that serves these tasks: channels-last images
+        transposed, as SB3 (or ``MemoryWindow``) hands them to it."""
         from nb2_agents.memory import memory_space
+        from nb2_agents.memory.wrapper import transposed_space
 
-        return (
-            self.observation_space
-            if self.memory is None
-            else memory_space(self.observation_space, self.memory)
-        )
+        space = transposed_space(self.observation_space)
+        return space if self.memory is None else memory_space(space, self.memory)
 
     @property
     def discrete(self) -> bool:

@@ -22,6 +22,16 @@ def needs_transpose(space: spaces.Space) -> bool:
     return any(is_image_space(s) and not is_image_space_channels_first(s) for s in parts)  # type: ignore[arg-type]
 
 
+def transposed_space(space: spaces.Space) -> spaces.Space:
+    """``space`` as a model SB3 builds on it holds it: channels-last images transposed, alone or
+    as a Dict key (``VecTransposeImage``)."""
+    if isinstance(space, spaces.Dict):
+        return spaces.Dict({key: transposed_space(sub) for key, sub in space.spaces.items()})
+    if is_image_space(space) and not is_image_space_channels_first(space):  # type: ignore[arg-type]
+        return VecTransposeImage.transpose_space(space)  # type: ignore[arg-type]
+    return space
+
+
 class MemoryWindow(VecEnvWrapper):
     """Each env's observation with its last ``k`` steps of the current episode beside it.
 
