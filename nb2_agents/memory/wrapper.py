@@ -15,13 +15,6 @@ from nb2_agents.memory.layout import STEP_KEY, MemoryLayout, check_k, memory_spa
 from nb2_agents.memory.window import ObsWindow
 
 
-def needs_transpose(space: spaces.Space) -> bool:
-    """Whether SB3 would wrap an env of ``space`` in ``VecTransposeImage``: a channels-last image,
-    alone or as a Dict key."""
-    parts = space.spaces.values() if isinstance(space, spaces.Dict) else [space]
-    return any(is_image_space(s) and not is_image_space_channels_first(s) for s in parts)  # type: ignore[arg-type]
-
-
 def transposed_space(space: spaces.Space) -> spaces.Space:
     """``space`` as a model SB3 builds on it holds it: channels-last images transposed, alone or
     as a Dict key (``VecTransposeImage``)."""
@@ -30,6 +23,12 @@ def transposed_space(space: spaces.Space) -> spaces.Space:
     if is_image_space(space) and not is_image_space_channels_first(space):  # type: ignore[arg-type]
         return VecTransposeImage.transpose_space(space)  # type: ignore[arg-type]
     return space
+
+
+def needs_transpose(space: spaces.Space) -> bool:
+    """Whether SB3 would wrap an env of ``space`` in ``VecTransposeImage``: a channels-last image,
+    alone or as a Dict key."""
+    return transposed_space(space) != space
 
 
 class MemoryWindow(VecEnvWrapper):
