@@ -258,8 +258,10 @@ def measured_path(runs_dir: Path, suite: str, name: str) -> Path:
 
 
 def suite_key(suite: str) -> str:
-    """What a suite's runs depend on in its YAML: tasks, budgets, algorithm, preset, hyperparameters."""
+    """What a suite's runs depend on in its YAML: tasks, budgets, algorithm, preset, hyperparameters;
+    not its description or where the file lies (another checkout, an installed wheel)."""
     data = asdict(load_curriculum(suite))
+    del data["source"], data["description"]
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 

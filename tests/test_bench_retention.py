@@ -46,6 +46,20 @@ def test_a_run_measured_on_an_earlier_suite_yaml_is_measured_again(
     assert "measured on an earlier classic-control YAML" in capsys.readouterr().out
 
 
+def test_the_suite_key_follows_what_runs_not_where_the_yaml_lies(tmp_path: Path) -> None:
+    """A copy of the suite's YAML elsewhere (a second checkout, a worktree) keeps its figures; a
+    changed budget does not."""
+    source = load_curriculum("classic-control").source
+    assert source is not None
+    text = source.read_text()
+    copy = tmp_path / "elsewhere" / "classic-control.yaml"
+    copy.parent.mkdir()
+    copy.write_text(text.replace("description:", "description: reworded,"))
+    assert bench.suite_key(str(copy)) == bench.suite_key("classic-control")
+    copy.write_text(text.replace("steps: 100k", "steps: 90k", 1))
+    assert bench.suite_key(str(copy)) != bench.suite_key("classic-control")
+
+
 def test_a_run_measured_with_other_strategy_defaults_is_measured_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
