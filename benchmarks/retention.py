@@ -45,11 +45,10 @@ worker used once; their wall times then share the cluster and are no clean ratio
 Duration of the full run (the defaults): each seed of a suite is 460k to 950k env steps (460k for
 cartpole-variants, 500k for classic-control, 950k for minigrid), 8 to 16 minutes per seed on one
 core at ~1,000 steps/s, evaluations aside (MiniGrid runs slower); 5 runs x 3 suites x 3 seeds is
-about 8 hours of one core (more with MiniGrid's slower steps), and the reference runs add about one more run per suite the first
-time (they are cached). With
-``--workers 2`` on two free cores, about half that in wall time. ``--quick`` (steps-scale 0.02,
-seed 0, cartpole-variants) takes a few minutes and only checks that everything runs: its figures
-mean nothing.
+about 8 hours of one core (more with MiniGrid's slower steps), and the reference runs add about
+one more run per suite the first time (they are cached). With ``--workers 2`` on two free cores,
+about half that in wall time. ``--quick`` (steps-scale 0.02, seed 0, cartpole-variants) takes a
+few minutes and only checks that everything runs: its figures mean nothing.
 """
 
 from __future__ import annotations
